@@ -1,0 +1,88 @@
+# -*- coding: utf-8 -*-
+# Copyright: release-rollback contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters that put the collection's domain logic (plan, gates, stage results) in playbooks."""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+from ansible_collections.release.rollback.plugins.module_utils import manifest as _manifest
+from ansible_collections.release.rollback.plugins.module_utils import plan as _plan
+from ansible_collections.release.rollback.plugins.module_utils import stages as _stages
+
+_EXTRA_KEYS = ("flags", "database", "infrastructure")
+
+
+def parse_manifest(data, redact=False):
+    """The checked manifest; ``redact=true`` hides credentials (for anything that may be shown)."""
+    try:
+        parsed = _manifest.parse_manifest(data)
+    except _manifest.ManifestError as exc:
+        raise AnsibleFilterError("bad manifest: %s" % exc) from None
+    if redact and parsed.get("database"):
+        parsed["database"] = dict(parsed["database"], url=_plan.redact_url(parsed["database"]["url"]))
+    return parsed
+
+
+def build_plan(hosts, hostvars, manifest, options=None, db_status=None):
+    """The plan from the ``rollback_host_result_assess`` facts of ``hosts``."""
+    facts = {}
+    for host in hosts:
+        try:
+            facts[host] = hostvars[host].get("rollback_host_result_assess") or {
+                "failed": True,
+                "msg": "unreachable",
+            }
+        except KeyError:
+            facts[host] = {"failed": True, "msg": "unreachable"}
+    try:
+        return _plan.build_plan(manifest, facts, db_status, options)
+    except ValueError as exc:
+        raise AnsibleFilterError(str(exc)) from None
+
+
+def approval_record(plan, approver, reason=None):
+    try:
+        return _plan.approval_record(plan, approver, reason)
+    except ValueError as exc:
+        raise AnsibleFilterError(str(exc)) from None
+
+
+def stage_gate(stage, results, plan=None, approval=None):
+    return _plan.stage_gate(stage, results, plan, approval)
+
+
+def stage_result(hosts, stage, hostvars, gate=None, unreachable=None, started=None, ended=None, extra=None):
+    """Publishable result of ``stage`` from the per-host facts ``rollback_host_result_<stage>``."""
+    gate = gate or {"run": True}
+    if not gate.get("run"):
+        return _plan.gated_result(stage, gate, started, ended)
+    key = "rollback_host_result_" + stage
+    host_results = {}
+    for host in hosts:
+        try:
+            value = hostvars[host].get(key)
+        except KeyError:
+            value = None
+        if value:
+            host_results[host] = dict(value)
+    extra = dict(extra or {})
+    for res in host_results.values():
+        for k in _EXTRA_KEYS:
+            if k in res and k not in extra:
+                extra[k] = res.pop(k)
+    result = _stages.aggregate(stage, host_results, list(hosts), unreachable=unreachable, extra=extra)
+    result["started"] = started
+    result["ended"] = ended
+    return result
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "parse_manifest": parse_manifest,
+            "build_plan": build_plan,
+            "approval_record": approval_record,
+            "stage_gate": stage_gate,
+            "stage_result": stage_result,
+        }

@@ -1,0 +1,194 @@
+# -*- coding: utf-8 -*-
+# Copyright: release-rollback contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The release manifest: what the deployment of the bad release recorded.
+
+Parsed at the edge into a normalised dict; every error is one sentence that says what is wrong
+and how to fix it. Pure Python, standard library only.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Release names: ansistrano timestamps, Capistrano timestamps, semantic versions, git shas.
+_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+FLAG_BACKENDS = ("flagd",)
+DB_TOOLS = ("alembic",)
+INFRA_KINDS = ("config_file",)
+KNOWN_KEYS = {
+    "app",
+    "version",
+    "previous_version",
+    "reason",
+    "flags",
+    "database",
+    "infrastructure",
+    "validation",
+}
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the message is one sentence with the fix."""
+
+
+def check_version(value, what="version"):
+    """Return ``value`` if it is a safe release name, else raise ManifestError."""
+    if not isinstance(value, str) or not _VERSION_RE.match(value) or value in (".", ".."):
+        raise ManifestError(
+            "%s %r is not a release name: use letters, digits, '.', '_', '+' or '-' "
+            "(at most 128 characters, no '/' or spaces)" % (what, _short(value))
+        )
+    return value
+
+
+def _short(value):
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _mapping(value, where):
+    if not isinstance(value, dict):
+        raise ManifestError("%s must be a mapping (key: value lines), not %s" % (where, type(value).__name__))
+    return value
+
+
+def _string(section, key, where, required=True):
+    value = section.get(key)
+    if value is None:
+        if required:
+            raise ManifestError("%s.%s is missing: add it to the manifest" % (where, key))
+        return None
+    if not isinstance(value, str) or not value.strip() or "\n" in value or "\x00" in value:
+        raise ManifestError("%s.%s must be a one-line string, not %s" % (where, key, _short(value)))
+    return value
+
+
+def _abs_path(section, key, where, required=True):
+    value = _string(section, key, where, required)
+    if value is None:
+        return None
+    if not value.startswith("/"):
+        raise ManifestError("%s.%s must be an absolute path, not %r" % (where, key, _short(value)))
+    if "/../" in value + "/":
+        raise ManifestError("%s.%s must not contain '..': give the real path" % (where, key))
+    return value
+
+
+def parse_manifest(data):
+    """Validate and normalise a manifest.
+
+    ``data`` is either the manifest mapping or a mapping with a single ``rollback_manifest`` key
+    (the file form, usable with ``ansible-playbook -e @manifest.yml``).
+    """
+    if data is None:
+        return _normalise({})
+    data = _mapping(data, "the manifest")
+    if "rollback_manifest" in data:
+        data = _mapping(data["rollback_manifest"], "rollback_manifest")
+    return _normalise(data)
+
+
+def _normalise(data):
+    unknown = sorted(set(data) - KNOWN_KEYS)
+    if unknown:
+        raise ManifestError("unknown manifest key %r: the keys are %s" % (unknown[0], ", ".join(sorted(KNOWN_KEYS))))
+    out = {
+        "app": data.get("app") or "app",
+        "version": None,
+        "previous_version": None,
+        "reason": data.get("reason") or "not given",
+        "flags": None,
+        "database": None,
+        "infrastructure": None,
+        "validation": {"retries": 20, "delay": 0.5, "timeout": 5, "smoke": []},
+    }
+    if not isinstance(out["app"], str) or not _NAME_RE.match(out["app"]):
+        raise ManifestError("app %r is not a name: use letters, digits, '.', '_', ':' or '-'" % _short(out["app"]))
+    if not isinstance(out["reason"], str) or len(out["reason"]) > 2000:
+        raise ManifestError("reason must be a string of at most 2000 characters")
+    for key in ("version", "previous_version"):
+        if data.get(key) is not None:
+            out[key] = check_version(str(data[key]) if isinstance(data[key], (int, float)) else data[key], key)
+
+    if data.get("flags") is not None:
+        flags = _mapping(data["flags"], "flags")
+        backend = flags.get("backend", "flagd")
+        if backend not in FLAG_BACKENDS:
+            raise ManifestError(
+                "flags.backend %r is not supported: use one of %s" % (_short(backend), ", ".join(FLAG_BACKENDS))
+            )
+        names = flags.get("names")
+        if not isinstance(names, list) or not names:
+            raise ManifestError("flags.names must be a non-empty list of the release's flag names")
+        for name in names:
+            if not isinstance(name, str) or not _NAME_RE.match(name):
+                raise ManifestError(
+                    "flag name %r is not a flag key: use letters, digits, '.', '_', ':' or '-'" % _short(name)
+                )
+        out["flags"] = {"backend": backend, "file": _abs_path(flags, "file", "flags"), "names": list(names)}
+
+    if data.get("database") is not None:
+        db = _mapping(data["database"], "database")
+        tool = db.get("tool", "alembic")
+        if tool not in DB_TOOLS:
+            raise ManifestError(
+                "database.tool %r is not supported: use one of %s" % (_short(tool), ", ".join(DB_TOOLS))
+            )
+        target = db.get("target_revision")
+        if target is None:
+            raise ManifestError("database.target_revision is missing: give the previous release's revision")
+        out["database"] = {
+            "tool": tool,
+            "config": _abs_path(db, "config", "database"),
+            "url": _string(db, "url", "database"),
+            "target_revision": check_version(str(target), "database.target_revision"),
+            "python": _abs_path(db, "python", "database", required=False),
+        }
+
+    if data.get("infrastructure") is not None:
+        infra = _mapping(data["infrastructure"], "infrastructure")
+        kind = infra.get("kind", "config_file")
+        if kind not in INFRA_KINDS:
+            raise ManifestError(
+                "infrastructure.kind %r is not supported: use one of %s" % (_short(kind), ", ".join(INFRA_KINDS))
+            )
+        snapshot = _abs_path(infra, "snapshot", "infrastructure")
+        if "{version}" not in snapshot:
+            raise ManifestError("infrastructure.snapshot must contain {version}, e.g. /etc/lb/releases/{version}.conf")
+        out["infrastructure"] = {
+            "kind": kind,
+            "path": _abs_path(infra, "path", "infrastructure"),
+            "snapshot": snapshot,
+            "validate_command": _string(infra, "validate_command", "infrastructure", required=False),
+            "reload_command": _string(infra, "reload_command", "infrastructure", required=False),
+        }
+
+    if data.get("validation") is not None:
+        val = _mapping(data["validation"], "validation")
+        for key, kind, lo, hi in (
+            ("retries", int, 1, 1000),
+            ("delay", (int, float), 0, 60),
+            ("timeout", (int, float), 0.1, 300),
+        ):
+            if key in val:
+                value = val[key]
+                if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:
+                    raise ManifestError("validation.%s must be a number from %s to %s" % (key, lo, hi))
+                out["validation"][key] = value
+        smoke = val.get("smoke", [])
+        if not isinstance(smoke, list):
+            raise ManifestError("validation.smoke must be a list of {url, status} checks")
+        for i, check in enumerate(smoke):
+            where = "validation.smoke[%d]" % i
+            check = _mapping(check, where)
+            url = _string(check, "url", where)
+            if not url.startswith(("http://", "https://")):
+                raise ManifestError("%s.url must be an http:// or https:// URL, not %r" % (where, _short(url)))
+            status = check.get("status", 200)
+            if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+                raise ManifestError("%s.status must be an HTTP status code" % where)
+            out["validation"]["smoke"].append({"url": url, "status": status})
+    return out

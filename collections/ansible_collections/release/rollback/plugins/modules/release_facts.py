@@ -1,0 +1,108 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: release-rollback contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: release_facts
+short_description: Discover the live and the previous known-good release on a host
+version_added: "0.1.0"
+description:
+  - Reads the live release with C(readlink current), lists the releases by name (as versions when
+    they look like versions), never by mtime, and picks the newest release older than the live one
+    that is not marked C(DEPLOY_UNFINISHED), C(ROLLED_BACK) or C(KNOWN_BAD).
+  - One round trip per host.
+options:
+  app_root:
+    description: The deploy_to directory holding C(releases/), C(current) and C(shared/).
+    type: path
+    required: true
+  layout:
+    description: Force the layout instead of detecting it from the link.
+    type: str
+    choices: [auto, ansistrano, capistrano, versions]
+    default: auto
+  releases_dir:
+    description: Name of the releases directory under O(app_root).
+    type: str
+    default: releases
+  current_dir:
+    description: Name of the live release link under O(app_root).
+    type: str
+    default: current
+author:
+  - release-rollback contributors
+"""
+
+EXAMPLES = r"""
+- name: Find the live and previous releases
+  release.rollback.release_facts:
+    app_root: /srv/shop
+  register: releases
+"""
+
+RETURN = r"""
+live:
+  description: The live release (the basename of the C(current) link target).
+  returned: success
+  type: str
+  sample: "20261126090000Z"
+previous:
+  description: The previous known-good release, or null when there is none.
+  returned: success
+  type: str
+releases:
+  description: Every release on the host, oldest first.
+  returned: success
+  type: list
+  elements: str
+layout:
+  description: The detected or forced layout.
+  returned: success
+  type: str
+link:
+  description: The raw link text of C(current).
+  returned: success
+  type: str
+link_style:
+  description: C(relative) or C(absolute).
+  returned: success
+  type: str
+skipped:
+  description: Older releases passed over because they are marked unfinished, rolled back or known-bad.
+  returned: success
+  type: list
+  elements: str
+marks:
+  description: Release name to the marks found in it.
+  returned: success
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.release.rollback.plugins.module_utils.releases import ReleaseError, discover
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            app_root=dict(type="path", required=True),
+            layout=dict(type="str", default="auto", choices=["auto", "ansistrano", "capistrano", "versions"]),
+            releases_dir=dict(type="str", default="releases"),
+            current_dir=dict(type="str", default="current"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        info = discover(p["app_root"], layout=p["layout"], releases_dir=p["releases_dir"], current=p["current_dir"])
+    except (ReleaseError, OSError) as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=False, **info)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: release-rollback contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: release_switch
+short_description: Switch a host's live release back atomically and restore its configuration
+version_added: "0.1.0"
+description:
+  - Points C(current) at O(target) with a temporary link and a rename, keeping the link style found
+    (relative stays relative, absolute stays absolute). C(shared/) is never touched.
+  - Restores the configuration files kept outside the release from the target release's snapshot
+    (C(<app_root>/snapshots/<release>/files/<absolute path>)), keeping the current file aside as
+    C(<path>.rolled-back-<release>).
+  - Marks the rolled-back release C(ROLLED_BACK) (kept, not deleted) so that later rollbacks skip it.
+  - Idempotent; supports check mode and diff mode. One round trip per host.
+options:
+  app_root:
+    description: The deploy_to directory.
+    type: path
+    required: true
+  target:
+    description: The release to switch to.
+    type: str
+    required: true
+  config_files:
+    description: Absolute paths of configuration files outside the release to restore.
+    type: list
+    elements: path
+    default: []
+  run_id:
+    description: The rollback run, written into the C(ROLLED_BACK) mark.
+    type: str
+  reason:
+    description: Why the release is rolled back, written into the C(ROLLED_BACK) mark.
+    type: str
+  releases_dir:
+    description: Name of the releases directory under O(app_root).
+    type: str
+    default: releases
+  current_dir:
+    description: Name of the live release link under O(app_root).
+    type: str
+    default: current
+author:
+  - release-rollback contributors
+"""
+
+EXAMPLES = r"""
+- name: Switch back to the previous release
+  release.rollback.release_switch:
+    app_root: /srv/shop
+    target: "20261120090000Z"
+    config_files: [/etc/shop/app.conf]
+"""
+
+RETURN = r"""
+from:
+  description: The release that was live before.
+  returned: success
+  type: str
+to:
+  description: The release now live.
+  returned: success
+  type: str
+link:
+  description: The link text of C(current) afterwards.
+  returned: success and not check mode
+  type: str
+config_restored:
+  description: Configuration files restored from the snapshot.
+  returned: success
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.release.rollback.plugins.module_utils.releases import ReleaseError, switch
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            app_root=dict(type="path", required=True),
+            target=dict(type="str", required=True),
+            config_files=dict(type="list", elements="path", default=[]),
+            run_id=dict(type="str"),
+            reason=dict(type="str"),
+            releases_dir=dict(type="str", default="releases"),
+            current_dir=dict(type="str", default="current"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        result = switch(
+            p["app_root"],
+            p["target"],
+            config_files=p["config_files"],
+            run_id=p["run_id"],
+            reason=p["reason"],
+            releases_dir=p["releases_dir"],
+            current=p["current_dir"],
+            check_mode=module.check_mode,
+        )
+    except (ReleaseError, OSError) as exc:
+        module.fail_json(msg=str(exc))
+    diff = result.pop("diff")
+    if module._diff and diff:
+        result["diff"] = diff
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

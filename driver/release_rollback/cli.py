@@ -1,0 +1,377 @@
+"""The ``release-rollback`` command line: plan, approve, run, resume, status, report, audit, demo.
+
+Exit codes: 0 completed, 1 unexpected error, 2 bad input (nothing changed), 3 blocked,
+4 aborted, 5 partially completed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__, content
+from .engine import BadInput, Blocked, Engine, operator_name
+from .rundir import DEFAULT_ROOT, RunDir
+from .view import make_view
+
+stages = content.module_utils("stages")
+reportlib = content.module_utils("report")
+auditlib = content.module_utils("audit")
+
+SCOPES = ("feature_flags", "code_config", "database", "infrastructure", "validate")
+
+
+def runs_root(ctx: click.Context) -> Path:
+    return Path(ctx.obj.get("runs_dir") or os.environ.get("RELEASE_ROLLBACK_RUNS_DIR") or DEFAULT_ROOT)
+
+
+def fail(msg: str, code: int) -> None:
+    click.echo(f"release-rollback: {msg}", err=True)
+    sys.exit(code)
+
+
+def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the engine's exceptions into one sentence and the exit code of DESIGN.md."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except BadInput as exc:
+            fail(str(exc), stages.BAD_INPUT_EXIT)
+        except Blocked as exc:
+            fail(f"blocked: {exc}. Nothing was changed.", stages.EXIT_CODES[stages.RUN_BLOCKED])
+        except FileNotFoundError as exc:
+            fail(str(exc), stages.BAD_INPUT_EXIT)
+
+    return wrapper
+
+
+class Interrupts:
+    """Ctrl-C or SIGTERM: stop at the next stage boundary; a second one explains, a third interrupts."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.count = 0
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Interrupts:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def handle(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        stage = self.engine.current_stage or "the current step"
+        if self.count == 1:
+            self.engine.stop_after_stage.set()
+            click.echo(
+                f"\nStopping after {stage} finishes (the next safe boundary). "
+                "Press Ctrl-C again to see what interrupting it now would do.",
+                err=True,
+            )
+        elif self.count == 2:
+            click.echo(
+                f"\nInterrupting now kills ansible-playbook in the middle of {stage}: hosts may be left "
+                "mid-restart (each release switch itself is atomic). Press Ctrl-C once more to do it.",
+                err=True,
+            )
+        else:
+            self.engine.cancel.set()
+
+
+def print_plan(plan: dict[str, Any]) -> None:
+    click.echo(
+        f"Rollback plan {plan.get('run_id')} for {plan.get('app')}: "
+        f"{plan.get('from_version')} -> {plan.get('to_version')}"
+    )
+    click.echo(f"  reason:  {plan.get('reason')}")
+    click.echo(f"  scope:   {', '.join(plan.get('scope') or []) or 'nothing'}")
+    click.echo(f"  hash:    {plan.get('hash')}")
+    click.echo("  hosts:")
+    for host, info in sorted((plan.get("hosts") or {}).items()):
+        click.echo(
+            f"    {host:<20} live {info.get('live')}  ->  {info.get('target')}  ({info.get('layout')}, "
+            f"{info.get('link_style')} link)"
+            if not info.get("error")
+            else f"    {host:<20} {info['error']}"
+        )
+    click.echo("  steps:")
+    for i, step in enumerate(plan.get("steps") or [], 1):
+        click.echo(f"    {i}. [{step['stage']}] {step['action']}")
+    for risk in plan.get("risks") or []:
+        click.echo(f"  risk:    {risk}")
+    for blocker in plan.get("blockers") or []:
+        click.echo(f"  BLOCKER: {blocker}")
+
+
+def finish(engine: Engine, exit_state: str, json_mode: bool) -> None:
+    rundir = engine.rundir
+    report_json = rundir.path / "report.json"
+    rep = json.loads(report_json.read_text()) if report_json.is_file() else {}
+    if json_mode:
+        click.echo(
+            json.dumps(
+                {
+                    "run_id": rundir.run_id,
+                    "run_dir": str(rundir.path),
+                    "exit_state": exit_state,
+                    "exit_code": stages.EXIT_CODES[exit_state],
+                    "report": str(rundir.path / "report.md"),
+                    "stages": {s["stage"]: s["status"] for s in rep.get("steps", [])},
+                    "known_limitations": rep.get("known_limitations", []),
+                },
+                indent=2,
+            )
+        )
+    else:
+        click.echo(f"\nExit state: {exit_state}")
+        for item in rep.get("known_limitations") or []:
+            click.echo(f"  limitation: {item}")
+        for item in rep.get("next_steps") or []:
+            click.echo(f"  next: {item}")
+        click.echo(f"Report: {rundir.path / 'report.md'}")
+    sys.exit(stages.EXIT_CODES[exit_state])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="release-rollback")
+@click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where run directories go (default .rollback/runs, or $RELEASE_ROLLBACK_RUNS_DIR).",
+)
+@click.pass_context
+def main(ctx: click.Context, runs_dir: str | None) -> None:
+    """Roll a whole release back to the previous known-good release."""
+    ctx.ensure_object(dict)
+    ctx.obj["runs_dir"] = runs_dir
+
+
+def _plan_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option(
+        "--scope",
+        multiple=True,
+        type=click.Choice(SCOPES),
+        help="Limit the rollback to these stages (repeat the option).",
+    )(func)
+    func = click.option("--target", default=None, help="Roll back to this release instead of the previous one.")(func)
+    func = click.option(
+        "-m",
+        "--manifest",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="The bad release's manifest (YAML).",
+    )(func)
+    return func
+
+
+@main.command()
+@click.option("-i", "--inventory", required=True, help="Ansible inventory of the fleet.")
+@_plan_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Also write the plan here.")
+@click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+@handles_errors
+def plan(ctx, inventory, manifest, target, scope, output, json_mode):
+    """Assess the fleet and build the rollback plan (changes nothing)."""
+    view = make_view(json_mode)
+    engine = Engine(RunDir.create(runs_root(ctx)), view)
+    try:
+        result = engine.plan(inventory, manifest, target, list(scope))
+    finally:
+        view.close()
+    if output:
+        Path(output).write_text(engine.rundir.plan_file.read_text())
+    if json_mode:
+        click.echo(json.dumps({"run_dir": str(engine.rundir.path), "plan": result}, indent=2, default=str))
+    else:
+        print_plan(result)
+        click.echo(f"\nPlan written to {engine.rundir.plan_file}")
+        click.echo(f"Approve it: release-rollback approve {engine.rundir.plan_file} --approver NAME")
+
+
+@main.command()
+@click.argument("plan_file", type=click.Path(exists=True))
+@click.option("--approver", required=True, help="Who approves (recorded in the audit trail).")
+@click.option("--reason", default="", help="Why it is approved.")
+@click.option("--destructive", is_flag=True, help="Also approve destructive or irreversible steps.")
+@handles_errors
+def approve(plan_file, approver, reason, destructive):
+    """Approve a plan; the approval binds to the plan's content hash."""
+    engine = Engine(RunDir.find(plan_file), make_view(False))
+    approval = engine.approve(approver, reason, destructive)
+    click.echo(f"Approved by {approval['approver']} at {approval['time']} for plan {approval['plan_hash']}")
+
+
+@main.command()
+@click.argument("plan_file", required=False, type=click.Path(exists=True))
+@click.option("-i", "--inventory", default=None, help="Plan first against this inventory.")
+@_plan_options
+@click.option("--approver", default=None, help="Approve as NAME (with --yes, or at the prompt).")
+@click.option("--reason", default="", help="Why it is approved.")
+@click.option("--yes", is_flag=True, help="Approve without a prompt (needs --approver).")
+@click.option("--limit", default=None, help="Run on these hosts only (ansible --limit syntax).")
+@click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+@handles_errors
+def run(ctx, plan_file, inventory, manifest, target, scope, approver, reason, yes, limit, json_mode):
+    """Run an approved plan (or plan, approve and run in one go)."""
+    if bool(plan_file) == bool(inventory):
+        raise BadInput("give either a PLAN file or -i INVENTORY (to plan first), not both or neither")
+    view = make_view(json_mode)
+    try:
+        if plan_file:
+            engine = Engine(RunDir.find(plan_file), view)
+        else:
+            engine = Engine(RunDir.create(runs_root(ctx)), view)
+            engine.plan(inventory, manifest, target, list(scope))
+        problem = engine.approval_problem()
+        if problem:
+            plan_doc = engine.load_plan()
+            if yes and approver:
+                engine.approve(approver, reason or "approved with --yes")
+            elif sys.stdin.isatty() and not json_mode:
+                view.close()
+                print_plan(plan_doc)
+                name = click.prompt(
+                    "Approve this plan? Type the approver's name (empty to refuse)",
+                    default=approver or "",
+                    show_default=bool(approver),
+                )
+                if not name.strip():
+                    engine.rundir.audit("approval.refused", reason="refused at the prompt")
+                    raise Blocked("the plan was not approved at the prompt")
+                engine.approve(name, reason or "approved at the prompt")
+                view = make_view(json_mode)
+                engine.view = view
+            else:
+                engine.rundir.audit("run.refused", reason=problem)
+                raise Blocked(f"{problem} (no terminal to ask on; pass --approver NAME --yes to approve)")
+        with Interrupts(engine):
+            exit_state = engine.execute(limit=limit)
+    finally:
+        view.close()
+    finish(engine, exit_state, json_mode)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--limit", default=None, help="Resume on these hosts only (ansible --limit syntax).")
+@click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
+@handles_errors
+def resume(run_dir, limit, json_mode):
+    """Continue a run from the first stage that did not finish."""
+    view = make_view(json_mode)
+    engine = Engine(RunDir.find(run_dir), view)
+    try:
+        with Interrupts(engine):
+            exit_state = engine.execute(resume=True, limit=limit)
+    finally:
+        view.close()
+    finish(engine, exit_state, json_mode)
+
+
+@main.command()
+@click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+@handles_errors
+def status(ctx, run_dir, json_mode):
+    """Show a run's stages and exit state (the latest run by default)."""
+    if run_dir is None:
+        root = runs_root(ctx)
+        runs = sorted(p for p in root.glob("*") if (p / "state.json").is_file()) if root.is_dir() else []
+        if not runs:
+            raise BadInput(f"no runs under {root}: start one with `release-rollback plan`")
+        run_dir = runs[-1]
+    rundir = RunDir.find(run_dir)
+    state = rundir.read_state()
+    if json_mode:
+        click.echo(json.dumps(state, indent=2, default=str))
+        return
+    click.echo(f"Run {rundir.run_id} ({rundir.path})")
+    click.echo(f"  exit state: {state.get('exit_state') or 'in progress'}")
+    for name in stages.STAGE_NAMES:
+        entry = state.get("stages", {}).get(name)
+        if entry is None:
+            click.echo(f"  {name:<15} not run")
+            continue
+        res = entry.get("result") or {}
+        click.echo(f"  {name:<15} {res.get('status', entry.get('status', '?')):<12} {res.get('summary') or ''}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["md", "json"]), default="md")
+@handles_errors
+def report(run_dir, fmt):
+    """Print a run's report, rendering it again from the run's state."""
+    rundir = RunDir.find(run_dir)
+    state = rundir.read_state()
+    results = {n: s["result"] for n, s in state.get("stages", {}).items() if s.get("result")}
+    plan_doc = rundir.read_plan() if rundir.plan_file.is_file() else {}
+    rep = reportlib.build(
+        plan_doc,
+        rundir.read_approval(),
+        results,
+        run_id=rundir.run_id,
+        aborted=bool(state.get("aborted")),
+        abort_reason=state.get("aborted"),
+    )
+    reportlib.write(str(rundir.path), rep)
+    click.echo(json.dumps(rep, indent=2, default=str) if fmt == "json" else reportlib.render_markdown(rep))
+
+
+@main.group()
+def audit():
+    """The run's hash-chained audit trail."""
+
+
+@audit.command("verify")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@handles_errors
+def audit_verify(run_dir):
+    """Check that no audit line was edited, removed or reordered."""
+    rundir = RunDir.find(run_dir)
+    result = auditlib.verify(str(rundir.audit_file), rundir.read_state().get("audit_head"))
+    if result["ok"]:
+        click.echo(f"audit trail intact: {result['entries']} entries")
+        return
+    fail(f"audit trail broken at line {result['broken_at']}: {result['problem']}", 1)
+
+
+@main.command()
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where to build the demo fleet (default: a new temporary directory).",
+)
+@click.option("--hosts", "host_count", type=click.IntRange(1, 50), default=3, help="How many demo hosts.")
+@click.option("--keep", is_flag=True, help="Leave the demo services running afterwards.")
+@click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+@handles_errors
+def demo(ctx, workdir, host_count, keep, json_mode):
+    """Build a local fleet on a bad release and roll it back end to end."""
+    from . import demo as demolib
+
+    sys.exit(demolib.run_demo(workdir, host_count, keep, runs_root(ctx), json_mode, operator_name()))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

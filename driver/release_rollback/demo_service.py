@@ -1,0 +1,202 @@
+"""Process management for the demo fleet: the restart command of a demo host, and the demo load balancer.
+
+    python -m release_rollback.demo_service restart HOST_DIR     stop the app, start it from current/
+    python -m release_rollback.demo_service stop HOST_DIR
+    python -m release_rollback.demo_service lb-check FILE        validate an upstreams file
+    python -m release_rollback.demo_service lb-serve LB_DIR      run the load balancer (reloads on SIGHUP)
+    python -m release_rollback.demo_service lb-reload LB_DIR     send it SIGHUP
+
+A host directory holds ``app/`` (the deploy_to), ``run/app.pid``, ``run/app.log`` and ``port``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+_SERVER_LINE = re.compile(r"^\s*server\s+(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5});\s*$")
+
+
+def _pid(pidfile: Path) -> int | None:
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def _stop_pid(pidfile: Path, timeout: float = 5.0) -> None:
+    pid = _pid(pidfile)
+    if pid is None:
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    pidfile.unlink(missing_ok=True)
+
+
+def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        with socket.socket() as sock:
+            sock.settimeout(0.2)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def start(host_dir: Path) -> int:
+    run = host_dir / "run"
+    run.mkdir(exist_ok=True)
+    port = int((host_dir / "port").read_text())
+    server = host_dir / "app" / "current" / "server.py"
+    log = open(run / "app.log", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        [sys.executable, str(server), "--port", str(port)],
+        cwd=host_dir / "app" / "current",
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    log.close()
+    (run / "app.pid").write_text(str(proc.pid))
+    if not _wait_port(port, proc):
+        tail = (run / "app.log").read_text(errors="replace").strip().splitlines()[-3:]
+        print(
+            f"the application did not start on port {port}: {' | '.join(tail) or 'no output'}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def restart(host_dir: Path) -> int:
+    _stop_pid(host_dir / "run" / "app.pid")
+    return start(host_dir)
+
+
+def lb_check(path: Path) -> int:
+    """Accept an upstreams file with one ``upstream NAME { ... }`` block of ``server IP:PORT;`` lines."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        print(f"{path}: {exc.strerror}", file=sys.stderr)
+        return 1
+    body = [line for line in lines if line.strip() and not line.strip().startswith("#")]
+    if not body or not re.match(r"^\s*upstream\s+\w+\s*\{\s*$", body[0]) or body[-1].strip() != "}":
+        print(f"{path}: expected 'upstream NAME {{ ... }}'", file=sys.stderr)
+        return 1
+    for n, line in enumerate(body[1:-1], 2):
+        if not _SERVER_LINE.match(line):
+            print(f"{path}: line {n} is not 'server IP:PORT;': {line.strip()}", file=sys.stderr)
+            return 1
+    if len(body) < 3:
+        print(f"{path}: no servers in the upstream block", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _read_upstreams(path: Path) -> dict:
+    text = path.read_text()
+    release = re.search(r"#\s*release\s+(\S+)", text)
+    servers = [f"{m.group(1)}:{m.group(2)}" for m in map(_SERVER_LINE.match, text.splitlines()) if m]
+    return {"release": release.group(1) if release else None, "servers": servers}
+
+
+def lb_serve(lb_dir: Path) -> int:
+    conf = lb_dir / "upstreams.conf"
+    state = {"config": _read_upstreams(conf), "reloads": 0}
+
+    def reload(signum, frame):
+        if lb_check(conf) == 0:
+            state["config"] = _read_upstreams(conf)
+            state["reloads"] += 1
+
+    signal.signal(signal.SIGHUP, reload)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps(dict(state["config"], reloads=state["reloads"])).encode()
+            self.send_response(200 if self.path == "/upstreams" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, fmt, *args):
+            pass
+
+    port = int((lb_dir / "port").read_text())
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.serve_forever()
+    return 0
+
+
+def lb_start(lb_dir: Path) -> int:
+    log = open(lb_dir / "lb.log", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "release_rollback.demo_service", "lb-serve", str(lb_dir)],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)),
+    )
+    log.close()
+    (lb_dir / "lb.pid").write_text(str(proc.pid))
+    return 0 if _wait_port(int((lb_dir / "port").read_text()), proc) else 1
+
+
+def lb_reload(lb_dir: Path) -> int:
+    pid = _pid(lb_dir / "lb.pid")
+    if pid is None:
+        print(f"the load balancer in {lb_dir} is not running", file=sys.stderr)
+        return 1
+    os.kill(pid, signal.SIGHUP)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    verb, path = argv[0], Path(argv[1])
+    actions = {
+        "restart": restart,
+        "start": start,
+        "stop": lambda p: _stop_pid(p / "run" / "app.pid") or 0,
+        "lb-check": lb_check,
+        "lb-serve": lb_serve,
+        "lb-start": lb_start,
+        "lb-reload": lb_reload,
+        "lb-stop": lambda p: _stop_pid(p / "lb.pid") or 0,
+    }
+    if verb not in actions:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return actions[verb](path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
