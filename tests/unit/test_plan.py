@@ -1,0 +1,81 @@
+"""Plan building, hashing and approvals."""
+
+import pytest
+
+MANIFEST = {"app": "shop", "version": "2.0.0", "reason": "errors"}
+
+
+def facts(live="2.0.0", previous="1.9.0", releases=("1.8.0", "1.9.0", "2.0.0")):
+    return {
+        "live": live,
+        "previous": previous,
+        "releases": list(releases),
+        "layout": "versions",
+        "link_style": "relative",
+        "app_root": "/srv/shop",
+    }
+
+
+def build(mu, manifest=None, host_facts=None, **options):
+    parsed = mu.manifest.parse_manifest(manifest if manifest is not None else MANIFEST)
+    return mu.plan.build_plan(parsed, host_facts or {"web1": facts(), "web2": facts()}, None, options)
+
+
+def test_plan_targets_the_previous_release_and_has_no_blockers(mu):
+    plan = build(mu)
+    assert (plan["from_version"], plan["to_version"]) == ("2.0.0", "1.9.0")
+    assert plan["blockers"] == []
+    assert plan["hash"] == mu.plan.plan_hash(plan)
+    assert [s["stage"] for s in plan["steps"]] == ["code_config", "validate", "report"]
+
+
+def test_hosts_that_disagree_block_the_plan(mu):
+    plan = build(mu, host_facts={"web1": facts(), "web2": facts(live="1.9.0", previous="1.8.0")})
+    assert any("disagree" in b for b in plan["blockers"])
+
+
+def test_a_target_missing_on_one_host_blocks(mu):
+    plan = build(mu, host_facts={"web1": facts(), "web2": facts(releases=("1.9.0", "2.0.0"))}, target="1.8.0")
+    assert any("1.8.0 is not on host web2" in b for b in plan["blockers"])
+
+
+def test_no_previous_release_blocks_with_the_remediation(mu):
+    plan = build(mu, host_facts={"web1": facts(previous=None, releases=("2.0.0",))})
+    assert "last known-good release" in plan["blockers"][0]
+
+
+def test_an_approval_binds_to_the_plan_content(mu):
+    plan = build(mu)
+    approval = mu.plan.approval_record(plan, "alice", "incident 42")
+    assert mu.plan.approval_problem(plan, approval) is None
+    plan["to_version"] = "1.8.0"
+    assert "edited" in mu.plan.approval_problem(plan, approval)
+    plan["hash"] = mu.plan.plan_hash(plan)
+    assert "different plan" in mu.plan.approval_problem(plan, approval)
+
+
+def test_no_approval_gates_every_changing_stage(mu):
+    plan = build(mu)
+    gate = mu.plan.stage_gate("code_config", {"assess": {"status": "ok"}}, plan, None)
+    assert gate["run"] is False and gate["status"] == "blocked"
+    assert mu.plan.stage_gate("report", {"assess": {"status": "ok"}}, plan, None)["run"] is True
+
+
+def test_passwords_in_database_urls_are_redacted_in_the_plan(mu):
+    manifest = dict(
+        MANIFEST,
+        database={
+            "config": "/srv/shop/alembic.ini",
+            "url": "postgresql://shop:s3cret@db/shop",
+            "target_revision": "a1",
+        },
+    )
+    plan = build(mu, manifest)
+    assert "s3cret" not in str(plan)
+    assert plan["database"]["url"] == "postgresql://shop:***@db/shop"
+
+
+@pytest.mark.parametrize("approver", ["", "  ", "a\nb", "x" * 201])
+def test_approver_names_must_be_one_line(mu, approver):
+    with pytest.raises(ValueError):
+        mu.plan.approval_record(build(mu), approver)
