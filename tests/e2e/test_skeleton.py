@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
 import yaml
+
+CLI_PATH = str(Path(sys.executable).parent / "release-rollback")
 
 
 def fleet_state(fleet) -> dict:
@@ -270,3 +273,53 @@ def test_ansible_playbook_runs_the_same_rollback_without_the_driver(fleet, tmp_p
     rep = report(tmp_path / "run")
     assert rep["exit_state"] == "completed" and rep["approval"]["approver"] == "alice"
     assert fleet.db_revision() == "a1" and fleet.lb_release() == fleet.good
+
+
+def test_on_a_terminal_run_shows_the_plan_and_asks_for_the_approver(cli, fleet):
+    import pty
+    import select
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the CLI on a terminal
+        os.chdir(cli.cwd)
+        os.execv(
+            CLI_PATH,
+            [CLI_PATH, "--runs-dir", str(cli.runs), "run", "-i", str(fleet.inventory), "-m", str(fleet.manifest)],
+        )
+    out = b""
+    answered = False
+    deadline = time.monotonic() + 300
+    status = None
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 1)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            out += chunk
+            if not answered and b"approver's name" in out:
+                os.write(fd, b"carol\r")
+                answered = True
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+    if status is None or not os.WIFEXITED(status):
+        _, status = os.waitpid(pid, 0)
+    text = out.decode(errors="replace")
+    assert answered, text[-2000:]
+    assert "BLOCKER" not in text and f"live {fleet.bad}  ->  {fleet.good}" in text
+    assert os.WEXITSTATUS(status) == 0, text[-3000:]
+    (run_dir,) = cli.run_dirs()
+    assert report(run_dir)["approval"]["approver"] == "carol"
+
+
+def test_json_output_is_one_document_for_pipelines(cli, fleet):
+    proc = run(cli, fleet, "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["exit_state"] == "completed" and doc["exit_code"] == 0
+    assert doc["stages"]["code_config"] == "ok"
