@@ -163,6 +163,14 @@ def main(ctx: click.Context, runs_dir: str | None) -> None:
 
 def _plan_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option(
+        "--separation-of-duties",
+        is_flag=True,
+        help="The approver must be someone other than the planner (break-glass self-approval is flagged).",
+    )(func)
+    func = click.option(
+        "--window", default=None, help="Change window START/END (ISO 8601); outside it, running needs an override."
+    )(func)
+    func = click.option(
         "--scope",
         multiple=True,
         type=click.Choice(SCOPES),
@@ -186,12 +194,14 @@ def _plan_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 @handles_errors
-def plan(ctx, inventory, manifest, target, scope, output, json_mode):
+def plan(ctx, inventory, manifest, target, scope, window, separation_of_duties, output, json_mode):
     """Assess the fleet and build the rollback plan (changes nothing)."""
     view = make_view(json_mode)
     engine = Engine(RunDir.create(runs_root(ctx)), view)
     try:
-        result = engine.plan(inventory, manifest, target, list(scope))
+        result = engine.plan(
+            inventory, manifest, target, list(scope), window=window, separation_of_duties=separation_of_duties
+        )
     finally:
         view.close()
     if output:
@@ -209,11 +219,19 @@ def plan(ctx, inventory, manifest, target, scope, output, json_mode):
 @click.option("--approver", required=True, help="Who approves (recorded in the audit trail).")
 @click.option("--reason", default="", help="Why it is approved.")
 @click.option("--destructive", is_flag=True, help="Also approve destructive or irreversible steps.")
+@click.option(
+    "--break-glass",
+    default=None,
+    metavar="REASON",
+    help="Self-approve a plan that requires separation of duties (flagged in the report).",
+)
 @handles_errors
-def approve(plan_file, approver, reason, destructive):
+def approve(plan_file, approver, reason, destructive, break_glass):
     """Approve a plan; the approval binds to the plan's content hash."""
     engine = Engine(RunDir.find(plan_file), make_view(False))
-    approval = engine.approve(approver, reason, destructive)
+    approval = engine.approve(approver, reason, destructive, break_glass=break_glass)
+    if approval.get("break_glass"):
+        click.echo(f"BREAK-GLASS self-approval recorded: {approval['break_glass']}")
     click.echo(f"Approved by {approval['approver']} at {approval['time']} for plan {approval['plan_hash']}")
 
 
@@ -225,10 +243,28 @@ def approve(plan_file, approver, reason, destructive):
 @click.option("--reason", default="", help="Why it is approved.")
 @click.option("--yes", is_flag=True, help="Approve without a prompt (needs --approver).")
 @click.option("--limit", default=None, help="Run on these hosts only (ansible --limit syntax).")
+@click.option("--break-lock", is_flag=True, help="Break a stale lock left by a dead rollback (audited).")
+@click.option("--override-window", default=None, metavar="REASON", help="Run outside the change window (audited).")
 @click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 @handles_errors
-def run(ctx, plan_file, inventory, manifest, target, scope, approver, reason, yes, limit, json_mode):
+def run(
+    ctx,
+    plan_file,
+    inventory,
+    manifest,
+    target,
+    scope,
+    window,
+    separation_of_duties,
+    approver,
+    reason,
+    yes,
+    limit,
+    break_lock,
+    override_window,
+    json_mode,
+):
     """Run an approved plan (or plan, approve and run in one go)."""
     if bool(plan_file) == bool(inventory):
         raise BadInput("give either a PLAN file or -i INVENTORY (to plan first), not both or neither")
@@ -238,7 +274,9 @@ def run(ctx, plan_file, inventory, manifest, target, scope, approver, reason, ye
             engine = Engine(RunDir.find(plan_file), view)
         else:
             engine = Engine(RunDir.create(runs_root(ctx)), view)
-            engine.plan(inventory, manifest, target, list(scope))
+            engine.plan(
+                inventory, manifest, target, list(scope), window=window, separation_of_duties=separation_of_duties
+            )
         problem = engine.approval_problem()
         if problem:
             plan_doc = engine.load_plan()
@@ -262,7 +300,7 @@ def run(ctx, plan_file, inventory, manifest, target, scope, approver, reason, ye
                 engine.rundir.audit("run.refused", reason=problem)
                 raise Blocked(f"{problem} (no terminal to ask on; pass --approver NAME --yes to approve)")
         with Interrupts(engine):
-            exit_state = engine.execute(limit=limit)
+            exit_state = engine.execute(limit=limit, break_lock=break_lock, override_window=override_window)
     finally:
         view.close()
     finish(engine, exit_state, json_mode)
@@ -270,16 +308,20 @@ def run(ctx, plan_file, inventory, manifest, target, scope, approver, reason, ye
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--limit", default=None, help="Resume on these hosts only (ansible --limit syntax).")
+@click.option("--limit", default=None, help="Re-run failed stages on these hosts only (ansible --limit syntax).")
+@click.option("--break-lock", is_flag=True, help="Break a stale lock left by another dead rollback (audited).")
+@click.option("--override-window", default=None, metavar="REASON", help="Resume outside the change window (audited).")
 @click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
 @handles_errors
-def resume(run_dir, limit, json_mode):
+def resume(run_dir, limit, break_lock, override_window, json_mode):
     """Continue a run from the first stage that did not finish."""
     view = make_view(json_mode)
     engine = Engine(RunDir.find(run_dir), view)
     try:
         with Interrupts(engine):
-            exit_state = engine.execute(resume=True, limit=limit)
+            exit_state = engine.execute(
+                resume=True, limit=limit, break_lock=break_lock, override_window=override_window
+            )
     finally:
         view.close()
     finish(engine, exit_state, json_mode)
@@ -312,6 +354,19 @@ def status(ctx, run_dir, json_mode):
             continue
         res = entry.get("result") or {}
         click.echo(f"  {name:<15} {res.get('status', entry.get('status', '?')):<12} {res.get('summary') or ''}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--reason", required=True, help="Why the run is abandoned (recorded in the report and audit trail).")
+@handles_errors
+def abort(run_dir, reason):
+    """End a paused, blocked or partially completed run as aborted."""
+    engine = Engine(RunDir.find(run_dir), make_view(False))
+    exit_state = engine.abort(reason)
+    click.echo(f"Run {engine.rundir.run_id} aborted: {reason}")
+    click.echo(f"Report: {engine.rundir.path / 'report.md'}")
+    sys.exit(stages.EXIT_CODES[exit_state])
 
 
 @main.command()

@@ -7,6 +7,7 @@ module only walks them, runs each stage through ansible-runner, keeps the run st
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import threading
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from . import content
+from . import content, locks
 from .rundir import PlanFileError, RunDir, read_plan_file, utcnow
 from .runner import StageRun, run_stage
 
@@ -95,6 +96,8 @@ class Engine:
         target: str | None = None,
         scope: list[str] | None = None,
         operator: str | None = None,
+        window: str | None = None,
+        separation_of_duties: bool = False,
     ) -> dict[str, Any]:
         """Run the assess stage and write plan.yml. Raises Blocked when the plan has blockers."""
         raw, _parsed = load_manifest(manifest_file)
@@ -104,6 +107,7 @@ class Engine:
                 manifestlib.check_version(target, "--target")
             except manifestlib.ManifestError as exc:
                 raise BadInput(str(exc)) from None
+        window_doc = parse_window(window) if window else None
         operator = operator or operator_name()
         state = {
             "run_id": self.rundir.run_id,
@@ -131,6 +135,8 @@ class Engine:
             "rollback_manifest_file": state["manifest_file"],
             "rollback_target": target or "",
             "rollback_scope": list(scope or []),
+            "rollback_window": window_doc,
+            "rollback_separation_of_duties": separation_of_duties,
         }
         result = self._run("assess", inventory, extravars, state)
         plan = result.get("plan")
@@ -155,7 +161,9 @@ class Engine:
         return plan
 
     # --------------------------------------------------------------------------------- approve
-    def approve(self, approver: str, reason: str | None = None, destructive: bool = False) -> dict[str, Any]:
+    def approve(
+        self, approver: str, reason: str | None = None, destructive: bool = False, break_glass: str | None = None
+    ) -> dict[str, Any]:
         plan = self.load_plan()
         if plan.get("hash") != planlib.plan_hash(plan):
             self.rundir.audit("approval.refused", approver=approver, reason="plan edited after it was built")
@@ -166,9 +174,10 @@ class Engine:
         if plan.get("blockers"):
             raise Blocked("the plan has blockers and cannot be approved: " + plan["blockers"][0])
         try:
-            approval = planlib.approval_record(plan, approver, reason, destructive=destructive)
+            approval = planlib.approval_record(plan, approver, reason, destructive=destructive, break_glass=break_glass)
         except ValueError as exc:
-            raise BadInput(str(exc)) from None
+            self.rundir.audit("approval.refused", approver=approver, reason=str(exc))
+            raise Blocked(str(exc)) from None
         self.rundir.write_approval(approval)
         self.rundir.audit(
             "approval.recorded",
@@ -176,8 +185,29 @@ class Engine:
             reason=approval["reason"],
             plan_hash=approval["plan_hash"],
             destructive=approval["destructive"],
+            break_glass=approval.get("break_glass"),
         )
         return approval
+
+    def abort(self, reason: str) -> str:
+        """End a run that is not running (paused, blocked or partial) as aborted, with the reason."""
+        state = self.rundir.read_state()
+        plan = self.load_plan() if self.rundir.plan_file.is_file() else {}
+        lock_file = self.lock_dir() / f"{locks.lock_name(plan.get('app'), state.get('inventory'))}.lock"
+        if lock_file.is_file():
+            holder = json.loads(lock_file.read_text())
+            if holder.get("run_id") == self.rundir.run_id and locks.alive(int(holder.get("pid", -1))):
+                raise Blocked(
+                    f"run {self.rundir.run_id} is running ({locks.describe(holder)}): stop it with Ctrl-C, "
+                    f"or SIGTERM to pid {holder.get('pid')}"
+                )
+        results = {n: e["result"] for n, e in state.get("stages", {}).items() if e.get("result")}
+        state.update(exit_state=stages.ABORTED, aborted=reason, aborted_by_command=True)
+        self.rundir.audit("run.aborted", reason=reason, by=operator_name())
+        self._write_report(plan, self.rundir.read_approval(), results, aborted=reason)
+        self.rundir.audit("run.end", exit_state=stages.ABORTED)
+        self.rundir.write_state(state)
+        return stages.ABORTED
 
     def load_plan(self) -> dict[str, Any]:
         try:
@@ -189,7 +219,13 @@ class Engine:
         return planlib.approval_problem(self.load_plan(), self.rundir.read_approval())
 
     # --------------------------------------------------------------------------------- execute
-    def execute(self, resume: bool = False, limit: str | None = None) -> str:
+    def execute(
+        self,
+        resume: bool = False,
+        limit: str | None = None,
+        break_lock: bool = False,
+        override_window: str | None = None,
+    ) -> str:
         """Run every execution stage in order, applying the stage table. Returns the exit state."""
         plan = self.load_plan()
         approval = self.rundir.read_approval()
@@ -198,6 +234,64 @@ class Engine:
         if problem:
             self.rundir.audit("run.refused", reason=problem)
             raise Blocked(problem)
+        if state.get("exit_state") == stages.ABORTED and state.get("aborted_by_command"):
+            raise Blocked(f"run {self.rundir.run_id} was aborted ({state.get('aborted')}): start a new plan")
+        self._check_window(plan, override_window)
+        lock = self._lock(plan, state, break_lock)
+        try:
+            return self._execute(plan, approval, state, resume, limit)
+        finally:
+            lock.release()
+
+    def lock_dir(self) -> Path:
+        return self.rundir.path.parent.parent / "locks"
+
+    def _lock(self, plan: dict[str, Any], state: dict[str, Any], break_lock: bool) -> locks.Lock:
+        name = locks.lock_name(plan.get("app"), state.get("inventory"))
+        try:
+            lock = locks.acquire(
+                self.lock_dir(),
+                name,
+                self.rundir.run_id,
+                state.get("operator") or operator_name(),
+                break_stale=break_lock,
+            )
+        except locks.LockHeld as exc:
+            self.rundir.audit("lock.refused", reason=str(exc))
+            raise Blocked(str(exc)) from None
+        if lock.taken_over:
+            same = lock.taken_over.get("run_id") == self.rundir.run_id
+            self.rundir.audit("lock.recovered" if same else "lock.broken", stale_holder=locks.describe(lock.taken_over))
+        self.rundir.audit("lock.acquired", lock=name)
+        return lock
+
+    def _check_window(self, plan: dict[str, Any], override: str | None) -> None:
+        window = plan.get("window")
+        if not window:
+            return
+        now = utcnow()
+        if window["start"] <= now <= window["end"]:
+            return
+        if override:
+            self.rundir.audit("window.override", now=now, window=window, reason=override)
+            return
+        self.rundir.audit("window.refused", now=now, window=window)
+        raise Blocked(
+            f"it is {now}, outside the change window {window['start']} - {window['end']}; "
+            "pass --override-window REASON to go ahead anyway (it is audited)"
+        )
+
+    def _execute(
+        self, plan: dict[str, Any], approval: dict[str, Any], state: dict[str, Any], resume: bool, limit: str | None
+    ) -> str:
+        for name, entry in state.get("stages", {}).items():
+            if entry.get("status") == "running" and not entry.get("result"):
+                self.rundir.audit(
+                    "run.interrupted",
+                    stage=name,
+                    started=entry.get("started"),
+                    note="the driver stopped during this stage; it runs again",
+                )
         raw, _parsed = load_manifest(state.get("manifest_file"))
         results: dict[str, Any] = {name: s["result"] for name, s in state["stages"].items() if s.get("result")}
         self.rundir.audit(
@@ -236,7 +330,14 @@ class Engine:
                 continue
             extravars = dict(base)
             extravars.update({f"rollback_result_{k}": v for k, v in results.items() if k != name})
-            result = self._run(name, state["inventory"], extravars, state, limit=limit if name != "report" else None)
+            # --limit re-runs a stage on some hosts only when the stage already ran on the others;
+            # a stage that never ran runs everywhere.
+            stage_limit = limit if (limit and name != "report" and done and done.get("hosts")) else None
+            result = self._run(name, state["inventory"], extravars, state, limit=stage_limit)
+            if stage_limit:
+                result = merge_limited(done, result)
+                state["stages"][name]["result"] = result
+                self.rundir.write_state(state)
             results[name] = result
             if self.cancel.is_set():
                 aborted = f"interrupted by the operator during stage {name}"
@@ -330,6 +431,36 @@ class Engine:
         self.view.stage_end(name, result)
         self.current_stage = None
         return result
+
+
+def merge_limited(previous: dict[str, Any], limited: dict[str, Any]) -> dict[str, Any]:
+    """The stage result after a ``--limit`` run: the limited hosts' new results over the previous ones."""
+    hosts = dict(previous.get("hosts") or {})
+    hosts.update(limited.get("hosts") or {})
+    extra = {k: v for k, v in limited.items() if k not in ("stage", "status", "changed", "summary", "hosts", "reached")}
+    merged = stages.aggregate(limited["stage"], hosts, sorted(hosts), extra=extra)
+    merged["changed"] = bool(previous.get("changed") or limited.get("changed"))
+    return merged
+
+
+def parse_window(text: str) -> dict[str, str]:
+    """``START/END`` in ISO 8601 (UTC when no offset) -> ``{"start": ..., "end": ...}`` in UTC Z form."""
+    from datetime import UTC, datetime
+
+    try:
+        start_s, end_s = text.split("/")
+        out = []
+        for part in (start_s, end_s):
+            when = datetime.fromisoformat(part.strip().replace("Z", "+00:00"))
+            when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+            out.append(when.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        raise BadInput(
+            f"--window {text!r} is not START/END in ISO 8601: use e.g. 2026-11-26T22:00Z/2026-11-27T02:00Z"
+        ) from None
+    if out[0] >= out[1]:
+        raise BadInput(f"--window {text!r} ends before it starts: give START/END in that order")
+    return {"start": out[0], "end": out[1]}
 
 
 def _finished(result: dict[str, Any]) -> bool:

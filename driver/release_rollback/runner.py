@@ -160,7 +160,8 @@ def run_stage(
             envvars=ansible_env(),
             event_handler=sink,
             cancel_callback=cancel.is_set,
-            limit=limit,
+            # The gate and publish plays run on localhost, which a host limit must not exclude.
+            limit=f"{limit},localhost" if limit else None,
             cmdline=cmdline,
             quiet=True,
         )

@@ -11,47 +11,12 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import yaml
+from helpers import edit_manifest, fleet_state, report, run, statuses, version_of
 
 CLI_PATH = str(Path(sys.executable).parent / "release-rollback")
-
-
-def fleet_state(fleet) -> dict:
-    """Everything a rollback may change, to prove that nothing changed."""
-    return {
-        "links": {h: fleet.live(h) for h in fleet.hosts},
-        "db": fleet.db_revision(),
-        "flags": fleet.flags.read_bytes(),
-        "lb": (fleet.lb / "upstreams.conf").read_bytes(),
-        "conf": {h: (d / "etc" / "app.conf").read_bytes() for h, d in fleet.hosts.items()},
-        "marks": sorted(str(p) for p in fleet.root.glob("hosts/*/app/releases/*/ROLLED_BACK")),
-    }
-
-
-def report(run_dir: Path) -> dict:
-    return json.loads((run_dir / "report.json").read_text())
-
-
-def statuses(run_dir: Path) -> dict:
-    return {s["stage"]: s["status"] for s in report(run_dir)["steps"]}
-
-
-def version_of(fleet, host: str) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{fleet.ports[host]}/version", timeout=5) as resp:
-        return json.loads(resp.read())["version"]
-
-
-def run(cli, fleet, *extra: str):
-    return cli("run", "-i", str(fleet.inventory), "-m", str(fleet.manifest), "--approver", "alice", "--yes", *extra)
-
-
-def edit_manifest(fleet, change) -> None:
-    doc = yaml.safe_load(fleet.manifest.read_text())
-    change(doc["rollback_manifest"])
-    fleet.manifest.write_text(yaml.safe_dump(doc))
 
 
 def test_happy_path_rolls_every_stage_back_and_completes(cli, fleet):

@@ -203,6 +203,8 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
         "database": db_plan,
         "infrastructure": manifest.get("infrastructure"),
         "validation": manifest.get("validation"),
+        "window": options.get("window") or None,
+        "separation_of_duties": bool(options.get("separation_of_duties")),
         "steps": steps,
         "risks": risks,
         "validation_points": validation_points,
@@ -212,17 +214,30 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
     return plan
 
 
-def approval_record(plan, approver, reason=None, when=None, destructive=False):
-    """An approval bound to the plan's content hash."""
+def approval_record(plan, approver, reason=None, when=None, destructive=False, break_glass=None):
+    """An approval bound to the plan's content hash.
+
+    With separation of duties the approver must differ from the planner, unless ``break_glass``
+    gives the reason for a self-approval (flagged in the record and the report).
+    """
     if not isinstance(approver, str) or not approver.strip() or len(approver) > 200 or "\n" in approver:
         raise ValueError("the approver must be a one-line name, e.g. --approver alice")
-    return {
+    self_approval = approver.strip() == plan.get("created_by")
+    if plan.get("separation_of_duties") and self_approval and not break_glass:
+        raise ValueError(
+            "%s planned this rollback and cannot approve it too (separation of duties): another person "
+            "approves, or approve with --break-glass REASON" % approver.strip()
+        )
+    record = {
         "approver": approver.strip(),
         "time": when or utcnow(),
         "reason": reason or "",
         "plan_hash": plan_hash(plan),
         "destructive": bool(destructive),
     }
+    if plan.get("separation_of_duties") and self_approval:
+        record["break_glass"] = str(break_glass)
+    return record
 
 
 def approval_problem(plan, approval):
@@ -243,6 +258,12 @@ def approval_problem(plan, approval):
         )
     if plan.get("blockers"):
         return "the plan has blockers and cannot be approved: %s" % plan["blockers"][0]
+    if (
+        plan.get("separation_of_duties")
+        and approval.get("approver") == plan.get("created_by")
+        and not approval.get("break_glass")
+    ):
+        return "the planner approved their own plan, which separation of duties forbids: another person approves"
     return None
 
 

@@ -71,6 +71,7 @@ def build(plan, approval, results, run_id=None, aborted=False, abort_reason=None
         "database": (results.get("database") or {}).get("database"),
         "infrastructure": (results.get("infrastructure") or {}).get("infrastructure"),
         "validation": validation,
+        "window": _window(plan.get("window"), results),
         "known_limitations": limitations,
         "next_steps": _next_steps(state, results),
         "release_record": {
@@ -79,6 +80,20 @@ def build(plan, approval, results, run_id=None, aborted=False, abort_reason=None
             "previous_known_good": plan.get("to_version"),
         },
     }
+
+
+def _window(window, results):
+    """The change window next to the time the rollback took."""
+    if not window:
+        return None
+    ends = [r.get("ended") for r in results.values() if r and r.get("ended")]
+    starts = [r.get("started") for r in results.values() if r and r.get("started")]
+    out = dict(window)
+    if starts and ends:
+        out["rollback_started"] = min(starts)
+        out["rollback_ended"] = max(ends)
+        out["ended_outside"] = max(ends) > window.get("end", "")
+    return out
 
 
 def _next_steps(state, results):
@@ -117,8 +132,19 @@ def render_markdown(rep):
                 (" (%s)" % appr["reason"]) if appr.get("reason") else "",
             )
         )
+        if appr.get("break_glass"):
+            lines.append("- **BREAK-GLASS self-approval:** %s" % appr["break_glass"])
     else:
         lines.append("- **Approved by:** nobody")
+    if rep.get("window"):
+        lines.append(
+            "- **Change window:** %s - %s%s"
+            % (
+                rep["window"].get("start"),
+                rep["window"].get("end"),
+                " (ended outside it)" if rep["window"].get("ended_outside") else "",
+            )
+        )
     rec = rep.get("release_record") or {}
     lines.append(
         "- **Release record:** %s %s; previous known-good release %s"
