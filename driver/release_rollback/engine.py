@@ -100,8 +100,12 @@ class Engine:
         separation_of_duties: bool = False,
     ) -> dict[str, Any]:
         """Run the assess stage and write plan.yml. Raises Blocked when the plan has blockers."""
-        raw, _parsed = load_manifest(manifest_file)
+        raw, parsed = load_manifest(manifest_file)
         inventory = check_inventory(inventory)
+        try:
+            locks.check(self.lock_dir(), locks.lock_name(parsed.get("app"), inventory))
+        except locks.LockHeld as exc:
+            raise Blocked(str(exc)) from None
         if target is not None:
             try:
                 manifestlib.check_version(target, "--target")

@@ -60,6 +60,20 @@ class Lock:
             self.path.unlink(missing_ok=True)
 
 
+def check(lock_dir: Path, name: str) -> None:
+    """Raise LockHeld when a live rollback holds ``name`` (planning reads hosts a rollback is changing)."""
+    path = lock_dir / f"{name}.lock"
+    try:
+        current = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if current.get("host") != socket.gethostname() or alive(int(current.get("pid", -1))):
+        raise LockHeld(
+            f"another rollback holds this environment: {describe(current)}; wait for it to end, "
+            "or check it with `release-rollback status`"
+        )
+
+
 def acquire(lock_dir: Path, name: str, run_id: str, operator: str, break_stale: bool = False) -> Lock:
     """Take the lock ``name`` or raise LockHeld."""
     lock_dir.mkdir(parents=True, exist_ok=True)
