@@ -10,6 +10,7 @@ import getpass
 import json
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -392,6 +393,7 @@ class Engine:
         self.rundir.write_state(state)
         self.rundir.audit("stage.start", stage=name)
         self.view.stage_start(name)
+        clock = time.monotonic()
         run = run_stage(
             name,
             inventory,
@@ -421,6 +423,7 @@ class Engine:
             "runner_status": run.status,
             "rc": run.rc,
             "events": run.events,
+            "seconds": round(time.monotonic() - clock, 3),
         }
         state["current_stage"] = None
         self.rundir.write_state(state)

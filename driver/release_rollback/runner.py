@@ -143,6 +143,7 @@ def run_stage(
     on_change: Callable[[StageRun], None] | None = None,
     limit: str | None = None,
     check: bool = False,
+    playbook: Path | None = None,
 ) -> StageRun:
     """Run ``playbooks/<stage>.yml`` and return its summary and published result."""
     run = StageRun(stage=stage)
@@ -154,7 +155,7 @@ def run_stage(
         cmdline = "--check --diff" if check else None
         result = ansible_runner.run(
             private_data_dir=private,
-            playbook=str(content.playbook(stage)),
+            playbook=str(playbook or content.playbook(stage)),
             inventory=inventory,
             extravars=extravars,
             envvars=ansible_env(),

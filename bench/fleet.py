@@ -1,0 +1,149 @@
+"""A benchmark fleet: N local-connection hosts in ansistrano layout, served by one HTTP process.
+
+Each host has two releases and ``current`` on the bad one. One process listens on one loopback port
+per host and answers ``/health`` and ``/version`` from the host's ``current/REVISION`` at request
+time, so a switch is visible to real HTTP checks without N interpreters. The restart command is a
+real process start (``/bin/true``): what is measured is the rollback machinery, not an app's boot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import socket
+import subprocess
+import sys
+from http.server import BaseHTTPRequestHandler
+from io import BytesIO
+from pathlib import Path
+
+import yaml
+
+GOOD = "20261120093000Z"
+BAD = "20261126081500Z"
+
+
+def build(root: Path, n: int, python: str = sys.executable) -> dict:
+    root.mkdir(parents=True, exist_ok=True)
+    hosts = {}
+    ports = []
+    for i in range(n):
+        name = f"h{i:04d}"
+        app = root / "hosts" / name / "app"
+        for version in (GOOD, BAD):
+            (app / "releases" / version).mkdir(parents=True, exist_ok=True)
+            (app / "releases" / version / "REVISION").write_text(version + "\n")
+        (app / "shared").mkdir(exist_ok=True)
+        if not (app / "current").is_symlink():
+            os.symlink(f"./releases/{BAD}", app / "current")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        ports.append((port, str(app)))
+        hosts[name] = {
+            "rollback_app_root": str(app),
+            "rollback_restart_command": ["/bin/true"],
+            "rollback_health_url": f"http://127.0.0.1:{port}/health",
+            "rollback_version_url": f"http://127.0.0.1:{port}/version",
+        }
+    inventory = root / "inventory.yml"
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "all": {
+                    "vars": {
+                        "ansible_connection": "local",
+                        "ansible_python_interpreter": python,
+                        "rollback_verify_retries": 40,
+                        "rollback_verify_delay": 0.25,
+                    },
+                    "children": {"app": {"hosts": hosts}},
+                }
+            }
+        )
+    )
+    manifest = root / "manifest.yml"
+    manifest.write_text(yaml.safe_dump({"rollback_manifest": {"app": "bench", "version": BAD, "reason": "bench"}}))
+    (root / "ports.json").write_text(json.dumps(ports))
+    return {"inventory": inventory, "manifest": manifest, "hosts": list(hosts), "root": root}
+
+
+def reset(root: Path) -> None:
+    """Put every host back on the bad release (between repetitions)."""
+    for app in (root / "hosts").glob("*/app"):
+        tmp = app / "current.bench-tmp"
+        if tmp.is_symlink():
+            tmp.unlink()
+        os.symlink(f"./releases/{BAD}", tmp)
+        os.replace(tmp, app / "current")
+        for mark in app.glob("releases/*/ROLLED_BACK"):
+            mark.unlink()
+
+
+def start_server(root: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, __file__, "serve", str(root)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+class _Handler(BaseHTTPRequestHandler):
+    app: str = ""
+
+    def do_GET(self):
+        version = (Path(self.app) / "current" / "REVISION").read_text().strip()
+        body = json.dumps({"version": version, "status": "ok"}).encode()
+        self.send_response(200 if self.path in ("/health", "/version") else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def serve(root: Path) -> None:
+    sel = selectors.DefaultSelector()
+    for port, app in json.loads((root / "ports.json").read_text()):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(64)
+        sock.setblocking(False)
+        sel.register(sock, selectors.EVENT_READ, app)
+    print("ready", flush=True)
+    while True:
+        for key, _ in sel.select():
+            conn, _addr = key.fileobj.accept()
+            conn.setblocking(True)
+            conn.settimeout(5)
+            try:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                out = BytesIO()
+                handler = _Handler.__new__(_Handler)
+                handler.app = key.data
+                handler.rfile = BytesIO(data)
+                handler.wfile = out
+                handler.client_address = ("127.0.0.1", 0)
+                handler.server = None
+                handler.request_version = "HTTP/1.1"
+                handler.raw_requestline = handler.rfile.readline()
+                if handler.parse_request():
+                    handler.do_GET()
+                conn.sendall(out.getvalue())
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "serve":
+        serve(Path(sys.argv[2]))
