@@ -262,3 +262,27 @@ def test_hostile_arguments_exit_2_and_change_nothing(cli, fleet, args, fragment)
     assert fragment in proc.stderr
     assert fleet_state(fleet) == before
     assert cli.run_dirs() == [] or all(not (d / "plan.yml").exists() for d in cli.run_dirs())
+
+
+@pytest.mark.parametrize(
+    "change,fragment",
+    [
+        (lambda m: m["flags"].update(names=["../../etc/shadow"]), "is not a flag key"),
+        (lambda m: m.update(version="2026\nrm -rf /"), "is not a release name"),
+        (lambda m: m["flags"].update(backend="telepathy"), "flags.backend"),
+        (lambda m: m["database"].update(config="../alembic.ini"), "absolute path"),
+        (lambda m: m["infrastructure"].update(path="/etc/../../root/.ssh/authorized_keys"), "must not contain '..'"),
+        (lambda m: m.update(stages=["format_disk"]), "unknown manifest key"),
+        (lambda m: m["validation"].update(retries=10**9), "validation.retries"),
+        (lambda m: m.update(reason="x" * 5000), "at most 2000 characters"),
+    ],
+)
+def test_hostile_manifests_exit_2_with_one_sentence_and_change_nothing(cli, fleet, change, fragment):
+    from helpers import edit_manifest
+
+    before = fleet_state(fleet)
+    edit_manifest(fleet, change)
+    proc = cli("run", "-i", str(fleet.inventory), "-m", str(fleet.manifest), "--approver", "alice", "--yes")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert fragment in proc.stderr and proc.stderr.count("\n") == 1
+    assert fleet_state(fleet) == before
