@@ -34,6 +34,15 @@ def _pid(pidfile: Path) -> int | None:
         return None
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a stopped app whose parent has not reaped it yet counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _stop_pid(pidfile: Path, timeout: float = 5.0) -> None:
     pid = _pid(pidfile)
     if pid is None:
@@ -42,10 +51,14 @@ def _stop_pid(pidfile: Path, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            os.kill(pid, 0)
-        except OSError:
+            # Reap it when it is our own child (the fleet builder started it), else just probe it.
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                break
+        except ChildProcessError:
+            pass
+        if not _running(pid):
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     else:
         os.kill(pid, signal.SIGKILL)
     pidfile.unlink(missing_ok=True)
