@@ -19,7 +19,7 @@ import click
 
 from . import __version__, content
 from .engine import BadInput, Blocked, Engine, operator_name
-from .rundir import DEFAULT_ROOT, RunDir
+from .rundir import DEFAULT_ROOT, RunDir, utcnow, write_atomic
 from .view import make_view
 
 stages = content.module_utils("stages")
@@ -316,24 +316,75 @@ def status(ctx, run_dir, json_mode):
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["md", "json"]), default="md")
+@click.option("--format", "fmt", type=click.Choice(sorted(reportlib.RENDERERS)), default="md")
 @handles_errors
 def report(run_dir, fmt):
-    """Print a run's report, rendering it again from the run's state."""
+    """Print a run's report, rendering it again from the run's state (and rewrite report.*)."""
     rundir = RunDir.find(run_dir)
+    rep = rerender_report(rundir)
+    click.echo(reportlib.RENDERERS[fmt](rep), nl=False)
+
+
+def rerender_report(rundir: RunDir) -> dict[str, Any]:
+    """Build the report again from the run directory and write report.md/json/html."""
     state = rundir.read_state()
     results = {n: s["result"] for n, s in state.get("stages", {}).items() if s.get("result")}
     plan_doc = rundir.read_plan() if rundir.plan_file.is_file() else {}
-    rep = reportlib.build(
+    rep = reportlib.build_for_run(
+        str(rundir.path),
         plan_doc,
         rundir.read_approval(),
         results,
-        run_id=rundir.run_id,
         aborted=bool(state.get("aborted")),
         abort_reason=state.get("aborted"),
     )
     reportlib.write(str(rundir.path), rep)
-    click.echo(json.dumps(rep, indent=2, default=str) if fmt == "json" else reportlib.render_markdown(rep))
+    return rep
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--by", "by", required=True, help="Who signs off (the Release Manager or DevOps Lead).")
+@click.option("--role", default="release manager", show_default=True, help="In what role.")
+@click.option("--note", default="", help="A note recorded with the sign-off.")
+@click.option("--accept-gaps", is_flag=True, help="Sign off a partially completed rollback, accepting its gaps.")
+@handles_errors
+def signoff(run_dir, by, role, note, accept_gaps):
+    """Confirm the rollback complete; recorded in the audit trail and the report."""
+    rundir = RunDir.find(run_dir)
+    state = rundir.read_state()
+    exit_state = state.get("exit_state")
+    signoff_file = rundir.path / "signoff.json"
+    if signoff_file.is_file():
+        done = json.loads(signoff_file.read_text(encoding="utf-8"))
+        raise BadInput(f"this rollback was already signed off by {done.get('by')} at {done.get('time')}")
+    if not by.strip():
+        raise BadInput("--by must name who signs off")
+    if exit_state not in (stages.COMPLETED, stages.PARTIAL):
+        raise BadInput(
+            f"a rollback that ended {exit_state or 'not yet'} cannot be signed off: "
+            "finish it (`release-rollback resume RUN_DIR`) first"
+        )
+    if exit_state == stages.PARTIAL and not accept_gaps:
+        raise BadInput(
+            "this rollback is only partially completed: resume it, or sign off with --accept-gaps "
+            "to accept the known limitations in the report"
+        )
+    plan_doc = rundir.read_plan() if rundir.plan_file.is_file() else {}
+    record = {
+        "by": by.strip(),
+        "role": role,
+        "time": utcnow(),
+        "note": note,
+        "exit_state": exit_state,
+        "accepted_gaps": bool(accept_gaps and exit_state == stages.PARTIAL),
+        "plan_hash": plan_doc.get("hash"),
+    }
+    write_atomic(signoff_file, json.dumps(record, indent=2) + "\n")
+    rundir.audit("signoff.recorded", **record)
+    rundir.write_state(state)
+    rerender_report(rundir)
+    click.echo(f"Signed off by {record['by']} ({role}) at {record['time']}: the rollback {exit_state}.")
 
 
 @main.group()

@@ -264,8 +264,8 @@ class Engine:
         return exit_state
 
     def _write_report(self, plan, approval, results, aborted=None) -> None:
-        rep = reportlib.build(
-            plan, approval, results, run_id=self.rundir.run_id, aborted=bool(aborted), abort_reason=aborted
+        rep = reportlib.build_for_run(
+            str(self.rundir.path), plan, approval, results, aborted=bool(aborted), abort_reason=aborted
         )
         reportlib.write(str(self.rundir.path), rep)
         if (results.get("report") or {}).get("status") != stages.OK:

@@ -12,7 +12,7 @@ short_description: Write the rollback report and record the release as rolled ba
 version_added: "0.1.0"
 description:
   - Builds the report from the plan, its approval and every stage result with the renderer the
-    driver uses too, writes C(report.json) and C(report.md) into O(run_dir), and appends the release's
+    driver uses too, writes C(report.json), C(report.md) and C(report.html) into O(run_dir), and appends the release's
     fate to the release record that later plans read.
   - Runs on the controller.
 options:
@@ -86,7 +86,7 @@ def main():
     p = module.params
     results = dict(p["results"])
     results.setdefault("report", {"stage": "report", "status": "ok", "summary": "this report", "changed": True})
-    rep = report.build(p["plan"], p["approval"], results)
+    rep = report.build_for_run(p["run_dir"], p["plan"], p["approval"], results)
     try:
         paths = report.write(p["run_dir"], rep)
         recorded = report.record_release(p["record_file"], rep)
