@@ -25,6 +25,7 @@ from .view import make_view
 stages = content.module_utils("stages")
 reportlib = content.module_utils("report")
 auditlib = content.module_utils("audit")
+followuplib = content.module_utils("followup")
 
 SCOPES = ("feature_flags", "code_config", "database", "infrastructure", "validate")
 
@@ -385,6 +386,31 @@ def signoff(run_dir, by, role, note, accept_gaps):
     rundir.write_state(state)
     rerender_report(rundir)
     click.echo(f"Signed off by {record['by']} ({role}) at {record['time']}: the rollback {exit_state}.")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@handles_errors
+def rca(run_dir):
+    """File the root-cause analysis ticket a tracker could not take during the run."""
+    from .engine import load_manifest
+
+    rundir = RunDir.find(run_dir)
+    state = rundir.read_state()
+    _raw, parsed = load_manifest(state.get("manifest_file"))
+    if not parsed.get("rca"):
+        raise BadInput("the run's manifest has no rca: section, so there is no tracker to file the ticket in")
+    if state.get("exit_state") in (None, stages.RUN_BLOCKED):
+        raise BadInput(
+            f"the run ended {state.get('exit_state') or 'not yet'}: an RCA ticket is filed for rollbacks that ran"
+        )
+    rep = rerender_report(rundir)
+    record = followuplib.file_rca(str(rundir.path), parsed["rca"], parsed.get("notify"), rep)
+    rundir.write_state(state)
+    rerender_report(rundir)
+    if record["status"] != "filed":
+        fail(f"RCA still pending: {record['error']}. Try again later with `release-rollback rca {run_dir}`.", 1)
+    click.echo(f"RCA ticket {record['key']} ({record['tracker']}): {record['url']}")
 
 
 @main.group()

@@ -23,6 +23,8 @@ stages = content.module_utils("stages")
 planlib = content.module_utils("plan")
 manifestlib = content.module_utils("manifest")
 reportlib = content.module_utils("report")
+followup = content.module_utils("followup")
+notifylib = content.module_utils("notify")
 
 
 class BadInput(Exception):
@@ -97,7 +99,7 @@ class Engine:
         operator: str | None = None,
     ) -> dict[str, Any]:
         """Run the assess stage and write plan.yml. Raises Blocked when the plan has blockers."""
-        raw, _parsed = load_manifest(manifest_file)
+        raw, parsed = load_manifest(manifest_file)
         inventory = check_inventory(inventory)
         if target is not None:
             try:
@@ -151,6 +153,10 @@ class Engine:
             state["exit_state"] = stages.RUN_BLOCKED
             self.rundir.write_state(state)
             self.rundir.audit("run.end", exit_state=stages.RUN_BLOCKED, reason=plan["blockers"][0])
+            rep = self._write_report(plan, None, {"assess": result})
+            followup.after_run(str(self.rundir.path), parsed, rep)
+            self._write_report(plan, None, {"assess": result})
+            self.rundir.write_state(state)
             raise Blocked("the plan is blocked: " + "; ".join(plan["blockers"]))
         return plan
 
@@ -198,7 +204,7 @@ class Engine:
         if problem:
             self.rundir.audit("run.refused", reason=problem)
             raise Blocked(problem)
-        raw, _parsed = load_manifest(state.get("manifest_file"))
+        raw, parsed = load_manifest(state.get("manifest_file"))
         results: dict[str, Any] = {name: s["result"] for name, s in state["stages"].items() if s.get("result")}
         self.rundir.audit(
             "run.resumed" if resume else "run.started",
@@ -206,6 +212,8 @@ class Engine:
             approver=approval["approver"],
             limit=limit,
         )
+        started = reportlib.build(plan, approval, results, run_id=self.rundir.run_id)
+        followup.announce(str(self.rundir.path), parsed.get("notify"), notifylib.STARTED, started)
         state["exit_state"] = None
         state["aborted"] = None
         self.rundir.write_state(state)
@@ -216,6 +224,8 @@ class Engine:
             "rollback_run_id": self.rundir.run_id,
             "rollback_run_dir": str(self.rundir.path),
             "rollback_fail_on_stage_failure": False,
+            # The driver notifies and files the RCA ticket itself, once the exit state is final.
+            "rollback_report_followup": False,
         }
         aborted = None
         for name in stages.EXECUTION_STAGES:
@@ -255,21 +265,26 @@ class Engine:
             self.rundir.audit("run.aborted", reason=aborted)
         # The report stage wrote the report; render it once more with the report stage's own result
         # (same renderer), or write it here when the stage could not.
-        self._write_report(plan, approval, results, aborted=aborted)
+        rep = self._write_report(plan, approval, results, aborted=aborted)
         exit_state = stages.exit_state(results, aborted=bool(aborted))
         state["exit_state"] = exit_state
         self.rundir.write_state(state)
         self.rundir.audit("run.end", exit_state=exit_state)
+        # Notifications and the RCA ticket never change the exit state: a channel or tracker that is
+        # down is recorded (RCA pending) and retried with `release-rollback rca RUN_DIR`.
+        followup.after_run(str(self.rundir.path), parsed, rep)
+        self._write_report(plan, approval, results, aborted=aborted, audit=False)
         self.rundir.write_state(state)
         return exit_state
 
-    def _write_report(self, plan, approval, results, aborted=None) -> None:
+    def _write_report(self, plan, approval, results, aborted=None, audit=True) -> dict[str, Any]:
         rep = reportlib.build_for_run(
             str(self.rundir.path), plan, approval, results, aborted=bool(aborted), abort_reason=aborted
         )
         reportlib.write(str(self.rundir.path), rep)
-        if (results.get("report") or {}).get("status") != stages.OK:
+        if audit and (results.get("report") or {}).get("status") != stages.OK:
             self.rundir.audit("report.written", exit_state=rep["exit_state"], by="driver")
+        return rep
 
     # ------------------------------------------------------------------------------- one stage
     def _run(
