@@ -110,6 +110,10 @@ def test_markdown_and_json_reports_come_from_the_same_data(rolled_back):
     }
     assert "- **Sign-off:** awaiting sign-off" in as_md
     assert "## Timeline" in as_md
+    (recorded,) = [json.loads(x) for x in (run_dir.parent.parent / "releases.jsonl").read_text().splitlines()]
+    assert recorded == dict(
+        recorded, version=as_json["from_version"], status="rolled_back", known_bad=True, run_id=run_dir.name
+    )
 
 
 def test_signoff_lands_in_the_report_and_the_audit_trail(run_copy):

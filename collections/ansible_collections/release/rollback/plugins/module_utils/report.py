@@ -677,6 +677,27 @@ def read_extras(run_dir):
     }
 
 
+def known_bad(record_file, app=None):
+    """Releases the controller's release record marks rolled back / known-bad: version -> run id.
+
+    ``app`` limits it to one application. A missing or unreadable record is empty.
+    """
+    out = {}
+    if not record_file or not os.path.exists(record_file):
+        return out
+    with open(record_file, encoding="utf-8") as fh:
+        for entry in _json_lines(fh):
+            if not isinstance(entry, dict) or not entry.get("version"):
+                continue
+            if app and entry.get("app") not in (None, app):
+                continue
+            if entry.get("known_bad") or entry.get("status") == "rolled_back":
+                out[str(entry["version"])] = entry.get("run_id")
+            elif entry.get("status") == "good":
+                out.pop(str(entry["version"]), None)  # cleared after a fix: usable again
+    return out
+
+
 def record_release(record_file, rep):
     """Append the release's fate to the release record that later plans read (JSON lines)."""
     if not record_file or rep.get("release_record", {}).get("status") != "rolled back":
