@@ -313,6 +313,10 @@ def status(ctx, run_dir, json_mode):
             continue
         res = entry.get("result") or {}
         click.echo(f"  {name:<15} {res.get('status', entry.get('status', '?')):<12} {res.get('summary') or ''}")
+    extras = reportlib.read_extras(str(rundir.path))
+    if state.get("exit_state"):
+        click.echo(f"  sign-off:   {reportlib.signoff_status(extras['signoff'])}")
+        click.echo(f"  RCA:        {reportlib.rca_line(extras['rca'])}")
 
 
 @main.command()

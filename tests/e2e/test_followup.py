@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from browser import chromium, screenshot
 from conftest import ROOT, need
-from replay import JIRA_DOWN, SLACK_OK, ReplayServer, SmtpSink, jira_created
+from replay import JIRA_DOWN, SLACK_OK, ReplayServer, SmtpSink, github_created, jira_created
 
 pytestmark = pytest.mark.e2e
 
@@ -162,4 +165,50 @@ def test_the_playbook_path_notifies_and_files_the_ticket_with_the_same_code(flee
     assert json.loads((run_dir / "rca.json").read_text())["key"] == "OPS-78"
     assert "RCA ticket OPS-78 filed in jira" in (run_dir / "report.md").read_text()
     assert (run_dir / "report.html").is_file()
+    _no_secret_in(run_dir)
+
+
+def test_a_partial_rollback_is_announced_with_its_gaps_and_its_github_issue_lists_them(
+    fleet, cli, http, monkeypatch, tmp_path
+):
+    need(shutil.which("chattr") is not None, "chattr (e2fsprogs)")
+    monkeypatch.setenv("E2E_SLACK_URL", http.url + SLACK_PATH)
+    monkeypatch.setenv("E2E_GITHUB_TOKEN", "ghp_e2e_secret_token")
+    doc = yaml.safe_load(fleet.manifest.read_text())
+    doc["rollback_manifest"]["notify"] = {"channels": [{"kind": "slack", "url_env": "E2E_SLACK_URL"}]}
+    doc["rollback_manifest"]["rca"] = {
+        "kind": "github",
+        "repo": "acme/shop",
+        "api_url": http.url + "/gh",
+        "token_env": "E2E_GITHUB_TOKEN",
+    }
+    fleet.manifest.write_text(yaml.safe_dump(doc, sort_keys=False))
+    http.answer(SLACK_PATH, SLACK_OK)
+    http.answer("/gh/repos/acme/shop/issues", github_created("acme/shop", 7))
+    # The flag system cannot be changed: the flags stage fails, the rest of the rollback goes on.
+    subprocess.run(["chattr", "+i", str(fleet.flags)], check=True)
+
+    done = cli("run", "-i", str(fleet.inventory), "-m", str(fleet.manifest), "--approver", "alice", "--yes")
+    assert done.returncode == 5, done.stdout + done.stderr
+    (run_dir,) = cli.run_dirs()
+    assert _slack_headlines(http) == ["Rollback started", "Rollback partially completed", "RCA initiated"]
+    partial = http.to(SLACK_PATH)[1].json()["text"]
+    assert "feature_flags: " in partial.split("Reason: ", 1)[1]
+    assert (
+        "Required action: Stage feature_flags: fix the cause above, then `release-rollback resume RUN_DIR`." in partial
+    )
+    (req,) = http.to("/gh/repos/acme/shop/issues")
+    issue = req.json()
+    assert issue["title"].endswith("(partially completed)")
+    gaps = issue["body"].split("Gaps this RCA must cover (the rollback did not finish these):\n", 1)[1]
+    assert gaps.startswith("- feature_flags: ")
+
+    page = run_dir / "report.html"
+    dom = chromium(tmp_path, "--dump-dom", page.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    flags_row = re.search(r'class="tl-row stage" data-stage="feature_flags" data-status="([a-z]+)"', dom.stdout)
+    assert flags_row and flags_row.group(1) in ("failed", "unavailable")
+    assert '<h2>What failed</h2><ul class="failed-list"><li>feature_flags on localhost: ' in dom.stdout
+    assert "RCA ticket acme/shop#7 filed in github: https://github.com/acme/shop/issues/7" in dom.stdout
+    screenshot(tmp_path, page, "report-timeline-partial.png")
     _no_secret_in(run_dir)

@@ -13,25 +13,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, Cli, need
+from browser import chromium, screenshot
+from conftest import Cli
 from release_rollback import content
 from release_rollback.demo import build_fleet
 
 pytestmark = pytest.mark.e2e
 
 STAGES = content.module_utils("stages").STAGE_NAMES
-CHROMIUM = shutil.which("chromium")
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--disable-background-networking",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +47,6 @@ def run_copy(rolled_back, tmp_path):
     return Cli(tmp_path / "runs", tmp_path), copy
 
 
-def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    """Headless Chromium in a network namespace of its own: no network at all."""
-    need(CHROMIUM is not None, "Debian chromium (apt-get install chromium)")
-    need(shutil.which("unshare") is not None, "unshare (util-linux)")
-    cmd = ["unshare", "--net", CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-
-
 def test_html_report_renders_offline_with_a_timeline_naming_every_stage_and_host(rolled_back, tmp_path):
     cli, run_dir = rolled_back
     shown = cli("report", str(run_dir), "--format", "html")
@@ -85,12 +66,7 @@ def test_html_report_renders_offline_with_a_timeline_naming_every_stage_and_host
     assert "awaiting sign-off" in dom.stdout
     assert re.search(r"Most time: \w+ \([\d.]+ s\)", dom.stdout)
 
-    shot = tmp_path / "report.png"
-    taken = chromium(tmp_path, "--window-size=1200,1600", f"--screenshot={shot}", page.as_uri())
-    assert taken.returncode == 0, taken.stderr[-2000:]
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
-    ARTIFACTS.mkdir(exist_ok=True)
-    shutil.copy(shot, ARTIFACTS / "report-timeline.png")
+    screenshot(tmp_path, page, "report-timeline-completed.png")
 
 
 def test_markdown_and_json_reports_come_from_the_same_data(rolled_back):
@@ -130,6 +106,7 @@ def test_signoff_lands_in_the_report_and_the_audit_trail(run_copy):
     assert entries[-1]["event"] == "signoff.recorded"
     assert entries[-1]["by"] == "Rita Release" and entries[-1]["exit_state"] == "completed"
     assert cli("audit", "verify", str(run_dir)).returncode == 0
+    assert "sign-off:   signed off by Rita Release at " in cli("status", str(run_dir)).stdout
 
     again = cli("signoff", str(run_dir), "--by", "Someone Else")
     assert again.returncode == 2
