@@ -19,7 +19,7 @@ import click
 
 from . import __version__, content
 from .engine import BadInput, Blocked, Engine, operator_name
-from .rundir import DEFAULT_ROOT, RunDir, utcnow, write_atomic
+from .rundir import DEFAULT_ROOT, RunDir
 from .view import make_view
 
 stages = content.module_utils("stages")
@@ -358,37 +358,16 @@ def signoff(run_dir, by, role, note, accept_gaps):
     """Confirm the rollback complete; recorded in the audit trail and the report."""
     rundir = RunDir.find(run_dir)
     state = rundir.read_state()
-    exit_state = state.get("exit_state")
-    signoff_file = rundir.path / "signoff.json"
-    if signoff_file.is_file():
-        done = json.loads(signoff_file.read_text(encoding="utf-8"))
-        raise BadInput(f"this rollback was already signed off by {done.get('by')} at {done.get('time')}")
-    if not by.strip():
-        raise BadInput("--by must name who signs off")
-    if exit_state not in (stages.COMPLETED, stages.PARTIAL):
-        raise BadInput(
-            f"a rollback that ended {exit_state or 'not yet'} cannot be signed off: "
-            "finish it (`release-rollback resume RUN_DIR`) first"
-        )
-    if exit_state == stages.PARTIAL and not accept_gaps:
-        raise BadInput(
-            "this rollback is only partially completed: resume it, or sign off with --accept-gaps "
-            "to accept the known limitations in the report"
-        )
-    plan_doc = rundir.read_plan() if rundir.plan_file.is_file() else {}
-    record = {
-        "by": by.strip(),
-        "role": role,
-        "time": utcnow(),
-        "note": note,
-        "exit_state": exit_state,
-        "accepted_gaps": bool(accept_gaps and exit_state == stages.PARTIAL),
-        "plan_hash": plan_doc.get("hash"),
-    }
-    write_atomic(signoff_file, json.dumps(record, indent=2) + "\n")
-    rundir.audit("signoff.recorded", **record)
+    if not state.get("exit_state"):
+        raise BadInput("this rollback has not finished: wait for it, or `release-rollback resume RUN_DIR`")
+    rerender_report(rundir)
+    try:
+        record = followuplib.signoff(str(rundir.path), by, role, note, accept_gaps)
+    except followuplib.SignoffError as exc:
+        raise BadInput(str(exc)) from None
     rundir.write_state(state)
     rerender_report(rundir)
+    exit_state = record["exit_state"]
     click.echo(f"Signed off by {record['by']} ({role}) at {record['time']}: the rollback {exit_state}.")
 
 

@@ -7,14 +7,16 @@ test; tests that change the run work on a copy of its directory.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from browser import chromium, screenshot
-from conftest import Cli
+from conftest import ROOT, Cli
 from release_rollback import content
 from release_rollback.demo import build_fleet
 
@@ -116,7 +118,8 @@ def test_signoff_lands_in_the_report_and_the_audit_trail(run_copy):
 def test_signoff_refuses_a_partial_rollback_unless_its_gaps_are_accepted(run_copy):
     cli, run_dir = run_copy
     state = json.loads((run_dir / "state.json").read_text())
-    state["exit_state"] = "partially completed"
+    validate = state["stages"]["validate"]["result"]
+    validate.update(status="failed", summary="failed on web2: /health answered 500")
     (run_dir / "state.json").write_text(json.dumps(state))
     refused = cli("signoff", str(run_dir), "--by", "Rita")
     assert refused.returncode == 2
@@ -124,7 +127,9 @@ def test_signoff_refuses_a_partial_rollback_unless_its_gaps_are_accepted(run_cop
     assert not (run_dir / "signoff.json").exists()
     accepted = cli("signoff", str(run_dir), "--by", "Rita", "--accept-gaps")
     assert accepted.returncode == 0, accepted.stderr
-    assert json.loads((run_dir / "signoff.json").read_text())["accepted_gaps"] is True
+    record = json.loads((run_dir / "signoff.json").read_text())
+    assert record["accepted_gaps"] is True and record["exit_state"] == "partially completed"
+    assert "signed off by Rita" in (run_dir / "report.md").read_text()
 
 
 # ----------------------------------------------------------------------------------- audit verify
@@ -182,3 +187,29 @@ def test_audit_verify_names_a_reordered_line(run_copy):
     broken = cli("audit", "verify", str(run_dir))
     assert broken.returncode != 0
     assert "audit trail broken at line 5: line 5 does not follow line 4" in broken.stderr
+
+
+def test_the_signoff_playbook_for_awx_records_the_same_signoff(run_copy, tmp_path):
+    cli, run_dir = run_copy
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / "collections"), ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+    cmd = [
+        str(Path(sys.executable).parent / "ansible-playbook"),
+        str(ROOT / "playbooks" / "signoff.yml"),
+        "-e",
+        json.dumps(
+            {
+                "rollback_run_dir": str(run_dir),
+                "rollback_signed_off_by": "Dana DevOps",
+                "rollback_signoff_role": "devops lead",
+            }
+        ),
+    ]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:]
+    record = json.loads((run_dir / "signoff.json").read_text())
+    assert record["by"] == "Dana DevOps" and record["role"] == "devops lead"
+    assert "signed off by Dana DevOps" in (run_dir / "report.html").read_text()
+    assert cli("audit", "verify", str(run_dir)).returncode == 0
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode != 0
+    assert "already signed off by Dana DevOps" in again.stdout

@@ -12,12 +12,20 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from datetime import datetime, timezone
 
 from ansible_collections.release.rollback.plugins.module_utils import audit as _audit
 from ansible_collections.release.rollback.plugins.module_utils import notify as _notify
 from ansible_collections.release.rollback.plugins.module_utils import rca as _rca
+from ansible_collections.release.rollback.plugins.module_utils import report as _report
+from ansible_collections.release.rollback.plugins.module_utils import stages as _stages
 
 RCA_FILE = "rca.json"
+SIGNOFF_FILE = "signoff.json"
+
+
+class SignoffError(ValueError):
+    """A sign-off that cannot be recorded; one sentence with the fix."""
 
 
 def announce(run_dir, notify_cfg, event, rep, secrets=None, rca=None):
@@ -32,15 +40,11 @@ def announce(run_dir, notify_cfg, event, rep, secrets=None, rca=None):
 
 
 def read_rca(run_dir):
-    try:
-        with open(os.path.join(run_dir, RCA_FILE), encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return None
+    return _read(os.path.join(run_dir, RCA_FILE))
 
 
 def _write_json(path, data):
-    fd, tmp = tempfile.mkstemp(prefix=".rca-", dir=os.path.dirname(path))
+    fd, tmp = tempfile.mkstemp(prefix=".record-", dir=os.path.dirname(path))
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=2, sort_keys=True)
         fh.write("\n")
@@ -80,3 +84,57 @@ def after_run(run_dir, manifest, rep, secrets=None):
     if manifest.get("rca") and state != _notify.BLOCKED:
         record = file_rca(run_dir, manifest["rca"], manifest.get("notify"), rep, secrets=secrets)
     return {"notifications": sent, "rca": record}
+
+
+def signoff(run_dir, by, role="release manager", note="", accept_gaps=False, now=None):
+    """Record that the Release Manager or DevOps Lead confirms the rollback complete.
+
+    Reads the exit state from the run's report.json; writes signoff.json, audits ``signoff.recorded``
+    and rewrites the report with it. Raises SignoffError when it cannot be signed off.
+    """
+    rep_path = os.path.join(run_dir, "report.json")
+    try:
+        with open(rep_path, encoding="utf-8") as fh:
+            rep = json.load(fh)
+    except (OSError, ValueError):
+        raise SignoffError("%s has no readable report.json: write the report first" % run_dir) from None
+    done = _read(os.path.join(run_dir, SIGNOFF_FILE))
+    if done:
+        raise SignoffError("this rollback was already signed off by %s at %s" % (done.get("by"), done.get("time")))
+    by = (by or "").strip()
+    if not by:
+        raise SignoffError("the sign-off must name who signs off")
+    state = rep.get("exit_state")
+    if state not in (_stages.COMPLETED, _stages.PARTIAL):
+        raise SignoffError(
+            "a rollback that ended %s cannot be signed off: finish it (`release-rollback resume RUN_DIR`) first"
+            % (state or "not yet")
+        )
+    if state == _stages.PARTIAL and not accept_gaps:
+        raise SignoffError(
+            "this rollback is only partially completed: resume it, or sign off accepting the known "
+            "limitations in the report (--accept-gaps)"
+        )
+    record = {
+        "by": by,
+        "role": role or "release manager",
+        "time": now or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "note": note or "",
+        "exit_state": state,
+        "accepted_gaps": bool(accept_gaps and state == _stages.PARTIAL),
+        "plan_hash": rep.get("plan_hash"),
+    }
+    _write_json(os.path.join(run_dir, SIGNOFF_FILE), record)
+    _audit.append(os.path.join(run_dir, "audit.jsonl"), "signoff.recorded", **record)
+    rep["signoff"] = record
+    rep["signoff_status"] = _report.signoff_status(record)
+    _report.write(run_dir, rep)
+    return record
+
+
+def _read(path):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
