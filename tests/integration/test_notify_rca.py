@@ -327,3 +327,56 @@ def test_a_blocked_run_is_announced_but_files_no_ticket(http, tmp_path, monkeypa
     out = followup.after_run(str(tmp_path), cfg, rep)
     assert out["rca"] is None and not http.to("/jira/rest/api/2/issue")
     assert http.to(SLACK_PATH)[0].json()["text"].startswith("Rollback blocked")
+
+
+def test_an_aborted_rollback_is_announced_with_the_abort_reason_and_what_to_check(http, tmp_path, monkeypatch):
+    monkeypatch.setenv(SLACK_SECRET_ENV, http.url + SLACK_PATH)
+    http.answer(SLACK_PATH, SLACK_OK)
+    cfg = _manifest(notify={"channels": [{"kind": "slack", "url_env": SLACK_SECRET_ENV, "events": ["aborted"]}]})
+    rep = _report()
+    aborted = reportlib.build(
+        {"app": "shop", "from_version": "2.0.0", "to_version": "1.9.3", "reason": "checkout errors"},
+        None,
+        {"assess": {"status": "ok"}, "feature_flags": {"status": "ok"}},
+        run_id=rep["run_id"],
+        aborted=True,
+        abort_reason="stopped by the operator before stage code_config",
+    )
+    followup.announce(str(tmp_path), cfg["notify"], "started", aborted)  # not in this channel's events
+    followup.announce(str(tmp_path), cfg["notify"], aborted["exit_state"], aborted)
+    (req,) = http.to(SLACK_PATH)
+    text = req.json()["text"]
+    assert text.startswith("Rollback aborted: shop 2.0.0 -> 1.9.3")
+    assert "Reason: checkout errors. aborted: stopped by the operator before stage code_config" in text
+    assert "Required action: Check the hosts listed above, then `release-rollback resume RUN_DIR`" in text
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"notify": {"channels": [{"kind": "pager"}]}}, "notify.channels[0].kind must be one of slack, email, webhook"),
+        (
+            {"notify": {"channels": [{"kind": "email", "host": "smtp", "from": "a@b.c", "to": ["nobody"]}]}},
+            "notify.channels[0].to must be a list of e-mail addresses",
+        ),
+        (
+            {"notify": {"channels": [{"kind": "webhook", "url": "https://user:pw@hooks.example.com/x"}]}},
+            "notify.channels[0].url must not hold credentials",
+        ),
+        (
+            {"notify": {"channels": [{"kind": "slack", "url_env": "ROLLBACK_SLACK", "events": ["finished"]}]}},
+            "notify.channels[0].events must list some of",
+        ),
+        ({"rca": {"kind": "jira", "url": "https://jira.example.com", "project": "OPS"}}, "rca.token_env is missing"),
+        (
+            {"rca": {"kind": "jira", "url": "https://j.example.com", "project": "OPS", "api": 4, "token_env": "T"}},
+            "rca.api must be 2 (Jira Server/Data Center) or 3 (Jira Cloud)",
+        ),
+        ({"rca": {"kind": "github", "repo": "shop", "token_env": "T"}}, "rca.repo must be OWNER/REPOSITORY"),
+        ({"rca": {"kind": "servicenow"}}, "rca.kind must be one of jira, github, webhook"),
+    ],
+)
+def test_a_bad_notify_or_rca_section_is_one_sentence_naming_the_key(section, message):
+    with pytest.raises(manifestlib.ManifestError) as err:
+        _manifest(**section)
+    assert str(err.value).startswith(message)
