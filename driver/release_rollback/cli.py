@@ -133,6 +133,9 @@ def finish(engine: Engine, exit_state: str, json_mode: bool) -> None:
                     "report": str(rundir.path / "report.md"),
                     "stages": {s["stage"]: s["status"] for s in rep.get("steps", [])},
                     "known_limitations": rep.get("known_limitations", []),
+                    "report_html": str(rundir.path / "report.html"),
+                    "signoff": rep.get("signoff_status"),
+                    "rca": rep.get("rca"),
                 },
                 indent=2,
             )
@@ -143,7 +146,9 @@ def finish(engine: Engine, exit_state: str, json_mode: bool) -> None:
             click.echo(f"  limitation: {item}")
         for item in rep.get("next_steps") or []:
             click.echo(f"  next: {item}")
-        click.echo(f"Report: {rundir.path / 'report.md'}")
+        if (rep.get("rca") or {}).get("status") in ("filed", "pending"):
+            click.echo(f"  RCA: {reportlib.rca_line(rep['rca'])}")
+        click.echo(f"Report: {rundir.path / 'report.md'} (and report.html)")
     sys.exit(stages.EXIT_CODES[exit_state])
 
 

@@ -96,6 +96,7 @@ def test_tracker_down_leaves_the_rollback_completed_with_rca_pending_then_rca_fi
     done = cli("run", "-i", str(fleet.inventory), "-m", str(fleet.manifest), "--approver", "alice", "--yes")
     assert done.returncode == 0, done.stdout + done.stderr
     (run_dir,) = cli.run_dirs()
+    assert "  RCA: RCA pending (Jira answered HTTP 503" in done.stdout
     assert _slack_headlines(http) == ["Rollback started", "Rollback completed"]
     completed = http.to(SLACK_PATH)[1].json()["text"]
     assert f"Report: https://ops.example.com/rollbacks/{run_dir.name}/report.html" in completed
