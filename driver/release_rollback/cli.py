@@ -25,6 +25,7 @@ from .view import make_view
 stages = content.module_utils("stages")
 reportlib = content.module_utils("report")
 auditlib = content.module_utils("audit")
+followuplib = content.module_utils("followup")
 
 SCOPES = ("feature_flags", "code_config", "database", "infrastructure", "validate")
 
@@ -132,6 +133,9 @@ def finish(engine: Engine, exit_state: str, json_mode: bool) -> None:
                     "report": str(rundir.path / "report.md"),
                     "stages": {s["stage"]: s["status"] for s in rep.get("steps", [])},
                     "known_limitations": rep.get("known_limitations", []),
+                    "report_html": str(rundir.path / "report.html"),
+                    "signoff": rep.get("signoff_status"),
+                    "rca": rep.get("rca"),
                 },
                 indent=2,
             )
@@ -142,7 +146,9 @@ def finish(engine: Engine, exit_state: str, json_mode: bool) -> None:
             click.echo(f"  limitation: {item}")
         for item in rep.get("next_steps") or []:
             click.echo(f"  next: {item}")
-        click.echo(f"Report: {rundir.path / 'report.md'}")
+        if (rep.get("rca") or {}).get("status") in ("filed", "pending"):
+            click.echo(f"  RCA: {reportlib.rca_line(rep['rca'])}")
+        click.echo(f"Report: {rundir.path / 'report.md'} (and report.html)")
     sys.exit(stages.EXIT_CODES[exit_state])
 
 
@@ -354,6 +360,10 @@ def status(ctx, run_dir, json_mode):
             continue
         res = entry.get("result") or {}
         click.echo(f"  {name:<15} {res.get('status', entry.get('status', '?')):<12} {res.get('summary') or ''}")
+    extras = reportlib.read_extras(str(rundir.path))
+    if state.get("exit_state"):
+        click.echo(f"  sign-off:   {reportlib.signoff_status(extras['signoff'])}")
+        click.echo(f"  RCA:        {reportlib.rca_line(extras['rca'])}")
 
 
 @main.command()
@@ -371,24 +381,79 @@ def abort(run_dir, reason):
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["md", "json"]), default="md")
+@click.option("--format", "fmt", type=click.Choice(sorted(reportlib.RENDERERS)), default="md")
 @handles_errors
 def report(run_dir, fmt):
-    """Print a run's report, rendering it again from the run's state."""
+    """Print a run's report, rendering it again from the run's state (and rewrite report.*)."""
     rundir = RunDir.find(run_dir)
+    rep = rerender_report(rundir)
+    click.echo(reportlib.RENDERERS[fmt](rep), nl=False)
+
+
+def rerender_report(rundir: RunDir) -> dict[str, Any]:
+    """Build the report again from the run directory and write report.md/json/html."""
     state = rundir.read_state()
     results = {n: s["result"] for n, s in state.get("stages", {}).items() if s.get("result")}
     plan_doc = rundir.read_plan() if rundir.plan_file.is_file() else {}
-    rep = reportlib.build(
+    rep = reportlib.build_for_run(
+        str(rundir.path),
         plan_doc,
         rundir.read_approval(),
         results,
-        run_id=rundir.run_id,
         aborted=bool(state.get("aborted")),
         abort_reason=state.get("aborted"),
     )
     reportlib.write(str(rundir.path), rep)
-    click.echo(json.dumps(rep, indent=2, default=str) if fmt == "json" else reportlib.render_markdown(rep))
+    return rep
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--by", "by", required=True, help="Who signs off (the Release Manager or DevOps Lead).")
+@click.option("--role", default="release manager", show_default=True, help="In what role.")
+@click.option("--note", default="", help="A note recorded with the sign-off.")
+@click.option("--accept-gaps", is_flag=True, help="Sign off a partially completed rollback, accepting its gaps.")
+@handles_errors
+def signoff(run_dir, by, role, note, accept_gaps):
+    """Confirm the rollback complete; recorded in the audit trail and the report."""
+    rundir = RunDir.find(run_dir)
+    state = rundir.read_state()
+    if not state.get("exit_state"):
+        raise BadInput("this rollback has not finished: wait for it, or `release-rollback resume RUN_DIR`")
+    rerender_report(rundir)
+    try:
+        record = followuplib.signoff(str(rundir.path), by, role, note, accept_gaps)
+    except followuplib.SignoffError as exc:
+        raise BadInput(str(exc)) from None
+    rundir.write_state(state)
+    rerender_report(rundir)
+    exit_state = record["exit_state"]
+    click.echo(f"Signed off by {record['by']} ({role}) at {record['time']}: the rollback {exit_state}.")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@handles_errors
+def rca(run_dir):
+    """File the root-cause analysis ticket a tracker could not take during the run."""
+    from .engine import load_manifest
+
+    rundir = RunDir.find(run_dir)
+    state = rundir.read_state()
+    _raw, parsed = load_manifest(state.get("manifest_file"))
+    if not parsed.get("rca"):
+        raise BadInput("the run's manifest has no rca: section, so there is no tracker to file the ticket in")
+    if state.get("exit_state") in (None, stages.RUN_BLOCKED):
+        raise BadInput(
+            f"the run ended {state.get('exit_state') or 'not yet'}: an RCA ticket is filed for rollbacks that ran"
+        )
+    rep = rerender_report(rundir)
+    record = followuplib.file_rca(str(rundir.path), parsed["rca"], parsed.get("notify"), rep)
+    rundir.write_state(state)
+    rerender_report(rundir)
+    if record["status"] != "filed":
+        fail(f"RCA still pending: {record['error']}. Try again later with `release-rollback rca {run_dir}`.", 1)
+    click.echo(f"RCA ticket {record['key']} ({record['tracker']}): {record['url']}")
 
 
 @main.group()

@@ -25,6 +25,8 @@ stages = content.module_utils("stages")
 planlib = content.module_utils("plan")
 manifestlib = content.module_utils("manifest")
 reportlib = content.module_utils("report")
+followup = content.module_utils("followup")
+notifylib = content.module_utils("notify")
 
 
 class BadInput(Exception):
@@ -162,6 +164,10 @@ class Engine:
             state["exit_state"] = stages.RUN_BLOCKED
             self.rundir.write_state(state)
             self.rundir.audit("run.end", exit_state=stages.RUN_BLOCKED, reason=plan["blockers"][0])
+            rep = self._write_report(plan, None, {"assess": result})
+            followup.after_run(str(self.rundir.path), parsed, rep)
+            self._write_report(plan, None, {"assess": result})
+            self.rundir.write_state(state)
             raise Blocked("the plan is blocked: " + "; ".join(plan["blockers"]))
         return plan
 
@@ -297,7 +303,7 @@ class Engine:
                     started=entry.get("started"),
                     note="the driver stopped during this stage; it runs again",
                 )
-        raw, _parsed = load_manifest(state.get("manifest_file"))
+        raw, parsed = load_manifest(state.get("manifest_file"))
         results: dict[str, Any] = {name: s["result"] for name, s in state["stages"].items() if s.get("result")}
         self.rundir.audit(
             "run.resumed" if resume else "run.started",
@@ -305,6 +311,8 @@ class Engine:
             approver=approval["approver"],
             limit=limit,
         )
+        started = reportlib.build(plan, approval, results, run_id=self.rundir.run_id)
+        followup.announce(str(self.rundir.path), parsed.get("notify"), notifylib.STARTED, started)
         state["exit_state"] = None
         state["aborted"] = None
         self.rundir.write_state(state)
@@ -315,6 +323,8 @@ class Engine:
             "rollback_run_id": self.rundir.run_id,
             "rollback_run_dir": str(self.rundir.path),
             "rollback_fail_on_stage_failure": False,
+            # The driver notifies and files the RCA ticket itself, once the exit state is final.
+            "rollback_report_followup": False,
         }
         aborted = None
         for name in stages.EXECUTION_STAGES:
@@ -361,21 +371,26 @@ class Engine:
             self.rundir.audit("run.aborted", reason=aborted)
         # The report stage wrote the report; render it once more with the report stage's own result
         # (same renderer), or write it here when the stage could not.
-        self._write_report(plan, approval, results, aborted=aborted)
+        rep = self._write_report(plan, approval, results, aborted=aborted)
         exit_state = stages.exit_state(results, aborted=bool(aborted))
         state["exit_state"] = exit_state
         self.rundir.write_state(state)
         self.rundir.audit("run.end", exit_state=exit_state)
+        # Notifications and the RCA ticket never change the exit state: a channel or tracker that is
+        # down is recorded (RCA pending) and retried with `release-rollback rca RUN_DIR`.
+        followup.after_run(str(self.rundir.path), parsed, rep)
+        self._write_report(plan, approval, results, aborted=aborted, audit=False)
         self.rundir.write_state(state)
         return exit_state
 
-    def _write_report(self, plan, approval, results, aborted=None) -> None:
-        rep = reportlib.build(
-            plan, approval, results, run_id=self.rundir.run_id, aborted=bool(aborted), abort_reason=aborted
+    def _write_report(self, plan, approval, results, aborted=None, audit=True) -> dict[str, Any]:
+        rep = reportlib.build_for_run(
+            str(self.rundir.path), plan, approval, results, aborted=bool(aborted), abort_reason=aborted
         )
         reportlib.write(str(self.rundir.path), rep)
-        if (results.get("report") or {}).get("status") != stages.OK:
+        if audit and (results.get("report") or {}).get("status") != stages.OK:
             self.rundir.audit("report.written", exit_state=rep["exit_state"], by="driver")
+        return rep
 
     # ------------------------------------------------------------------------------- one stage
     def _run(

@@ -8,6 +8,7 @@ from __future__ import annotations
 from ansible.errors import AnsibleFilterError
 from ansible_collections.release.rollback.plugins.module_utils import manifest as _manifest
 from ansible_collections.release.rollback.plugins.module_utils import plan as _plan
+from ansible_collections.release.rollback.plugins.module_utils import report as _report
 from ansible_collections.release.rollback.plugins.module_utils import stages as _stages
 
 _EXTRA_KEYS = ("flags", "database", "infrastructure")
@@ -77,6 +78,11 @@ def stage_result(hosts, stage, hostvars, gate=None, unreachable=None, started=No
     return result
 
 
+def known_bad_releases(record_file, app=None):
+    """Releases the controller's release record marks rolled back / known-bad (version -> run id)."""
+    return _report.known_bad(record_file, app)
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -85,4 +91,5 @@ class FilterModule:
             "approval_record": approval_record,
             "stage_gate": stage_gate,
             "stage_result": stage_result,
+            "known_bad_releases": known_bad_releases,
         }

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.release.rollback.plugins.module_utils import notify as _notify
+from ansible_collections.release.rollback.plugins.module_utils import rca as _rca
+
 # Release names: ansistrano timestamps, Capistrano timestamps, semantic versions, git shas.
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -27,6 +30,8 @@ KNOWN_KEYS = {
     "database",
     "infrastructure",
     "validation",
+    "notify",  # stakeholder notifications (notify.py)
+    "rca",  # the root-cause analysis ticket (rca.py)
 }
 
 
@@ -191,4 +196,9 @@ def _normalise(data):
             if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
                 raise ManifestError("%s.status must be an HTTP status code" % where)
             out["validation"]["smoke"].append({"url": url, "status": status})
+    try:
+        out["notify"] = _notify.parse_notify(data.get("notify"))
+        out["rca"] = _rca.parse_rca(data.get("rca"))
+    except _notify.ConfigError as exc:
+        raise ManifestError(str(exc)) from None
     return out

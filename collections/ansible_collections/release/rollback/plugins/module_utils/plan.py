@@ -59,12 +59,30 @@ def _scope(manifest, requested):
     return [n for n in available if n in requested]
 
 
+def _previous_not_known_bad(facts, known_bad, host, risks):
+    """The host's previous release, passing over releases the controller's release record marks known-bad."""
+    previous = facts.get("previous")
+    if previous not in known_bad:
+        return previous
+    skipped = set(facts.get("skipped") or [])  # marked on the host (unfinished, rolled back, known-bad)
+    names = list(facts.get("releases") or [])  # sorted oldest first
+    live = facts.get("live")
+    older = names[: names.index(live)] if live in names else []
+    candidates = [n for n in older if n not in skipped and n not in known_bad]
+    risks.append(
+        "host %s: release %s is recorded as rolled back (known-bad) by run %s on the controller; passed over"
+        % (host, previous, known_bad[previous])
+    )
+    return candidates[-1] if candidates else None
+
+
 def build_plan(manifest, host_facts, db_status=None, options=None):
     """Build the plan.
 
     ``manifest``: the output of ``manifest.parse_manifest``; ``host_facts``: host -> result of the
     ``release_facts`` module; ``db_status``: result of ``db_migrate`` in status mode or None;
-    ``options``: run_id, inventory, target, scope, created_by, run_dir.
+    ``options``: run_id, inventory, target, scope, created_by, run_dir, known_bad (version -> run id
+    from the controller's release record).
 
     Returns the plan; ``plan["blockers"]`` lists why the rollback cannot go ahead (empty when it can).
     """
@@ -74,6 +92,7 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
     hosts = {}
     lives, targets = set(), set()
     wanted_target = options.get("target") or manifest.get("previous_version")
+    known_bad = dict(options.get("known_bad") or {})
     for host in sorted(host_facts or {}):
         facts = host_facts[host] or {}
         if facts.get("failed") or facts.get("unreachable"):
@@ -81,8 +100,15 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
             hosts[host] = {"live": None, "target": None, "error": facts.get("msg", "unreachable")}
             continue
         live = facts.get("live")
-        target = facts.get("previous")
-        if wanted_target:
+        target = _previous_not_known_bad(facts, known_bad, host, risks)
+        if wanted_target and wanted_target in known_bad:
+            why = (
+                "target release %s is recorded as rolled back (known-bad) by run %s: pick another release, or "
+                "clear it in the release record if it was fixed" % (wanted_target, known_bad[wanted_target])
+            )
+            if why not in blockers:
+                blockers.append(why)
+        elif wanted_target:
             target = wanted_target if wanted_target in (facts.get("releases") or []) else None
             if target is None:
                 blockers.append(

@@ -12,7 +12,7 @@ short_description: Write the rollback report and record the release as rolled ba
 version_added: "0.1.0"
 description:
   - Builds the report from the plan, its approval and every stage result with the renderer the
-    driver uses too, writes C(report.json) and C(report.md) into O(run_dir), and appends the release's
+    driver uses too, writes C(report.json), C(report.md) and C(report.html) into O(run_dir), and appends the release's
     fate to the release record that later plans read.
   - Runs on the controller.
 options:
@@ -38,6 +38,21 @@ options:
     description: Append one audit entry per stage result (for runs without the driver, which audits itself).
     type: bool
     default: false
+  followup:
+    description:
+      - Notify the channels of the manifest's C(notify) section of the exit state and file the RCA ticket
+        of its C(rca) section (runs without the driver, which does this itself).
+      - A channel or tracker that cannot be reached never fails the task; the report says "RCA pending".
+    type: bool
+    default: false
+  manifest:
+    description: The release manifest (for its C(notify) and C(rca) sections).
+    type: dict
+  secrets:
+    description:
+      - Secrets named by the C(*_env) keys of the C(notify) and C(rca) sections (e.g. from Ansible Vault);
+        a name missing here is read from the controller's environment.
+    type: dict
 author:
   - release-rollback contributors
 """
@@ -63,12 +78,21 @@ recorded:
   description: Whether the release record was updated.
   returned: success
   type: bool
+rca:
+  description: The RCA ticket record (status filed or pending, tracker, key, url), when followup ran.
+  returned: when followup is true and an rca section is configured
+  type: dict
+notifications:
+  description: One outcome per notification sent (time, event, channel, outcome).
+  returned: success
+  type: list
+  elements: dict
 """
 
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.release.rollback.plugins.module_utils import audit, report
+from ansible_collections.release.rollback.plugins.module_utils import audit, followup, manifest, report
 
 
 def main():
@@ -80,13 +104,16 @@ def main():
             results=dict(type="dict", required=True),
             record_file=dict(type="path"),
             audit_stages=dict(type="bool", default=False),
+            followup=dict(type="bool", default=False),
+            manifest=dict(type="dict"),
+            secrets=dict(type="dict", no_log=True),
         ),
         supports_check_mode=False,
     )
     p = module.params
     results = dict(p["results"])
     results.setdefault("report", {"stage": "report", "status": "ok", "summary": "this report", "changed": True})
-    rep = report.build(p["plan"], p["approval"], results)
+    rep = report.build_for_run(p["run_dir"], p["plan"], p["approval"], results)
     try:
         paths = report.write(p["run_dir"], rep)
         recorded = report.record_release(p["record_file"], rep)
@@ -102,6 +129,15 @@ def main():
                 )
             audit.append(trail, "run.end", exit_state=rep["exit_state"])
         audit.append(trail, "report.written", exit_state=rep["exit_state"], report=paths["json"], recorded=recorded)
+        done = {"notifications": [], "rca": None}
+        if p["followup"]:
+            try:
+                parsed = manifest.parse_manifest(p["manifest"])
+            except manifest.ManifestError as exc:
+                module.fail_json(msg="bad manifest: %s" % exc)
+            done = followup.after_run(p["run_dir"], parsed, rep, secrets=p["secrets"])
+            rep = report.build_for_run(p["run_dir"], p["plan"], p["approval"], results)
+            report.write(p["run_dir"], rep)
     except OSError as exc:
         module.fail_json(msg="the report could not be written to %s: %s" % (p["run_dir"], exc))
     module.exit_json(
@@ -110,6 +146,8 @@ def main():
         exit_code=rep["exit_code"],
         report=paths,
         recorded=recorded,
+        rca=done["rca"],
+        notifications=done["notifications"],
     )
 
 
