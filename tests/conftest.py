@@ -102,3 +102,20 @@ class Cli:
 @pytest.fixture
 def cli(runs_dir, tmp_path):
     return Cli(runs_dir, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def mu():
+    """The collection's module_utils, imported the way the driver imports them."""
+    from release_rollback import content
+
+    class _MU:
+        stages = content.module_utils("stages")
+        plan = content.module_utils("plan")
+        manifest = content.module_utils("manifest")
+        releases = content.module_utils("releases")
+        audit = content.module_utils("audit")
+        flagd = content.module_utils("flagd")
+        report = content.module_utils("report")
+
+    return _MU
