@@ -112,6 +112,8 @@ def print_plan(plan: dict[str, Any]) -> None:
     click.echo("  steps:")
     for i, step in enumerate(plan.get("steps") or [], 1):
         click.echo(f"    {i}. [{step['stage']}] {step['action']}")
+        for flag in step.get("flags") or []:
+            click.echo(f"         flag {flag['name']} ({flag['backend']}): now {flag['state']}")
     for risk in plan.get("risks") or []:
         click.echo(f"  risk:    {risk}")
     for blocker in plan.get("blockers") or []:

@@ -18,7 +18,24 @@ from ansible_collections.release.rollback.plugins.module_utils import rca as _rc
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
-FLAG_BACKENDS = ("flagd",)
+FLAG_BACKENDS = ("flagd", "unleash", "launchdarkly", "flagsmith", "http")
+# Keys of the flags section besides backend and names, by backend (required ones first in _FLAG_REQUIRED).
+_FLAG_KEYS = {
+    "flagd": ("file",),
+    "unleash": ("url", "project", "environment", "token_env", "timeout", "validate_certs"),
+    "launchdarkly": ("url", "project", "environment", "token_env", "timeout", "validate_certs"),
+    "flagsmith": ("url", "environment", "token_env", "timeout", "validate_certs"),
+    "http": ("request", "read_back", "project", "environment", "token_env", "timeout", "validate_certs"),
+}
+_FLAG_REQUIRED = {
+    "flagd": ("file",),
+    "unleash": ("url", "environment"),
+    "launchdarkly": ("project", "environment"),
+    "flagsmith": ("environment",),
+    "http": ("request", "read_back"),
+}
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 DB_TOOLS = ("alembic",)
 INFRA_KINDS = ("config_file",)
 KNOWN_KEYS = {
@@ -119,21 +136,7 @@ def _normalise(data):
             out[key] = check_version(str(data[key]) if isinstance(data[key], (int, float)) else data[key], key)
 
     if data.get("flags") is not None:
-        flags = _mapping(data["flags"], "flags")
-        backend = flags.get("backend", "flagd")
-        if backend not in FLAG_BACKENDS:
-            raise ManifestError(
-                "flags.backend %r is not supported: use one of %s" % (_short(backend), ", ".join(FLAG_BACKENDS))
-            )
-        names = flags.get("names")
-        if not isinstance(names, list) or not names:
-            raise ManifestError("flags.names must be a non-empty list of the release's flag names")
-        for name in names:
-            if not isinstance(name, str) or not _NAME_RE.match(name):
-                raise ManifestError(
-                    "flag name %r is not a flag key: use letters, digits, '.', '_', ':' or '-'" % _short(name)
-                )
-        out["flags"] = {"backend": backend, "file": _abs_path(flags, "file", "flags"), "names": list(names)}
+        out["flags"] = _flags(data["flags"])
 
     if data.get("database") is not None:
         db = _mapping(data["database"], "database")
@@ -201,4 +204,113 @@ def _normalise(data):
         out["rca"] = _rca.parse_rca(data.get("rca"))
     except _notify.ConfigError as exc:
         raise ManifestError(str(exc)) from None
+    return out
+
+
+def _url(section, key, where, required=True):
+    value = _string(section, key, where, required)
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ManifestError("%s.%s must be an http:// or https:// URL, not %r" % (where, key, _short(value)))
+    if value is not None and re.match(r"^https?://[^/@]*@", value):
+        raise ManifestError("%s.%s must not carry credentials: name the token's variable with token_env" % (where, key))
+    return value
+
+
+def _http_call(section, where, read):
+    section = _mapping(section, where)
+    allowed = {"method", "url", "headers"} | ({"field", "off_value"} if read else {"body", "status"})
+    unknown = sorted(set(section) - allowed)
+    if unknown:
+        raise ManifestError("unknown key %s.%s: the keys are %s" % (where, unknown[0], ", ".join(sorted(allowed))))
+    url = _url(section, "url", where)
+    if "{token}" in url:
+        raise ManifestError("%s.url must not contain {token}: put the token in a header" % where)
+    method = str(section.get("method") or ("GET" if read else "POST")).upper()
+    if method not in _HTTP_METHODS:
+        raise ManifestError("%s.method must be one of %s" % (where, ", ".join(_HTTP_METHODS)))
+    headers = _mapping(section.get("headers") or {}, where + ".headers")
+    for name, value in headers.items():
+        if not isinstance(value, str) or "\n" in value:
+            raise ManifestError("%s.headers.%s must be a one-line string" % (where, name))
+    out = {"method": method, "url": url, "headers": dict(headers)}
+    if read:
+        field = section.get("field", "enabled")
+        if not isinstance(field, str) or not field:
+            raise ManifestError("%s.field must be a dotted path into the JSON answer, e.g. data.enabled" % where)
+        out["field"] = field
+        out["off_value"] = section.get("off_value", False)
+    else:
+        body = section.get("body")
+        if body is not None and "{token}" in str(body):
+            raise ManifestError("%s.body must not contain {token}: put the token in a header" % where)
+        out["body"] = body
+        status = section.get("status")
+        if status is not None:
+            status = [status] if isinstance(status, int) else status
+            if not isinstance(status, list) or not all(
+                isinstance(c, int) and not isinstance(c, bool) and 100 <= c <= 599 for c in status
+            ):
+                raise ManifestError("%s.status must be an HTTP status code or a list of them" % where)
+        out["status"] = status
+    return out
+
+
+def _flags(section):
+    """The flags section: which flag system holds the release's flags, and which flags they are."""
+    flags = _mapping(section, "flags")
+    backend = flags.get("backend", "flagd")
+    if backend not in FLAG_BACKENDS:
+        raise ManifestError(
+            "flags.backend %r is not supported: use one of %s" % (_short(backend), ", ".join(FLAG_BACKENDS))
+        )
+    if "token" in flags:
+        raise ManifestError(
+            "flags.token: never put a token in the manifest; name the environment variable that holds it with "
+            "flags.token_env, or set rollback_flags_token (e.g. from Ansible Vault)"
+        )
+    unknown = sorted(set(flags) - {"backend", "names"} - set(_FLAG_KEYS[backend]))
+    if unknown:
+        raise ManifestError(
+            "unknown key flags.%s for backend %s: the keys are %s"
+            % (unknown[0], backend, ", ".join(("backend", "names", *_FLAG_KEYS[backend])))
+        )
+    names = flags.get("names")
+    if not isinstance(names, list) or not names:
+        raise ManifestError("flags.names must be a non-empty list of the release's flag names")
+    for name in names:
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise ManifestError(
+                "flag name %r is not a flag key: use letters, digits, '.', '_', ':' or '-'" % _short(name)
+            )
+    if len(set(names)) != len(names):
+        raise ManifestError("flags.names lists a flag twice: list each flag once")
+    out = {"backend": backend, "names": list(names), "file": None}
+    for key in _FLAG_REQUIRED[backend]:
+        if flags.get(key) in (None, ""):
+            raise ManifestError("flags.%s is missing: backend %s needs it" % (key, backend))
+    if backend == "flagd":
+        out["file"] = _abs_path(flags, "file", "flags")
+        return out
+    if "url" in _FLAG_KEYS[backend]:
+        out["url"] = _url(flags, "url", "flags", required=False)
+    for key in ("project", "environment"):
+        if key in _FLAG_KEYS[backend]:
+            out[key] = _string(flags, key, "flags", required=False)
+    if backend == "unleash":
+        out["project"] = out["project"] or "default"
+    token_env = flags.get("token_env")
+    if token_env is not None and (not isinstance(token_env, str) or not _ENV_NAME_RE.match(token_env)):
+        raise ManifestError("flags.token_env must be the name of an environment variable, e.g. UNLEASH_ADMIN_TOKEN")
+    out["token_env"] = token_env
+    timeout = flags.get("timeout", 10)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0.1 <= timeout <= 300:
+        raise ManifestError("flags.timeout must be a number of seconds from 0.1 to 300")
+    out["timeout"] = timeout
+    validate = flags.get("validate_certs", True)
+    if not isinstance(validate, bool):
+        raise ManifestError("flags.validate_certs must be true or false")
+    out["validate_certs"] = validate
+    if backend == "http":
+        out["request"] = _http_call(flags["request"], "flags.request", read=False)
+        out["read_back"] = _http_call(flags["read_back"], "flags.read_back", read=True)
     return out

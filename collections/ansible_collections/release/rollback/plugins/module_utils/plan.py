@@ -76,6 +76,30 @@ def _previous_not_known_bad(facts, known_bad, host, risks):
     return candidates[-1] if candidates else None
 
 
+def flag_system(flags):
+    """Where the release's flags live, in words: ``unleash (project p, environment e) at URL``."""
+    if flags["backend"] == "flagd":
+        return "flagd file %s" % flags.get("file")
+    where = ", ".join("%s %s" % (k, flags[k]) for k in ("project", "environment") if flags.get(k))
+    url = flags.get("url") or (flags.get("request") or {}).get("url")
+    return flags["backend"] + (" (%s)" % where if where else "") + (" at %s" % url if url else "")
+
+
+def flag_rows(flags, flag_states=None):
+    """One row per flag for the plan: name, backend and the current state when assess could read it."""
+    found = (flag_states or {}).get("flags") or {}
+    rows = []
+    for name in flags["names"]:
+        entry = found.get(name) or {}
+        before = entry.get("before")
+        if before:
+            state = "off" if before.get("off") else "on"
+        else:
+            state = "unknown" + (": %s" % entry["error"] if entry.get("error") else "")
+        rows.append({"name": name, "backend": flags["backend"], "state": state})
+    return rows
+
+
 def build_plan(manifest, host_facts, db_status=None, options=None):
     """Build the plan.
 
@@ -154,13 +178,19 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
     validation_points = []
     if "feature_flags" in scope:
         fl = manifest["flags"]
+        flag_states = options.get("flag_states") or {}
         steps.append(
             {
                 "stage": "feature_flags",
-                "action": "turn off flags %s in %s (%s), then read them back"
-                % (", ".join(fl["names"]), fl["file"], fl["backend"]),
+                "action": "turn off flags %s in %s, then read them back" % (", ".join(fl["names"]), flag_system(fl)),
+                "flags": flag_rows(fl, flag_states),
             }
         )
+        if flag_states.get("error"):
+            risks.append(
+                "the flag system could not be read while planning (%s): the feature_flags stage may end "
+                "unavailable; the code rollback still goes on" % flag_states["error"]
+            )
         validation_points.append("flags %s read back off" % ", ".join(fl["names"]))
     if "code_config" in scope:
         steps.append(

@@ -295,9 +295,26 @@ def render_markdown(rep):
         for host, release in sorted(rep["host_releases"].items()):
             lines.append("| %s | %s |" % (host, release))
     if rep.get("flags"):
-        lines += ["", "## Feature flags", "", "| flag | before | after |", "|---|---|---|"]
+        lines += [
+            "",
+            "## Feature flags",
+            "",
+            "| flag | backend | before | after | turned off at | note |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, st in sorted(rep["flags"].items()):
-            lines.append("| %s | %s | %s |" % (name, _flag_word(st.get("before")), _flag_word(st.get("after"))))
+            note = "LEFT ON: %s" % st.get("error", "not turned off") if st.get("left_on") else ""
+            lines.append(
+                "| %s | %s | %s | %s | %s | %s |"
+                % (
+                    name,
+                    st.get("backend") or "",
+                    _flag_word(st.get("before")),
+                    _flag_word(st.get("after")),
+                    st.get("time") or "",
+                    note.replace("|", "\\|").replace("\n", " "),
+                )
+            )
     if rep.get("database"):
         db = rep["database"]
         lines += [
@@ -612,7 +629,9 @@ def _flag_word(state):
         return "?"
     if state.get("off"):
         return "off"
-    return "on (%s, default %s)" % (state.get("state"), state.get("defaultVariant"))
+    if "defaultVariant" in state:
+        return "on (%s, default %s)" % (state.get("state"), state.get("defaultVariant"))
+    return "on (%s)" % state.get("state")
 
 
 def _write(path, text):

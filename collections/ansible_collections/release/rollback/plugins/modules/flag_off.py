@@ -1,0 +1,208 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: release-rollback contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: flag_off
+short_description: Turn a release's feature flags off in its flag system and read them back
+version_added: "0.2.0"
+description:
+  - Turns each flag off, reads its state back, and returns per flag the state before and after and
+    the time it was turned off, enough to turn it back on later.
+  - C(flagd) flag files get a deterministic off (C(ENABLED), the off variant as C(defaultVariant), no
+    C(targeting)); only the release's flag objects are rewritten, every other byte of the file stays.
+  - C(unleash) disables the flag in one environment through the admin API; C(launchdarkly) sends the
+    semantic patch C(turnFlagOff) for one environment; C(flagsmith) sets the environment's feature state
+    to C(enabled=false); C(http) sends a templated request and checks a templated read-back.
+  - A flag system that cannot be reached, refuses the token, rate-limits or answers 5xx (or a flag file
+    that cannot be read or written) fails the task with C(unavailable=true); the flags it could not turn
+    off are returned with C(left_on=true).
+options:
+  backend:
+    description: The flag system.
+    type: str
+    choices: [flagd, unleash, launchdarkly, flagsmith, http]
+    default: flagd
+  names:
+    description: The flags to turn off.
+    type: list
+    elements: str
+    required: true
+  file:
+    description: The flagd flag file (C(flagd)).
+    type: path
+  url:
+    description:
+      - Base URL of the flag system (C(unleash); C(launchdarkly), default U(https://app.launchdarkly.com);
+        C(flagsmith), default U(https://api.flagsmith.com)).
+    type: str
+  project:
+    description: Project key (C(unleash), C(launchdarkly)); a template value for C(http).
+    type: str
+  environment:
+    description:
+      - Environment name (C(unleash)), environment key (C(launchdarkly)) or environment API key (C(flagsmith));
+        a template value for C(http).
+    type: str
+  request:
+    description:
+      - C(http) only. The request that turns one flag off, C({method, url, headers, body, status}). Strings may use
+        C({flag}), C({environment}), C({project}); header values may also use C({token}).
+    type: dict
+  read_back:
+    description:
+      - C(http) only. The request that reads one flag, C({method, url, headers, field, off_value}); the flag is off
+        when the JSON answer's dotted C(field) equals C(off_value) (default C(false)).
+    type: dict
+  token:
+    description: API token of the flag system. Never logged.
+    type: str
+  timeout:
+    description: Seconds to wait for each HTTP answer.
+    type: float
+    default: 10
+  validate_certs:
+    description: Verify TLS certificates.
+    type: bool
+    default: true
+  comment:
+    description: Change comment recorded by flag systems that keep one (C(launchdarkly)).
+    type: str
+author:
+  - release-rollback contributors
+"""
+
+EXAMPLES = r"""
+- name: Turn the release's flags off in a flagd file
+  release.rollback.flag_off:
+    backend: flagd
+    file: /etc/flagd/flags.json
+    names: [new-checkout]
+
+- name: Disable the release's flags in Unleash's production environment
+  release.rollback.flag_off:
+    backend: unleash
+    url: https://unleash.example.com
+    project: shop
+    environment: production
+    names: [new-checkout, new-search]
+    token: "{{ lookup('ansible.builtin.env', 'UNLEASH_ADMIN_TOKEN') }}"
+"""
+
+RETURN = r"""
+flags:
+  description:
+    - Flag name to C(backend), C(before), C(after), C(read_back) (states with at least C(off)), C(time) (when it
+      was turned off, UTC), C(changed), and C(left_on) and C(error) when it could not be turned off.
+  returned: always
+  type: dict
+unavailable:
+  description: Whether the flag system itself could not be used.
+  returned: failure
+  type: bool
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.release.rollback.plugins.module_utils import (
+    flag_http,
+    flagd,
+    flagsmith,
+    launchdarkly,
+    unleash,
+)
+from ansible_collections.release.rollback.plugins.module_utils.flag_common import FlagError
+
+_NEEDS = {
+    "flagd": ("file",),
+    "unleash": ("url", "project", "environment"),
+    "launchdarkly": ("project", "environment"),
+    "flagsmith": ("environment",),
+    "http": ("request", "read_back"),
+}
+
+
+def turn_off(p, check_mode):
+    backend = p["backend"]
+    http = {"timeout": p["timeout"], "validate_certs": p["validate_certs"], "check_mode": check_mode}
+    if backend == "flagd":
+        return flagd.turn_off(p["file"], p["names"], check_mode=check_mode, strict=False)
+    if backend == "unleash":
+        return unleash.turn_off(p["url"], p["project"], p["environment"], p["names"], p["token"], **http)
+    if backend == "launchdarkly":
+        return launchdarkly.turn_off(
+            p["url"], p["project"], p["environment"], p["names"], p["token"], comment=p["comment"], **http
+        )
+    if backend == "flagsmith":
+        return flagsmith.turn_off(p["url"], p["environment"], p["names"], p["token"], **http)
+    return flag_http.turn_off(
+        p["names"],
+        p["request"],
+        p["read_back"],
+        token=p["token"],
+        environment=p["environment"],
+        project=p["project"],
+        **http,
+    )
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            backend=dict(type="str", default="flagd", choices=sorted(_NEEDS)),
+            names=dict(type="list", elements="str", required=True),
+            file=dict(type="path"),
+            url=dict(type="str"),
+            project=dict(type="str"),
+            environment=dict(type="str"),
+            request=dict(type="dict"),
+            read_back=dict(type="dict"),
+            token=dict(type="str", no_log=True),
+            timeout=dict(type="float", default=10),
+            validate_certs=dict(type="bool", default=True),
+            comment=dict(type="str"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    missing = [k for k in _NEEDS[p["backend"]] if not p.get(k)]
+    if missing:
+        module.fail_json(msg="backend %s needs %s" % (p["backend"], ", ".join(missing)), flags={})
+    if not p["token"] and p["backend"] in ("unleash", "launchdarkly", "flagsmith"):
+        module.warn(
+            "no token for %s: set the variable named by the manifest's flags.token_env, or rollback_flags_token"
+            % p["backend"]
+        )
+    try:
+        result = turn_off(p, module.check_mode)
+    except FlagError as exc:
+        flags = {n: {"backend": p["backend"], "changed": False, "left_on": True, "error": str(exc)} for n in p["names"]}
+        module.fail_json(
+            msg="%s; flags left on: %s" % (exc, ", ".join(p["names"])),
+            unavailable=exc.unavailable,
+            flags=flags,
+            changed=False,
+        )
+    errors = result["errors"]
+    if errors:
+        left_on = [n for n in p["names"] if result["flags"][n].get("left_on")]
+        module.fail_json(
+            msg="%s; flags left on: %s"
+            % ("; ".join(errors[n] for n in p["names"] if n in errors), ", ".join(left_on) or "none"),
+            unavailable=result["unavailable"],
+            flags=result["flags"],
+            changed=result["changed"],
+        )
+    verb = "would be turned off" if module.check_mode and result["changed"] else "read back off"
+    module.exit_json(
+        changed=result["changed"],
+        flags=result["flags"],
+        msg="flags %s %s (%s)" % (", ".join(p["names"]), verb, p["backend"]),
+    )
+
+
+if __name__ == "__main__":
+    main()
