@@ -68,7 +68,7 @@ def build(plan, approval, results, run_id=None, aborted=False, abort_reason=None
         "steps": steps,
         "host_releases": host_releases,
         "flags": flags,
-        "database": (results.get("database") or {}).get("database"),
+        "database": (results.get("database") or {}).get("database") or _planned_database(plan, results),
         "infrastructure": (results.get("infrastructure") or {}).get("infrastructure"),
         "validation": validation,
         "known_limitations": limitations,
@@ -81,6 +81,20 @@ def build(plan, approval, results, run_id=None, aborted=False, abort_reason=None
     }
 
 
+def _planned_database(plan, results):
+    """The plan's database steps, for a database stage that its gate kept from the database."""
+    db = plan.get("database")
+    if not db or "database" not in results:
+        return None
+    return {
+        "tool": db.get("tool"),
+        "from_revision": db.get("current_revision"),
+        "to_revision": db.get("target_revision"),
+        "current": "%s (not touched)" % db.get("current_revision"),
+        "steps": db.get("steps") or [],
+    }
+
+
 def _next_steps(state, results):
     if state == _stages.COMPLETED:
         return ["Watch the service's monitoring; open the root-cause analysis for the rolled-back release."]
@@ -89,6 +103,18 @@ def _next_steps(state, results):
     if state == _stages.ABORTED:
         return ["Check the hosts listed above, then `release-rollback resume RUN_DIR` or start a new plan."]
     out = []
+    db = results.get("database") or {}
+    if db.get("status") == _stages.BLOCKED:
+        out.append(
+            "Database: review the down steps named above. If losing that data is acceptable, approve them with "
+            "`release-rollback approve PLAN --approver NAME --destructive` and run `release-rollback resume RUN_DIR`; "
+            "otherwise keep the schema and roll it forward with a new migration."
+        )
+    elif db.get("status") == _stages.FAILED and (db.get("database") or {}).get("backup"):
+        out.append(
+            "Database: escalate to the DBA with the revision reached and the backup %s (restore: %s)."
+            % (db["database"]["backup"].get("path"), db["database"]["backup"].get("restore_command"))
+        )
     for name in _stages.EXECUTION_STAGES:
         res = results.get(name)
         if res is None or res.get("status") not in (_stages.OK, _stages.SKIPPED):
@@ -145,13 +171,7 @@ def render_markdown(rep):
         for name, st in sorted(rep["flags"].items()):
             lines.append("| %s | %s | %s |" % (name, _flag_word(st.get("before")), _flag_word(st.get("after"))))
     if rep.get("database"):
-        db = rep["database"]
-        lines += [
-            "",
-            "## Database",
-            "",
-            "- from revision %s to %s (now %s)" % (db.get("from_revision"), db.get("to_revision"), db.get("current")),
-        ]
+        lines += _database_lines(rep["database"])
     if rep.get("infrastructure"):
         inf = rep["infrastructure"]
         lines += [
@@ -169,6 +189,50 @@ def render_markdown(rep):
     lines += ["", "## Next steps", ""]
     lines += ["- %s" % item for item in rep.get("next_steps") or []]
     return "\n".join(lines) + "\n"
+
+
+def _database_lines(db):
+    lines = [
+        "",
+        "## Database",
+        "",
+        "- %s: from revision %s to %s (now %s)"
+        % (db.get("tool"), db.get("from_revision"), db.get("to_revision"), db.get("current")),
+    ]
+    for step in db.get("steps") or []:
+        kind = (
+            "irreversible" if step.get("irreversible") else "destructive" if step.get("destructive") else "reversible"
+        )
+        done = "applied" if "%s -> %s" % (step.get("revision"), step.get("to")) in (db.get("applied") or []) else ""
+        lines.append(
+            "- down step %s -> %s: %s%s%s"
+            % (
+                step.get("revision"),
+                step.get("to"),
+                kind,
+                " (%s)" % "; ".join(step["reasons"]) if step.get("reasons") else "",
+                ", " + done if done else "",
+            )
+        )
+    if db.get("failed_step"):
+        lines.append("- **failed at step %s**; the database is at revision %s" % (db["failed_step"], db.get("current")))
+    half = db.get("half_applied")
+    if half:
+        lines.append(
+            "- **half-applied** at revision %s (no transactional DDL): %s"
+            % (half.get("revision"), "; ".join(half.get("changes") or []))
+        )
+    backup = db.get("backup")
+    if backup:
+        lines += [
+            "- backup (%s, %s bytes): `%s`" % (backup.get("tool"), backup.get("size"), backup.get("path")),
+            "- backup checksum: `%s`" % backup.get("sha256"),
+            "- restore: `%s`" % backup.get("restore_command"),
+        ]
+    for check in db.get("integrity") or []:
+        verdict = "ok" if check.get("ok") else "FAILED"
+        lines.append("- integrity: %s: %s (%s)" % (check.get("check"), verdict, check.get("detail")))
+    return lines
 
 
 def _flag_word(state):

@@ -8,18 +8,29 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: db_migrate
-short_description: Read or roll back a database's migration revision with Alembic
+short_description: Read, classify and roll back a database's migrations with Alembic, guarded and backed up
 version_added: "0.1.0"
 description:
   - Runs Alembic in the application's environment (its Python, its C(alembic.ini) and C(env.py)), so
-    the application's models and settings load as they do at deploy time.
-  - The database URL is handed to C(env.py) in the C(DATABASE_URL) environment variable, never on a
-    command line, and is never returned or logged.
-  - With O(state=status) it reads the current revision; with O(state=downgraded) it downgrades to
-    O(target_revision) and reads the revision back.
+    the application's models and settings load as they do at deploy time. Works with PostgreSQL,
+    MariaDB/MySQL and SQLite URLs.
+  - With O(state=status) it reads the current revision from the database and, given
+    O(target_revision), lists the down steps in order, each classified as destructive (drops a table
+    or column, truncates, deletes rows, narrows a type) or irreversible (empty downgrade, missing
+    downgrade, C(NotImplementedError)).
+  - With O(state=downgraded) it refuses, before touching the database, any irreversible step and any
+    destructive step not named in O(approved_steps); then it takes a backup (C(pg_dump),
+    C(mariadb-dump)/C(mysqldump), or an SQLite online copy) into O(backup_dir) with its sha256 and
+    the restore command; then it downgrades one revision at a time, so a failure stops at the
+    failing step and reports the exact revision reached (and, on a database without transactional
+    DDL, the part of the failing step that was applied); then it checks the result (revision ==
+    target, O(critical_tables) exist, O(assertions) hold).
+  - The database URL is handed to C(env.py) in the C(DATABASE_URL) environment variable and the
+    password to the dump tools in C(PGPASSWORD)/C(MYSQL_PWD), never on a command line; neither is
+    returned or logged.
 options:
   state:
-    description: Read the revision, or downgrade to O(target_revision).
+    description: Read the revision and the down steps, or downgrade to O(target_revision).
     type: str
     choices: [status, downgraded]
     default: status
@@ -30,12 +41,41 @@ options:
   url:
     description: SQLAlchemy database URL, passed to C(env.py) as C(DATABASE_URL).
     type: str
+    required: true
   python:
     description: The application's Python interpreter (defaults to the one running this module).
     type: path
   target_revision:
-    description: The revision to downgrade to.
+    description: The revision to downgrade to (C(base) for none).
     type: str
+  expected_revision:
+    description: The revision the plan was made at; the module refuses to run from any other.
+    type: str
+  approved_steps:
+    description: Ids (revisions) of destructive or irreversible down steps a human approved.
+    type: list
+    elements: str
+    default: []
+  backup_dir:
+    description: Where the backup taken before the first down step goes (created with mode 0700).
+    type: path
+  app:
+    description: The application's name, used in the backup's file name.
+    type: str
+    default: app
+  critical_tables:
+    description: Tables that must exist after the rollback.
+    type: list
+    elements: str
+    default: []
+  assertions:
+    description:
+      - SQL checks run after the rollback. Each has C(sql) (its first column of the first row is
+        compared), C(expect) (a value compared as text, or V(true) for any truthy result) and an
+        optional C(name).
+    type: list
+    elements: dict
+    default: []
 author:
   - release-rollback contributors
 """
@@ -47,44 +87,127 @@ EXAMPLES = r"""
     config: /srv/shop/current/alembic.ini
     url: "{{ vault_shop_db_url }}"
     target_revision: a1b2c3
+    backup_dir: /var/backups/shop
+    critical_tables: [orders, customers]
+    assertions:
+      - {name: orders kept, sql: "select count(*) > 0 from orders", expect: true}
 """
 
 RETURN = r"""
 current:
   description: The revision the database is at after the module ran.
-  returned: success
+  returned: always
   type: str
 before:
   description: The revision before the module ran.
-  returned: success
+  returned: always
   type: str
+steps:
+  description: The down steps from the current revision to the target, in order, classified.
+  returned: when target_revision is given
+  type: list
+database:
+  description: The stage's record (no credentials) - steps, steps applied, backup, integrity checks, half-applied state.
+  returned: always
+  type: dict
 """
 
+import json
 import os
-import re
+import sqlite3
 import sys
+import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.release.rollback.plugins.module_utils import dbmigrate as _db
 
-_REV = re.compile(r"^([0-9A-Za-z_]+)(?: \(.*\))?\s*$")
-
-
-def _alembic(module, args):
-    p = module.params
-    env = {"DATABASE_URL": p["url"]} if p["url"] else {}
-    cmd = [p["python"] or sys.executable, "-m", "alembic", "-c", p["config"]] + args
-    rc, out, err = module.run_command(cmd, cwd=os.path.dirname(p["config"]), environ_update=env)
-    return rc, out, err
+_BASE = "base"
 
 
-def current(module):
-    rc, out, err = _alembic(module, ["current"])
-    if rc != 0:
-        module.fail_json(msg="alembic current failed: %s" % _last_line(err or out))
-    revs = [m.group(1) for m in (_REV.match(line.strip()) for line in out.splitlines()) if m]
-    if len(revs) > 1:
-        module.fail_json(msg="the database has several heads (%s): merge or pick one" % ", ".join(revs))
-    return revs[0] if revs else "base"
+class _Fail(Exception):
+    def __init__(self, msg, **extra):
+        Exception.__init__(self, msg)
+        self.msg = msg
+        self.extra = extra
+
+
+class Alembic:
+    def __init__(self, module, conn):
+        self.module = module
+        self.p = module.params
+        self.conn = conn
+        self.cwd = os.path.dirname(self.p["config"])
+
+    def _env(self):
+        return {"DATABASE_URL": self.p["url"]}
+
+    def _python(self):
+        return self.p["python"] or sys.executable
+
+    def run(self, args):
+        cmd = [self._python(), "-m", "alembic", "-c", self.p["config"]] + args
+        return self.module.run_command(cmd, cwd=self.cwd, environ_update=self._env())
+
+    def current(self):
+        rc, out, err = self.run(["current"])
+        if rc != 0:
+            raise _Fail("alembic current failed: %s" % _last_line(err or out))
+        revs = []
+        for line in out.splitlines():
+            word = line.strip().split(" ", 1)[0] if line.strip() else ""
+            if word and all(c.isalnum() or c == "_" for c in word):
+                revs.append(word)
+        if len(revs) > 1:
+            raise _Fail("the database has several heads (%s): merge or pick one" % ", ".join(revs))
+        return revs[0] if revs else _BASE
+
+    def helper(self, **request):
+        rc, out, err = self.module.run_command(
+            [self._python(), "-c", _db.HELPER],
+            cwd=self.cwd,
+            environ_update=self._env(),
+            data=json.dumps(request),
+        )
+        if rc != 0:
+            raise _Fail("reading the database failed: %s" % _last_line(err or out))
+        try:
+            return json.loads(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise _Fail("reading the database gave no answer: %s" % _last_line(err or out)) from None
+
+    def steps(self, current, target, live_schema=None):
+        """The down steps from ``current`` to ``target``, newest first, classified."""
+        if current == target:
+            return []
+        answer = self.helper(config=self.p["config"], revisions=[current, target])
+        if answer.get("error"):
+            raise _Fail(
+                "revision %s is not below the database's revision %s in the migration scripts (%s)"
+                % (target, current, answer["error"])
+            )
+        steps = []
+        for rev in answer["revisions"]:
+            if rev.get("merge"):
+                verdict = _db._verdict(False, True, False, ["merge revision of %s" % ", ".join(rev["down"])])
+                to = ",".join(rev["down"])
+            else:
+                try:
+                    with open(rev["path"], encoding="utf-8") as fh:
+                        source = fh.read()
+                except (OSError, TypeError):
+                    source = None
+                if source is None:
+                    verdict = _db._verdict(False, True, False, ["the revision file cannot be read"])
+                else:
+                    verdict = _db.classify_alembic_source(source, live_schema)
+                to = rev["down"] or _BASE
+            step = {"id": rev["revision"], "revision": rev["revision"], "to": to}
+            step.update(verdict)
+            steps.append(step)
+        return steps
+
+    def downgrade(self, to):
+        return self.run(["downgrade", to])
 
 
 def _last_line(text):
@@ -92,42 +215,216 @@ def _last_line(text):
     return lines[-1][-500:] if lines else "no output"
 
 
+def _stamp():
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+def backup(module, conn, revision, cwd):
+    p = module.params
+    directory = p["backup_dir"]
+    if not directory:
+        raise _Fail("no backup location is configured: set database.backup_dir in the manifest; nothing was changed")
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise _Fail("the backup directory %s cannot be created (%s); nothing was changed" % (directory, exc)) from None
+    path = os.path.join(directory, _db.backup_name(p["app"], conn, revision, _stamp()))
+    old_umask = os.umask(0o077)
+    try:
+        if conn["dialect"] == "sqlite":
+            src_path = conn["path"] if os.path.isabs(conn["path"]) else os.path.join(cwd, conn["path"])
+            if not os.path.isfile(src_path):
+                raise _Fail("the SQLite database %s does not exist; nothing was changed" % src_path)
+            src = sqlite3.connect(src_path)
+            dst = sqlite3.connect(path)
+            try:
+                src.backup(dst)
+            finally:
+                dst.close()
+                src.close()
+            tool = "sqlite3 online backup"
+            restore = _db.sqlite_restore_command(path, src_path)
+        else:
+            names = ["pg_dump"] if conn["dialect"] == "postgresql" else ["mariadb-dump", "mysqldump"]
+            dump = None
+            for name in names:
+                dump = module.get_bin_path(name)
+                if dump:
+                    break
+            if not dump:
+                raise _Fail(
+                    "%s is not installed on the database host: install the database client tools; nothing was changed"
+                    % " or ".join(names)
+                )
+            argv, env, restore = _db.backup_commands(conn, path, dump)
+            rc, _out, err = module.run_command(argv, environ_update=env)
+            if rc != 0:
+                raise _Fail(
+                    "the backup with %s failed: %s; nothing was changed" % (os.path.basename(dump), _last_line(err))
+                )
+            tool = os.path.basename(dump)
+    finally:
+        os.umask(old_umask)
+    return {
+        "path": path,
+        "sha256": _db.sha256_file(path),
+        "size": os.path.getsize(path),
+        "tool": tool,
+        "revision": revision,
+        "restore_command": restore,
+    }
+
+
+def integrity(tool, current, target, critical_tables, assertions):
+    """The checks after the rollback: revision, critical tables, the user's SQL assertions."""
+    checks = [
+        {
+            "check": "revision == %s" % target,
+            "ok": current == target,
+            "detail": "database at %s" % current,
+        }
+    ]
+    answer = {}
+    if critical_tables or assertions:
+        answer = tool.helper(schema=bool(critical_tables), queries=[a.get("sql") for a in assertions])
+    tables = answer.get("schema") or {}
+    for table in critical_tables:
+        checks.append(
+            {
+                "check": "table %s exists" % table,
+                "ok": table in tables,
+                "detail": "present" if table in tables else "missing",
+            }
+        )
+    results = answer.get("results") or []
+    for i, assertion in enumerate(assertions):
+        res = results[i] if i < len(results) else {"error": "no answer"}
+        name = assertion.get("name") or assertion.get("sql")
+        if "error" in res:
+            checks.append({"check": name, "ok": False, "detail": "error: %s" % res["error"]})
+            continue
+        ok = _db.check_assertion(assertion, res.get("value"))
+        checks.append(
+            {
+                "check": name,
+                "ok": ok,
+                "detail": "got %r, expected %r" % (res.get("value"), assertion.get("expect", True)),
+            }
+        )
+    return checks
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             state=dict(type="str", default="status", choices=["status", "downgraded"]),
             config=dict(type="path", required=True),
-            url=dict(type="str", no_log=True),
+            url=dict(type="str", required=True, no_log=True),
             python=dict(type="path"),
             target_revision=dict(type="str"),
+            expected_revision=dict(type="str"),
+            approved_steps=dict(type="list", elements="str", default=[]),
+            backup_dir=dict(type="path"),
+            app=dict(type="str", default="app"),
+            critical_tables=dict(type="list", elements="str", default=[]),
+            assertions=dict(type="list", elements="dict", default=[]),
         ),
         required_if=[("state", "downgraded", ("target_revision",))],
         supports_check_mode=True,
     )
     p = module.params
+    record = {"tool": "alembic", "to_revision": p["target_revision"]}
+    try:
+        conn = _db.parse_url(p["url"])
+    except ValueError as exc:
+        module.fail_json(msg=str(exc), database=record)
+    if conn.get("password"):
+        module.no_log_values.add(conn["password"])
+    record["dialect"] = conn["dialect"]
     if not os.path.isfile(p["config"]):
-        module.fail_json(msg="the Alembic configuration %s does not exist" % p["config"])
-    before = current(module)
-    if p["state"] == "status" or before == p["target_revision"]:
-        module.exit_json(changed=False, before=before, current=before)
+        module.fail_json(msg="the Alembic configuration %s does not exist" % p["config"], database=record)
+    tool = Alembic(module, conn)
+    state = {"before": None, "current": None}
+    try:
+        _run(module, tool, conn, record, state)
+    except _Fail as exc:
+        record.update(exc.extra.pop("record", {}))
+        record["current"] = state["current"]
+        record["from_revision"] = state["before"]
+        module.fail_json(msg=exc.msg, before=state["before"], current=state["current"], database=record, **exc.extra)
+
+
+def _run(module, tool, conn, record, state):
+    p = module.params
+    target = p["target_revision"]
+    before = tool.current()
+    state["before"] = state["current"] = before
+    record["from_revision"] = before
+    if target is None:
+        record["current"] = before
+        module.exit_json(changed=False, before=before, current=before, database=record)
+    live = tool.helper(schema=True).get("schema") if before != target else {}
+    steps = tool.steps(before, target, live)
+    record["steps"] = steps
+    if p["state"] == "status":
+        record["current"] = before
+        module.exit_json(changed=False, before=before, current=before, steps=steps, database=record)
+
+    if p["expected_revision"] and before != p["expected_revision"]:
+        raise _Fail(
+            "the database is at revision %s, but the plan was made at revision %s: build a new plan; "
+            "nothing was changed" % (before, p["expected_revision"]),
+            refused=True,
+        )
+    problem = _db.guard_problem(steps, p["approved_steps"])
+    if problem:
+        raise _Fail("refused before touching the database: %s" % problem, refused=True)
+    if not steps:
+        record["integrity"] = integrity(tool, before, target, p["critical_tables"], p["assertions"])
+        record["current"] = before
+        _finish(module, record, changed=False, before=before, current=before)
     if module.check_mode:
-        module.exit_json(changed=True, before=before, current=before)
-    rc, out, err = _alembic(module, ["downgrade", p["target_revision"]])
-    after = current(module)
-    if rc != 0:
-        module.fail_json(
-            msg="alembic downgrade to %s failed at revision %s: %s"
-            % (p["target_revision"], after, _last_line(err or out)),
-            before=before,
-            current=after,
+        record["current"] = before
+        module.exit_json(changed=True, before=before, current=before, steps=steps, database=record)
+
+    record["backup"] = backup(module, conn, before, tool.cwd)
+    applied = []
+    record["applied"] = applied
+    transactional_ddl = conn["dialect"] != "mysql"
+    for step in steps:
+        snapshot = None if transactional_ddl else tool.helper(schema=True).get("schema")
+        rc, out, err = tool.downgrade(step["to"])
+        reached = tool.current()
+        state["current"] = reached
+        if rc != 0 or reached != step["to"]:
+            why = _last_line(err or out) if rc != 0 else "alembic left the database at %s" % reached
+            extra = {"failed_step": _db.step_label(step)}
+            msg = "down step %s failed: %s. The database is at revision %s" % (_db.step_label(step), why, reached)
+            if snapshot is not None and reached == step["revision"]:
+                changes = _db.schema_diff(snapshot, tool.helper(schema=True).get("schema"))
+                if changes:
+                    extra["half_applied"] = {"revision": reached, "changes": changes}
+                    msg += (
+                        " with part of step %s applied (no transactional DDL): %s. Finish or undo those changes by "
+                        "hand, or restore the backup" % (_db.step_label(step), "; ".join(changes))
+                    )
+            msg += "; no further down step ran; the backup is %s" % record["backup"]["path"]
+            raise _Fail(msg, changed=bool(applied) or "half_applied" in extra, record=extra)
+        applied.append(_db.step_label(step))
+    record["current"] = state["current"]
+    record["integrity"] = integrity(tool, state["current"], target, p["critical_tables"], p["assertions"])
+    _finish(module, record, changed=True, before=before, current=state["current"])
+
+
+def _finish(module, record, changed, before, current):
+    failed = [c for c in record.get("integrity") or [] if not c["ok"]]
+    if failed:
+        raise _Fail(
+            "integrity check failed after the rollback: %s"
+            % "; ".join("%s (%s)" % (c["check"], c["detail"]) for c in failed),
+            changed=changed,
         )
-    if after != p["target_revision"]:
-        module.fail_json(
-            msg="after the downgrade the database is at %s, not %s" % (after, p["target_revision"]),
-            before=before,
-            current=after,
-        )
-    module.exit_json(changed=True, before=before, current=after)
+    module.exit_json(changed=changed, before=before, current=current, database=record)
 
 
 if __name__ == "__main__":
