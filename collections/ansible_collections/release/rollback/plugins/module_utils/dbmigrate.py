@@ -394,13 +394,19 @@ def schema_diff(before, after):
     for table in sorted(set(before) & set(after)):
         b, a = before[table] or {}, after[table] or {}
         for col in sorted(set(b) - set(a)):
-            out.append("column %s.%s dropped" % (table, col))
+            out.append("%s dropped" % _thing(table, col))
         for col in sorted(set(a) - set(b)):
-            out.append("column %s.%s added" % (table, col))
+            out.append("%s added" % _thing(table, col))
         for col in sorted(set(a) & set(b)):
             if a[col] != b[col]:
-                out.append("column %s.%s changed from %s to %s" % (table, col, b[col], a[col]))
+                out.append("%s changed from %s to %s" % (_thing(table, col), b[col], a[col]))
     return out
+
+
+def _thing(table, key):
+    if key.startswith("@index "):
+        return "index %s on %s" % (key[len("@index ") :], table)
+    return "column %s.%s" % (table, key)
 
 
 def check_assertion(assertion, value):
@@ -425,6 +431,8 @@ def _schema(conn):
     tables = {}
     for t in insp.get_table_names():
         tables[t] = {c["name"]: str(c["type"]) for c in insp.get_columns(t)}
+        for ix in insp.get_indexes(t):
+            tables[t]["@index " + str(ix["name"])] = ",".join(str(c) for c in ix.get("column_names") or [])
     return tables
 if req.get("revisions") is not None:
     from alembic.config import Config

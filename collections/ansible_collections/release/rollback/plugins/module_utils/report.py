@@ -219,7 +219,7 @@ def _database_lines(db):
     half = db.get("half_applied")
     if half:
         lines.append(
-            "- **half-applied** at revision %s (no transactional DDL): %s"
+            "- **half-applied** at revision %s (its DDL is not transactional): %s"
             % (half.get("revision"), "; ".join(half.get("changes") or []))
         )
     backup = db.get("backup")

@@ -390,9 +390,10 @@ def _run(module, tool, conn, record, state):
     record["backup"] = backup(module, conn, before, tool.cwd)
     applied = []
     record["applied"] = applied
-    transactional_ddl = conn["dialect"] != "mysql"
     for step in steps:
-        snapshot = None if transactional_ddl else tool.helper(schema=True).get("schema")
+        # A snapshot before each step tells a failed step that left part of its DDL behind (MariaDB and
+        # Alembic's SQLite run DDL outside a transaction) from one that was rolled back whole.
+        snapshot = tool.helper(schema=True).get("schema")
         rc, out, err = tool.downgrade(step["to"])
         reached = tool.current()
         state["current"] = reached
@@ -405,8 +406,8 @@ def _run(module, tool, conn, record, state):
                 if changes:
                     extra["half_applied"] = {"revision": reached, "changes": changes}
                     msg += (
-                        " with part of step %s applied (no transactional DDL): %s. Finish or undo those changes by "
-                        "hand, or restore the backup" % (_db.step_label(step), "; ".join(changes))
+                        " with part of step %s applied (its DDL is not transactional): %s. Finish or undo those "
+                        "changes by hand, or restore the backup" % (_db.step_label(step), "; ".join(changes))
                     )
             msg += "; no further down step ran; the backup is %s" % record["backup"]["path"]
             raise _Fail(msg, changed=bool(applied) or "half_applied" in extra, record=extra)
