@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import need
 from dbkit import MARIADB_ADMIN, PG_ADMIN, alembic, create, drop, restore, server_up, write_project
 
 pytestmark = pytest.mark.integration
@@ -19,7 +18,7 @@ SECRET = "Pw-never-in-logs-7c1e"
 
 
 @pytest.fixture
-def make_db(tmp_path):
+def make_db(tmp_path, need):
     made = []
 
     def make(dialect: str, password: str | None = None):
@@ -154,8 +153,9 @@ def test_destructive_step_is_refused_without_approval_and_runs_with_it(dialect, 
 
     assert cli("approve", str(run_dir / "plan.yml"), "--approver", "dba").returncode == 0
     res, out = run(cli, run_dir / "plan.yml", "run")
-    assert res.returncode == 5, res.stdout + res.stderr
-    assert out["exit_state"] == "partially completed"
+    # Only the database was in scope and it was not touched: the run is blocked, nothing changed.
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert out["exit_state"] == "blocked"
     assert out["stages"]["database"] == "blocked"
     # Untouched: still at c3, the column and its data are there, no backup was even taken.
     assert db.revision() == "c3"
@@ -186,7 +186,7 @@ def test_irreversible_downgrade_is_refused_with_a_clear_reason_even_when_approve
     assert "c3 -> b2 is irreversible and cannot run (downgrade() raises NotImplementedError)" in risks
     assert cli("approve", str(run_dir / "plan.yml"), "--approver", "dba", "--destructive").returncode == 0
     res, _out = run(cli, run_dir / "plan.yml", "run")
-    assert res.returncode == 5, res.stdout + res.stderr
+    assert res.returncode == 3, res.stdout + res.stderr
     assert db.revision() == "c3"
     summary = report(run_dir)["steps"][3]
     assert summary["stage"] == "database" and summary["status"] == "blocked"

@@ -279,7 +279,10 @@ def database_guard(plan, approval):
 def approval_problem(plan, approval):
     """None when ``approval`` approves ``plan``; otherwise one sentence saying why not."""
     if not approval:
-        return "the plan is not approved: run `release-rollback approve PLAN --approver NAME`"
+        return (
+            "the plan is not approved: approve it with `release-rollback approve PLAN --approver NAME` "
+            "(or -e rollback_approved_by=NAME with ansible-playbook)"
+        )
     if not isinstance(approval, dict) or not approval.get("approver"):
         return "the approval record is malformed: approve the plan again"
     if plan.get("hash") and plan.get("hash") != plan_hash(plan):

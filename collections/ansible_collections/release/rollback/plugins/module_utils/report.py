@@ -98,29 +98,40 @@ def _planned_database(plan, results):
 def _next_steps(state, results):
     if state == _stages.COMPLETED:
         return ["Watch the service's monitoring; open the root-cause analysis for the rolled-back release."]
+    hint = _database_hint(results.get("database") or {})
     if state == _stages.RUN_BLOCKED:
-        return ["Resolve the blockers above, then plan and approve again. Nothing was changed."]
+        return hint or ["Resolve the blockers above, then plan and approve again. Nothing was changed."]
     if state == _stages.ABORTED:
         return ["Check the hosts listed above, then `release-rollback resume RUN_DIR` or start a new plan."]
-    out = []
-    db = results.get("database") or {}
-    if db.get("status") == _stages.BLOCKED:
-        out.append(
-            "Database: review the down steps named above. If losing that data is acceptable, approve them with "
-            "`release-rollback approve PLAN --approver NAME --destructive` and run `release-rollback resume RUN_DIR`; "
-            "otherwise keep the schema and roll it forward with a new migration."
-        )
-    elif db.get("status") == _stages.FAILED and (db.get("database") or {}).get("backup"):
-        out.append(
-            "Database: escalate to the DBA with the revision reached and the backup %s (restore: %s)."
-            % (db["database"]["backup"].get("path"), db["database"]["backup"].get("restore_command"))
-        )
+    out = list(hint)
     for name in _stages.EXECUTION_STAGES:
         res = results.get(name)
         if res is None or res.get("status") not in (_stages.OK, _stages.SKIPPED):
             out.append("Stage %s: fix the cause above, then `release-rollback resume RUN_DIR`." % name)
             break
     return out or ["Re-run validation with `release-rollback resume RUN_DIR` after mitigation."]
+
+
+def _database_hint(db):
+    """What to do about a database stage that refused or failed (empty when it did neither)."""
+    if db.get("status") == _stages.BLOCKED and "cannot run" in str(db.get("summary")):
+        return [
+            "Database: the down steps named above cannot run; with a DBA, keep the schema and roll it forward "
+            "with a new migration, or restore a backup taken before the release. Nothing was changed in the database."
+        ]
+    if db.get("status") == _stages.BLOCKED:
+        return [
+            "Database: review the down steps named above. If losing that data is acceptable, approve them with "
+            "`release-rollback approve PLAN --approver NAME --destructive` and run `release-rollback resume RUN_DIR`; "
+            "otherwise keep the schema and roll it forward with a new migration."
+        ]
+    backup = (db.get("database") or {}).get("backup")
+    if db.get("status") == _stages.FAILED and backup:
+        return [
+            "Database: escalate to the DBA with the revision reached and the backup %s (restore: %s)."
+            % (backup.get("path"), backup.get("restore_command"))
+        ]
+    return []
 
 
 def render_markdown(rep):

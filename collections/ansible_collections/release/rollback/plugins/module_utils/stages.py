@@ -133,6 +133,8 @@ def gate(name, results):
     results = results or {}
     if name == "assess":
         return {"run": True, "reason": "assess always runs"}
+    if name == "report":
+        return {"run": True, "reason": "the report is always written"}
     for earlier in STAGE_NAMES[: STAGE_NAMES.index(name)]:
         res = results.get(earlier)
         if not res:
@@ -142,7 +144,7 @@ def gate(name, results):
         verdict = decide(earlier, res.get("status", FAILED))
         if verdict["blocked"]:
             return {"run": False, "reason": "the run is blocked at stage %s" % earlier}
-        if verdict["halt"] and name != "report":
+        if verdict["halt"]:
             return {"run": False, "reason": "stage %s failed and halts the rollback" % earlier}
     return {"run": True, "reason": "earlier stages allow it"}
 
@@ -171,7 +173,7 @@ def exit_state(results, aborted=False):
 
 
 def _anything_changed(results):
-    return any((results.get(n) or {}).get("changed") for n in EXECUTION_STAGES)
+    return any((results.get(s["name"]) or {}).get("changed") for s in STAGES if s["changes_hosts"])
 
 
 def limitations(results):
