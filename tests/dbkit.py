@@ -287,3 +287,86 @@ def restore(dialect: str, backup: str, into: Database) -> None:
             )
     else:
         shutil.copy2(backup, into.url.split("///", 1)[1])
+
+
+# ------------------------------------------------------------------ SQL scripts (golang-migrate)
+
+
+def _drop_index(dialect: str, name: str) -> str:
+    return f"DROP INDEX {name} ON orders;" if dialect == "mysql" else f"DROP INDEX {name};"
+
+
+def sql_chain(chain: str, dialect: str) -> dict[int, tuple[str, str | None]]:
+    """version -> (up script, down script or None) in the golang-migrate convention."""
+    orders = (
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, total_cents INTEGER NOT NULL, created_at VARCHAR(32) NOT NULL);\n"
+        "INSERT INTO orders (id, total_cents, created_at) VALUES (1, 1250, '2026-11-20'), (2, 990, '2026-11-21');\n"
+    )
+    ix_created = "CREATE INDEX ix_orders_created_at ON orders (created_at);\n"
+    ix_total = "CREATE INDEX ix_orders_total ON orders (total_cents);\n"
+    chains = {
+        "safe": {
+            1: (orders, "DROP TABLE orders;\n"),
+            2: (ix_created, _drop_index(dialect, "ix_orders_created_at")),
+            3: (ix_total, _drop_index(dialect, "ix_orders_total")),
+        },
+        "failing": {
+            1: (orders, "DROP TABLE orders;\n"),
+            2: (ix_created, _drop_index(dialect, "ix_orders_created_at") + "\nUPDATE orders SET no_such_column = 1;\n"),
+            3: (ix_total, _drop_index(dialect, "ix_orders_total")),
+        },
+        "guarded": {
+            1: (orders, "DROP TABLE orders;\n"),
+            2: ("ALTER TABLE orders ADD COLUMN coupon VARCHAR(40);\n", "ALTER TABLE orders DROP COLUMN coupon;\n"),
+            3: (ix_total, None),  # no down script
+        },
+    }
+    return chains[chain]
+
+
+def write_sql_project(root: Path, chain: str, dialect: str) -> Path:
+    root.mkdir(parents=True)
+    names = {1: "orders", 2: "second", 3: "third"}
+    for version, (up, down) in sql_chain(chain, dialect).items():
+        (root / f"{version:03d}_{names[version]}.up.sql").write_text(up)
+        if down is not None:
+            (root / f"{version:03d}_{names[version]}.down.sql").write_text(down)
+    return root
+
+
+def migrate_up(db: Database, root: Path, to: int) -> None:
+    """Apply the up scripts to version ``to`` as golang-migrate would (independent of the product)."""
+    eng = db.engine()
+    try:
+        with eng.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations "
+                    "(version BIGINT NOT NULL PRIMARY KEY, dirty BOOLEAN NOT NULL)"
+                )
+            )
+        for path in sorted(root.glob("*.up.sql")):
+            version = int(path.name.split("_", 1)[0])
+            if version > to:
+                break
+            with eng.begin() as conn:
+                for statement in path.read_text().split(";"):
+                    if statement.strip():
+                        conn.execute(sa.text(statement))
+                conn.execute(sa.text("DELETE FROM schema_migrations"))
+                conn.execute(
+                    sa.text("INSERT INTO schema_migrations (version, dirty) VALUES (:v, :d)"),
+                    {"v": version, "d": False},
+                )
+    finally:
+        eng.dispose()
+
+
+def migration_state(db: Database) -> tuple[int, bool] | None:
+    eng = db.engine()
+    try:
+        with eng.connect() as conn:
+            row = conn.execute(sa.text("SELECT version, dirty FROM schema_migrations")).first()
+    finally:
+        eng.dispose()
+    return (int(row[0]), bool(row[1])) if row else None

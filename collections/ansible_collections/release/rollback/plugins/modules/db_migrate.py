@@ -34,10 +34,20 @@ options:
     type: str
     choices: [status, downgraded]
     default: status
+  tool:
+    description:
+      - C(alembic) runs the application's Alembic; C(sql) runs C(NNN_name.down.sql) scripts itself, in the
+        golang-migrate convention (table C(schema_migrations(version, dirty))), with C(psql), C(mariadb) or
+        Python's sqlite3.
+    type: str
+    choices: [alembic, sql]
+    default: alembic
   config:
-    description: The application's C(alembic.ini).
+    description: The application's C(alembic.ini) (O(tool=alembic)).
     type: path
-    required: true
+  migrations:
+    description: The directory of C(NNN_name.up.sql) / C(NNN_name.down.sql) scripts (O(tool=sql)).
+    type: path
   url:
     description: SQLAlchemy database URL, passed to C(env.py) as C(DATABASE_URL).
     type: str
@@ -114,6 +124,7 @@ database:
 
 import json
 import os
+import re
 import sqlite3
 import sys
 import time
@@ -206,8 +217,225 @@ class Alembic:
             steps.append(step)
         return steps
 
-    def downgrade(self, to):
+    def downgrade(self, to, step=None):
         return self.run(["downgrade", to])
+
+    def require_clean(self):
+        return None
+
+
+_SQL_FILE = re.compile(r"^(\d+)_(.+)\.(up|down)\.sql$")
+_SCHEMA_SQL = {
+    "postgresql": (
+        "SELECT table_name, column_name, data_type || coalesce('(' || character_maximum_length || ')', '') "
+        "FROM information_schema.columns WHERE table_schema = current_schema() ORDER BY 1, 2",
+        "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() ORDER BY 1, 2",
+    ),
+    "mysql": (
+        "SELECT table_name, column_name, column_type FROM information_schema.columns "
+        "WHERE table_schema = DATABASE() ORDER BY 1, 2",
+        "SELECT table_name, index_name, GROUP_CONCAT(column_name ORDER BY seq_in_index) "
+        "FROM information_schema.statistics WHERE table_schema = DATABASE() GROUP BY table_name, index_name",
+    ),
+}
+
+
+class SqlScripts:
+    """Down scripts in the golang-migrate convention, run by the module itself.
+
+    ``schema_migrations`` holds one row ``(version, dirty)``. Like golang-migrate, a step records
+    the version it goes to as dirty, runs the script, then marks it clean; on PostgreSQL and SQLite
+    the three run in one transaction, so a failed step leaves nothing behind.
+    """
+
+    def __init__(self, module, conn):
+        self.module = module
+        self.p = module.params
+        self.conn = conn
+        self.cwd = self.p["migrations"]
+        self.dirty = None
+        self.versions = self._scan()
+
+    def _scan(self):
+        if not os.path.isdir(self.cwd):
+            raise _Fail("the migrations directory %s does not exist" % self.cwd)
+        versions = {}
+        for name in os.listdir(self.cwd):
+            m = _SQL_FILE.match(name)
+            if m:
+                entry = versions.setdefault(int(m.group(1)), {"name": m.group(2)})
+                entry[m.group(3)] = os.path.join(self.cwd, name)
+        return versions
+
+    # -- talking to the database
+    def _client(self):
+        c = self.conn
+        if c["dialect"] == "postgresql":
+            psql = self.module.get_bin_path("psql", required=True)
+            argv = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-A", "-t", "-F", "\t"]
+            for flag, key in (("-h", "host"), ("-p", "port"), ("-U", "user")):
+                if c.get(key):
+                    argv += [flag, str(c[key])]
+            return argv + ["-d", c["database"]], ({"PGPASSWORD": c["password"]} if c.get("password") else {})
+        client = self.module.get_bin_path("mariadb") or self.module.get_bin_path("mysql", required=True)
+        argv = [client, "--batch", "--skip-column-names"]
+        for flag, key in (("--host", "host"), ("--port", "port"), ("--user", "user")):
+            if c.get(key):
+                argv += [flag, str(c[key])]
+        return argv + [c["database"]], ({"MYSQL_PWD": c["password"]} if c.get("password") else {})
+
+    def _sqlite(self):
+        path = self.conn["path"]
+        return sqlite3.connect(path if os.path.isabs(path) else os.path.join(self.cwd, path), isolation_level=None)
+
+    def rows(self, sql):
+        if self.conn["dialect"] == "sqlite":
+            db = self._sqlite()
+            try:
+                return [tuple(r) for r in db.execute(sql).fetchall()]
+            finally:
+                db.close()
+        argv, env = self._client()
+        flag = "-c" if self.conn["dialect"] == "postgresql" else "-e"
+        rc, out, err = self.module.run_command(argv + [flag, sql], environ_update=env)
+        if rc != 0:
+            raise _Fail("query failed: %s" % _last_line(err or out))
+        return [tuple(line.split("\t")) for line in out.splitlines() if line.strip()]
+
+    def script(self, body):
+        """Run SQL text; returns (rc, out, err) like a command."""
+        if self.conn["dialect"] == "sqlite":
+            db = self._sqlite()
+            try:
+                db.executescript("BEGIN;\n%s\nCOMMIT;" % body)
+                return 0, "", ""
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                return 1, "", str(exc)
+            finally:
+                db.close()
+        argv, env = self._client()
+        if self.conn["dialect"] == "postgresql":
+            argv = argv + ["--single-transaction"]
+        return self.module.run_command(argv, environ_update=env, data=body)
+
+    # -- the tool interface
+    def _has_table(self):
+        d = self.conn["dialect"]
+        if d == "sqlite":
+            sql = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        elif d == "postgresql":
+            sql = "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() " \
+                "AND table_name = 'schema_migrations'"
+        else:
+            sql = "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() " \
+                "AND table_name = 'schema_migrations'"
+        return str(self.rows(sql)[0][0]) != "0"
+
+    def current(self):
+        self.dirty = None
+        if not self._has_table():
+            return _BASE
+        rows = self.rows("SELECT version, dirty FROM schema_migrations")
+        if not rows:
+            return _BASE
+        version, dirty = int(rows[0][0]), str(rows[0][1]).lower() in ("1", "t", "true")
+        rev = _BASE if version < 0 else str(version)
+        if dirty:
+            self.dirty = {"version": rev}
+        return rev
+
+    def require_clean(self):
+        if self.dirty:
+            raise _Fail(
+                "schema_migrations is dirty at version %s: a migration stopped half-way and the schema is in an "
+                "unknown state. Inspect it, fix it by hand, then mark the version clean (migrate force VERSION); "
+                "nothing was changed" % self.dirty["version"],
+                record={"dirty": self.dirty},
+            )
+
+    def steps(self, current, target, live_schema=None):
+        if current == target:
+            return []
+        known = sorted(self.versions)
+        for rev in (current, target):
+            if rev != _BASE and (not rev.isdigit() or int(rev) not in self.versions):
+                raise _Fail("version %s has no migration scripts in %s" % (rev, self.cwd))
+        low = -1 if target == _BASE else int(target)
+        if current != _BASE and int(current) < low:
+            raise _Fail("version %s is above the database's version %s: nothing to roll back" % (target, current))
+        steps = []
+        for i in range(len(known) - 1, -1, -1):
+            v = known[i]
+            if current == _BASE or v > int(current) or v <= low:
+                continue
+            path = self.versions[v].get("down")
+            text = None
+            if path:
+                with open(path, encoding="utf-8") as fh:
+                    text = fh.read()
+            step = {"id": str(v), "revision": str(v), "to": str(known[i - 1]) if i > 0 else _BASE}
+            step.update(_db.classify_sql_script(text))
+            step["script"] = os.path.basename(path) if path else None
+            steps.append(step)
+        return steps
+
+    def _set_version(self, rev, dirty):
+        d = self.conn["dialect"]
+        dirty_sql = ("1" if dirty else "0") if d != "postgresql" else ("TRUE" if dirty else "FALSE")
+        sql = "DELETE FROM schema_migrations;\n"
+        if rev != _BASE or dirty:
+            sql += "INSERT INTO schema_migrations (version, dirty) VALUES (%d, %s);\n" % (
+                -1 if rev == _BASE else int(rev),
+                dirty_sql,
+            )
+        return sql
+
+    def downgrade(self, to, step=None):
+        with open(self.versions[int(step["revision"])]["down"], encoding="utf-8") as fh:
+            body = fh.read()
+        if self.conn["dialect"] == "mysql":
+            # No transactional DDL: record the move as dirty first, as golang-migrate does.
+            rc, out, err = self.script(self._set_version(to, True))
+            if rc != 0:
+                return rc, out, err
+            rc, out, err = self.script(body)
+            if rc != 0:
+                return rc, out, err
+            return self.script(self._set_version(to, False))
+        return self.script(self._set_version(to, True) + body + "\n;\n" + self._set_version(to, False))
+
+    def helper(self, schema=False, queries=None, **_ignored):
+        out = {}
+        if schema:
+            out["schema"] = self.schema()
+        if queries:
+            out["results"] = []
+            for sql in queries:
+                try:
+                    rows = self.rows(sql)
+                    value = rows[0][0] if rows else None
+                    out["results"].append({"value": value})
+                except (_Fail, sqlite3.Error) as exc:
+                    out["results"].append({"error": str(exc)[:300]})
+        return out
+
+    def schema(self):
+        tables = {}
+        if self.conn["dialect"] == "sqlite":
+            names = [r[0] for r in self.rows("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1")]
+            for t in names:
+                tables[t] = {r[1]: r[2] for r in self.rows("PRAGMA table_info(\"%s\")" % t.replace('"', '""'))}
+                for r in self.rows("PRAGMA index_list(\"%s\")" % t.replace('"', '""')):
+                    tables[t]["@index " + str(r[1])] = str(r[3])
+            return tables
+        cols, idx = _SCHEMA_SQL[self.conn["dialect"]]
+        for row in self.rows(cols):
+            tables.setdefault(row[0], {})[row[1]] = row[2]
+        for row in self.rows(idx):
+            tables.setdefault(row[0], {})["@index " + row[1]] = row[2]
+        return tables
 
 
 def _last_line(text):
@@ -318,7 +546,9 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             state=dict(type="str", default="status", choices=["status", "downgraded"]),
-            config=dict(type="path", required=True),
+            tool=dict(type="str", default="alembic", choices=["alembic", "sql"]),
+            config=dict(type="path"),
+            migrations=dict(type="path"),
             url=dict(type="str", required=True, no_log=True),
             python=dict(type="path"),
             target_revision=dict(type="str"),
@@ -329,11 +559,15 @@ def main():
             critical_tables=dict(type="list", elements="str", default=[]),
             assertions=dict(type="list", elements="dict", default=[]),
         ),
-        required_if=[("state", "downgraded", ("target_revision",))],
+        required_if=[
+            ("state", "downgraded", ("target_revision",)),
+            ("tool", "alembic", ("config",)),
+            ("tool", "sql", ("migrations",)),
+        ],
         supports_check_mode=True,
     )
     p = module.params
-    record = {"tool": "alembic", "to_revision": p["target_revision"]}
+    record = {"tool": p["tool"], "to_revision": p["target_revision"]}
     try:
         conn = _db.parse_url(p["url"])
     except ValueError as exc:
@@ -341,11 +575,11 @@ def main():
     if conn.get("password"):
         module.no_log_values.add(conn["password"])
     record["dialect"] = conn["dialect"]
-    if not os.path.isfile(p["config"]):
+    if p["tool"] == "alembic" and not os.path.isfile(p["config"]):
         module.fail_json(msg="the Alembic configuration %s does not exist" % p["config"], database=record)
-    tool = Alembic(module, conn)
     state = {"before": None, "current": None}
     try:
+        tool = Alembic(module, conn) if p["tool"] == "alembic" else SqlScripts(module, conn)
         _run(module, tool, conn, record, state)
     except _Fail as exc:
         record.update(exc.extra.pop("record", {}))
@@ -360,6 +594,7 @@ def _run(module, tool, conn, record, state):
     before = tool.current()
     state["before"] = state["current"] = before
     record["from_revision"] = before
+    tool.require_clean()
     if target is None:
         record["current"] = before
         module.exit_json(changed=False, before=before, current=before, database=record)
@@ -394,17 +629,20 @@ def _run(module, tool, conn, record, state):
         # A snapshot before each step tells a failed step that left part of its DDL behind (MariaDB and
         # Alembic's SQLite run DDL outside a transaction) from one that was rolled back whole.
         snapshot = tool.helper(schema=True).get("schema")
-        rc, out, err = tool.downgrade(step["to"])
+        rc, out, err = tool.downgrade(step["to"], step)
         reached = tool.current()
         state["current"] = reached
-        if rc != 0 or reached != step["to"]:
-            why = _last_line(err or out) if rc != 0 else "alembic left the database at %s" % reached
+        if rc != 0 or reached != step["to"] or getattr(tool, "dirty", None):
+            why = _last_line(err or out) if rc != 0 else "the tool left the database at %s" % reached
             extra = {"failed_step": _db.step_label(step)}
             msg = "down step %s failed: %s. The database is at revision %s" % (_db.step_label(step), why, reached)
-            if snapshot is not None and reached == step["revision"]:
+            if getattr(tool, "dirty", None):
+                extra["dirty"] = tool.dirty
+                msg += " (schema_migrations marked dirty: the down script of %s ran in part)" % step["revision"]
+            if snapshot is not None and (reached == step["revision"] or "dirty" in extra):
                 changes = _db.schema_diff(snapshot, tool.helper(schema=True).get("schema"))
                 if changes:
-                    extra["half_applied"] = {"revision": reached, "changes": changes}
+                    extra["half_applied"] = {"revision": step["revision"], "changes": changes}
                     msg += (
                         " with part of step %s applied (its DDL is not transactional): %s. Finish or undo those "
                         "changes by hand, or restore the backup" % (_db.step_label(step), "; ".join(changes))
