@@ -370,3 +370,65 @@ def migration_state(db: Database) -> tuple[int, bool] | None:
     finally:
         eng.dispose()
     return (int(row[0]), bool(row[1])) if row else None
+
+
+# ----------------------------------------------------------------------------------- sqitch
+
+SQITCH_CHANGES = {1: "orders", 2: "second", 3: "third"}
+SQITCH_ENV = dict(os.environ, SQITCH_FULLNAME="Test Deployer", SQITCH_EMAIL="deployer@example.com")
+
+
+def write_sqitch_project(root: Path, chain: str, dialect: str) -> Path:
+    """A sqitch project whose changes are the SQL chain's versions (deploy = up, revert = down)."""
+    (root / "deploy").mkdir(parents=True)
+    (root / "revert").mkdir()
+    lines = ["%syntax-version=1.0.0", "%project=shop", ""]
+    for version, (up, down) in sql_chain(chain, dialect).items():
+        name = SQITCH_CHANGES[version]
+        req = " [orders]" if version > 1 else ""
+        lines.append(f"{name}{req} 2026-11-2{version}T10:00:00Z Dev <dev@example.com> # change {version}")
+        (root / "deploy" / f"{name}.sql").write_text(up)
+        if down is not None:
+            (root / "revert" / f"{name}.sql").write_text(down)
+    (root / "sqitch.plan").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def sqitch_target(db: Database) -> str:
+    if db.dialect == "sqlite":
+        return "db:sqlite:" + db.url.split("///", 1)[1]
+    engine = {"postgresql": "pg", "mysql": "mysql"}[db.dialect]
+    user = "postgres" if db.dialect == "postgresql" else "root"
+    port = 5432 if db.dialect == "postgresql" else 3306
+    return f"db:{engine}://{user}@127.0.0.1:{port}/{db.name}"
+
+
+def sqitch_registry(db: Database) -> str | None:
+    """Every test database gets its own registry (MariaDB and SQLite keep it outside the database)."""
+    return None if db.dialect == "postgresql" else f"sqitch_{db.name}"
+
+
+def sqitch_deploy(db: Database, root: Path, to: str) -> None:
+    cmd = ["sqitch", "deploy", "--target", sqitch_target(db), "--to", to]
+    if sqitch_registry(db):
+        cmd += ["--registry", sqitch_registry(db)]
+    subprocess.run(cmd, cwd=root, env=SQITCH_ENV, check=True, capture_output=True)
+
+
+def drop_sqitch_registry(db: Database) -> None:
+    if db.dialect == "mysql":
+        eng = _admin(MARIADB_ADMIN)
+        with eng.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {sqitch_registry(db)}"))
+        eng.dispose()
+
+
+def sqitch_deployed(db: Database, root: Path) -> str | None:
+    cmd = ["sqitch", "status", "--target", sqitch_target(db)]
+    if sqitch_registry(db):
+        cmd += ["--registry", sqitch_registry(db)]
+    res = subprocess.run(cmd, cwd=root, env=SQITCH_ENV, capture_output=True, text=True)
+    for line in res.stdout.splitlines():
+        if line.startswith("# Name:"):
+            return line.split(":", 1)[1].strip()
+    return None

@@ -16,7 +16,7 @@ _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 FLAG_BACKENDS = ("flagd",)
-DB_TOOLS = ("alembic", "sql")
+DB_TOOLS = ("alembic", "sql", "sqitch")
 INFRA_KINDS = ("config_file",)
 KNOWN_KEYS = {
     "app",
@@ -169,7 +169,8 @@ def _normalise(data):
             "tool": tool,
             # alembic: the application's alembic.ini; sql: the directory of NNN_name.down.sql scripts.
             "config": _abs_path(db, "config", "database", required=tool == "alembic"),
-            "migrations": _abs_path(db, "migrations", "database", required=tool == "sql"),
+            "migrations": _abs_path(db, "migrations", "database", required=tool in ("sql", "sqitch")),
+            "registry": _string(db, "registry", "database", required=False),
             # The URL may instead come from the inventory or Vault (rollback_db_url) or the environment.
             "url": _string(db, "url", "database", required=False),
             "target_revision": check_version(str(target), "database.target_revision"),

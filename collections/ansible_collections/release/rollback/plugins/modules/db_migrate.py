@@ -40,14 +40,19 @@ options:
         golang-migrate convention (table C(schema_migrations(version, dirty))), with C(psql), C(mariadb) or
         Python's sqlite3.
     type: str
-    choices: [alembic, sql]
+    choices: [alembic, sql, sqitch]
     default: alembic
   config:
     description: The application's C(alembic.ini) (O(tool=alembic)).
     type: path
   migrations:
-    description: The directory of C(NNN_name.up.sql) / C(NNN_name.down.sql) scripts (O(tool=sql)).
+    description:
+      - The directory of C(NNN_name.up.sql) / C(NNN_name.down.sql) scripts (O(tool=sql)), or the sqitch
+        project (C(sqitch.plan), C(revert/)) for O(tool=sqitch), which sqitch reverts one change at a time.
     type: path
+  registry:
+    description: The sqitch registry (C(--registry)), when it is not the default.
+    type: str
   url:
     description: SQLAlchemy database URL, passed to C(env.py) as C(DATABASE_URL).
     type: str
@@ -438,6 +443,101 @@ class SqlScripts:
         return tables
 
 
+class Sqitch(SqlScripts):
+    """A sqitch project (C(sqitch.plan), C(revert/*.sql)), reverted one change at a time with sqitch itself."""
+
+    _ENGINES = {"postgresql": "pg", "mysql": "mysql", "sqlite": "sqlite"}
+
+    def __init__(self, module, conn):
+        self.module = module
+        self.p = module.params
+        self.conn = conn
+        self.cwd = self.p["migrations"]
+        self.dirty = None
+        self.sqitch = module.get_bin_path("sqitch")
+        if not self.sqitch:
+            raise _Fail("sqitch is not installed on the database host: install it (Debian package sqitch)")
+        self.changes = self._plan()
+
+    def _plan(self):
+        path = os.path.join(self.cwd, "sqitch.plan")
+        if not os.path.isfile(path):
+            raise _Fail("the sqitch plan %s does not exist" % path)
+        changes = []
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                word = line.strip().split(" ", 1)[0] if line.strip() else ""
+                if not word or word[0] in "%#@":
+                    continue
+                if word in changes:
+                    raise _Fail("change %s is reworked in the sqitch plan: roll it back with sqitch by hand" % word)
+                changes.append(word)
+        return changes
+
+    def _target(self):
+        c = self.conn
+        if c["dialect"] == "sqlite":
+            path = c["path"] if os.path.isabs(c["path"]) else os.path.join(self.cwd, c["path"])
+            return "db:sqlite:" + path
+        auth = (c["user"] + "@") if c.get("user") else ""
+        hostport = (c.get("host") or "") + (":%s" % c["port"] if c.get("port") else "")
+        return "db:%s://%s%s/%s" % (self._ENGINES[c["dialect"]], auth, hostport, c["database"])
+
+    def _sqitch(self, args):
+        env = {
+            "SQITCH_FULLNAME": os.environ.get("SQITCH_FULLNAME") or "release-rollback",
+            "SQITCH_EMAIL": os.environ.get("SQITCH_EMAIL") or "release-rollback@localhost",
+        }
+        if self.conn.get("password"):
+            env["SQITCH_PASSWORD"] = self.conn["password"]
+        cmd = [self.sqitch] + args + ["--target", self._target()]
+        if self.p.get("registry"):
+            cmd += ["--registry", self.p["registry"]]
+        return self.module.run_command(cmd, cwd=self.cwd, environ_update=env)
+
+    def current(self):
+        rc, out, err = self._sqitch(["status"])
+        if "No changes deployed" in out + err:
+            return _BASE
+        if rc != 0:
+            raise _Fail("sqitch status failed: %s" % _last_line(err or out))
+        for line in out.splitlines():
+            if line.startswith("# Name:"):
+                return line.split(":", 1)[1].strip()
+        raise _Fail("sqitch status did not name the deployed change: %s" % _last_line(out))
+
+    def require_clean(self):
+        return None
+
+    def steps(self, current, target, live_schema=None):
+        if current == target:
+            return []
+        for rev in (current, target):
+            if rev != _BASE and rev not in self.changes:
+                raise _Fail("change %s is not in the sqitch plan %s/sqitch.plan" % (rev, self.cwd))
+        top = self.changes.index(current) if current != _BASE else -1
+        low = self.changes.index(target) if target != _BASE else -1
+        if top < low:
+            raise _Fail("change %s comes after the deployed change %s: nothing to revert" % (target, current))
+        steps = []
+        for i in range(top, low, -1):
+            name = self.changes[i]
+            path = os.path.join(self.cwd, "revert", name + ".sql")
+            text = None
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8") as fh:
+                    text = fh.read()
+            step = {"id": name, "revision": name, "to": self.changes[i - 1] if i > 0 else _BASE}
+            step.update(_db.classify_sql_script(text))
+            if text is None:
+                step["reasons"] = ["there is no revert script"]
+            steps.append(step)
+        return steps
+
+    def downgrade(self, to, step=None):
+        return self._sqitch(["revert", "-y"] + (["--to", to] if to != _BASE else []))
+
+
 def _last_line(text):
     lines = [x for x in (text or "").strip().splitlines() if x.strip()]
     return lines[-1][-500:] if lines else "no output"
@@ -546,9 +646,10 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             state=dict(type="str", default="status", choices=["status", "downgraded"]),
-            tool=dict(type="str", default="alembic", choices=["alembic", "sql"]),
+            tool=dict(type="str", default="alembic", choices=["alembic", "sql", "sqitch"]),
             config=dict(type="path"),
             migrations=dict(type="path"),
+            registry=dict(type="str"),
             url=dict(type="str", required=True, no_log=True),
             python=dict(type="path"),
             target_revision=dict(type="str"),
@@ -563,6 +664,7 @@ def main():
             ("state", "downgraded", ("target_revision",)),
             ("tool", "alembic", ("config",)),
             ("tool", "sql", ("migrations",)),
+            ("tool", "sqitch", ("migrations",)),
         ],
         supports_check_mode=True,
     )
@@ -579,7 +681,7 @@ def main():
         module.fail_json(msg="the Alembic configuration %s does not exist" % p["config"], database=record)
     state = {"before": None, "current": None}
     try:
-        tool = Alembic(module, conn) if p["tool"] == "alembic" else SqlScripts(module, conn)
+        tool = {"alembic": Alembic, "sql": SqlScripts, "sqitch": Sqitch}[p["tool"]](module, conn)
         _run(module, tool, conn, record, state)
     except _Fail as exc:
         record.update(exc.extra.pop("record", {}))
