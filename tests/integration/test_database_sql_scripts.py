@@ -24,18 +24,19 @@ from dbkit import (
 pytestmark = pytest.mark.integration
 
 DIALECTS = ["postgresql", "mysql", "sqlite"]
+SECRET = "Sql-pw-never-logged-41d9"
 
 
 @pytest.fixture
 def make_db(tmp_path, need):
     made = []
 
-    def make(dialect: str):
+    def make(dialect: str, password: str | None = None):
         if dialect == "postgresql":
             need(server_up(PG_ADMIN), "PostgreSQL on 127.0.0.1:5432 (psycopg installed)")
         if dialect == "mysql":
             need(server_up(MARIADB_ADMIN), "MariaDB on 127.0.0.1:3306 (PyMySQL installed)")
-        db = create(dialect, tmp_path)
+        db = create(dialect, tmp_path, password)
         made.append(db)
         return db
 
@@ -91,7 +92,7 @@ def plan_approve_run(cli, fleet, manifest_file, *approve):
 
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_sql_down_scripts_roll_back_two_versions_to_the_previous_schema(dialect, make_db, app_host, cli, tmp_path):
-    db = make_db(dialect)
+    db = make_db(dialect, SECRET if dialect != "sqlite" else None)
     migrations = write_sql_project(tmp_path / "migrations", "safe", dialect)
     migrate_up(db, migrations, 3)
     bad_schema = db.schema()
@@ -111,6 +112,11 @@ def test_sql_down_scripts_roll_back_two_versions_to_the_previous_schema(dialect,
     restore(dialect, rep["backup"]["path"], scratch)
     assert scratch.schema() == bad_schema
     assert migration_state(scratch) == (3, False)
+    if dialect != "sqlite":  # psql and mariadb got the password from the environment, and nothing kept it
+        for f in run_dir.rglob("*"):
+            if f.is_file():
+                assert SECRET not in f.read_text(errors="replace"), f"the password leaked into {f}"
+        assert SECRET not in res.stdout + res.stderr
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
