@@ -256,3 +256,47 @@ def test_full_rollback_with_a_refused_destructive_step_ends_partially_completed_
     assert all(fleet.live(h) == f"./releases/{fleet.good}" for h in fleet.hosts)
     assert fleet.lb_release() == fleet.good
     assert any("drops column orders.coupon" in x for x in out["known_limitations"])
+
+
+def test_ansible_playbook_runs_a_destructive_step_only_with_rollback_approve_destructive(make_db, app_host, tmp_path):
+    import os
+    import subprocess
+
+    db = make_db("sqlite")
+    config = write_project(tmp_path / "app", "destructive")
+    alembic(config, db.url, "upgrade", "c3")
+    manifest = write_manifest(tmp_path / "m.yml", app_host, config, db.url, tmp_path / "backups")
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"))
+    cmd = [
+        "ansible-playbook",
+        "-i",
+        str(app_host.inventory),
+        str(root / "playbooks" / "rollback.yml"),
+        "-e",
+        f"@{manifest}",
+        "-e",
+        '{"rollback_scope": ["database"]}',
+        "-e",
+        "rollback_approved_by=alice",
+    ]
+    refused = subprocess.run(
+        [*cmd, "-e", f"rollback_run_dir={tmp_path / 'run1'}"], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert refused.returncode != 0
+    assert db.revision() == "c3"
+    rep = json.loads((tmp_path / "run1" / "report.json").read_text())
+    assert next(s for s in rep["steps"] if s["stage"] == "database")["status"] == "blocked"
+
+    done = subprocess.run(
+        [*cmd, "-e", f"rollback_run_dir={tmp_path / 'run2'}", "-e", "rollback_approve_destructive=true"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert db.revision() == "a1"
+    rep = json.loads((tmp_path / "run2" / "report.json").read_text())
+    assert rep["approval"]["destructive_steps"] == ["b2"]
+    assert rep["database"]["applied"] == ["c3 -> b2", "b2 -> a1"]
