@@ -226,7 +226,10 @@ def _database_lines(db):
             )
         )
     if db.get("failed_step"):
-        lines.append("- **failed at step %s**; the database is at revision %s" % (db["failed_step"], db.get("current")))
+        lines.append(
+            "- **failed at step %s**; the database is at revision %s%s"
+            % (db["failed_step"], db.get("current"), " (marked dirty)" if db.get("dirty") else "")
+        )
     half = db.get("half_applied")
     if half:
         lines.append(

@@ -740,7 +740,9 @@ def _run(module, tool, conn, record, state):
             msg = "down step %s failed: %s. The database is at revision %s" % (_db.step_label(step), why, reached)
             if getattr(tool, "dirty", None):
                 extra["dirty"] = tool.dirty
-                msg += " (schema_migrations marked dirty: the down script of %s ran in part)" % step["revision"]
+                msg = "down step %s failed: %s. schema_migrations says version %s, dirty: the down script of %s " \
+                    "stopped part-way, so the schema is between %s and %s" % (
+                        _db.step_label(step), why, reached, step["revision"], step["revision"], reached)
             if snapshot is not None and (reached == step["revision"] or "dirty" in extra):
                 changes = _db.schema_diff(snapshot, tool.helper(schema=True).get("schema"))
                 if changes:
