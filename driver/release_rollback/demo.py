@@ -234,6 +234,8 @@ def _write_manifest(fleet: Fleet, live: str, releases: tuple[str, ...]) -> None:
                 "url": f"sqlite:///{fleet.db}",
                 "python": sys.executable,
                 "target_revision": "a1",
+                "backup_dir": str(fleet.db.parent / "backups"),
+                "critical_tables": ["orders"],
             },
             "infrastructure": {
                 "kind": "config_file",

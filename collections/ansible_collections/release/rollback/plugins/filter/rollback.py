@@ -42,9 +42,9 @@ def build_plan(hosts, hostvars, manifest, options=None, db_status=None):
         raise AnsibleFilterError(str(exc)) from None
 
 
-def approval_record(plan, approver, reason=None):
+def approval_record(plan, approver, reason=None, destructive=False):
     try:
-        return _plan.approval_record(plan, approver, reason)
+        return _plan.approval_record(plan, approver, reason, destructive=bool(destructive))
     except ValueError as exc:
         raise AnsibleFilterError(str(exc)) from None
 
@@ -92,4 +92,5 @@ class FilterModule:
             "stage_gate": stage_gate,
             "stage_result": stage_result,
             "known_bad_releases": known_bad_releases,
+            "approved_steps": _plan.approved_steps,
         }

@@ -36,7 +36,7 @@ _FLAG_REQUIRED = {
 }
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-DB_TOOLS = ("alembic",)
+DB_TOOLS = ("alembic", "sql", "sqitch")
 INFRA_KINDS = ("config_file",)
 KNOWN_KEYS = {
     "app",
@@ -99,6 +99,31 @@ def _abs_path(section, key, where, required=True):
     return value
 
 
+def _names(section, key):
+    value = section.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) and _NAME_RE.match(v) for v in value):
+        raise ManifestError("database.%s must be a list of table names" % key)
+    return list(value)
+
+
+def _assertions(section):
+    value = section.get("assertions") or []
+    if not isinstance(value, list):
+        raise ManifestError("database.assertions must be a list of {name, sql, expect} checks")
+    out = []
+    for i, item in enumerate(value):
+        where = "database.assertions[%d]" % i
+        item = _mapping(item, where)
+        sql = item.get("sql")
+        if not isinstance(sql, str) or not sql.strip():
+            raise ManifestError("%s.sql must be an SQL query whose first value is checked" % where)
+        expect = item.get("expect", True)
+        if not isinstance(expect, (str, int, float, bool)):
+            raise ManifestError("%s.expect must be a value (compared as text) or true" % where)
+        out.append({"name": str(item.get("name") or sql.strip()), "sql": sql, "expect": expect})
+    return out
+
+
 def parse_manifest(data):
     """Validate and normalise a manifest.
 
@@ -150,10 +175,17 @@ def _normalise(data):
             raise ManifestError("database.target_revision is missing: give the previous release's revision")
         out["database"] = {
             "tool": tool,
-            "config": _abs_path(db, "config", "database"),
-            "url": _string(db, "url", "database"),
+            # alembic: the application's alembic.ini; sql: the directory of NNN_name.down.sql scripts.
+            "config": _abs_path(db, "config", "database", required=tool == "alembic"),
+            "migrations": _abs_path(db, "migrations", "database", required=tool in ("sql", "sqitch")),
+            "registry": _string(db, "registry", "database", required=False),
+            # The URL may instead come from the inventory or Vault (rollback_db_url) or the environment.
+            "url": _string(db, "url", "database", required=False),
             "target_revision": check_version(str(target), "database.target_revision"),
             "python": _abs_path(db, "python", "database", required=False),
+            "backup_dir": _abs_path(db, "backup_dir", "database", required=False),
+            "critical_tables": _names(db, "critical_tables"),
+            "assertions": _assertions(db),
         }
 
     if data.get("infrastructure") is not None:

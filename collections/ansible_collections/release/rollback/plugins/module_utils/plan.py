@@ -14,6 +14,7 @@ import json
 import re
 from datetime import datetime, timezone
 
+from ansible_collections.release.rollback.plugins.module_utils import dbmigrate as _dbm
 from ansible_collections.release.rollback.plugins.module_utils import stages as _stages
 
 PLAN_SCHEMA = 1
@@ -205,18 +206,29 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
     if "database" in scope:
         db = manifest["database"]
         current = (db_status or {}).get("current")
+        down = list((db_status or {}).get("steps") or [])
         steps.append(
             {
                 "stage": "database",
-                "action": "%s downgrade from revision %s to %s" % (db["tool"], current, db["target_revision"]),
+                "action": "%s downgrade from revision %s to %s%s"
+                % (
+                    db["tool"],
+                    current,
+                    db["target_revision"],
+                    " in %d step(s): %s; backup first" % (len(down), ", ".join(_dbm.step_label(s) for s in down))
+                    if down
+                    else "",
+                ),
                 "from_revision": current,
                 "to_revision": db["target_revision"],
+                "down_steps": [_dbm.step_label(s) for s in down],
             }
         )
         if db_status and db_status.get("failed"):
             blockers.append("the database revision could not be read: %s" % db_status.get("msg"))
         elif current == db["target_revision"]:
             risks.append("the database is already at revision %s: the database stage will change nothing" % current)
+        risks.extend(_db_risks(down))
         validation_points.append("database revision == %s" % db["target_revision"])
     if "infrastructure" in scope:
         infra = manifest["infrastructure"]
@@ -240,6 +252,7 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
     if manifest.get("database"):
         db_plan = dict(manifest["database"], url=redact_url(manifest["database"]["url"]))
         db_plan["current_revision"] = (db_status or {}).get("current")
+        db_plan["steps"] = list((db_status or {}).get("steps") or [])
     plan = {
         "schema": PLAN_SCHEMA,
         "run_id": options.get("run_id"),
@@ -270,11 +283,36 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
     return plan
 
 
+def _db_risks(down):
+    out = []
+    for step in down:
+        label = _dbm.step_label(step)
+        why = "; ".join(step.get("reasons") or [])
+        if not step.get("runnable", True):
+            out.append(
+                "database step %s is irreversible and cannot run (%s): the database stage will refuse it; "
+                "restore from a backup or roll the schema forward" % (label, why)
+            )
+        elif step.get("irreversible"):
+            out.append(
+                "database step %s is irreversible (%s): it runs only with `approve --destructive`" % (label, why)
+            )
+        elif step.get("destructive"):
+            out.append("database step %s is destructive (%s): it runs only with `approve --destructive`" % (label, why))
+    return out
+
+
+def destructive_steps(plan):
+    """The plan's database down steps that need an ``approve --destructive``."""
+    return [s for s in ((plan or {}).get("database") or {}).get("steps") or [] if _dbm.needs_approval(s)]
+
+
 def approval_record(plan, approver, reason=None, when=None, destructive=False, break_glass=None):
     """An approval bound to the plan's content hash.
 
     With separation of duties the approver must differ from the planner, unless ``break_glass``
-    gives the reason for a self-approval (flagged in the record and the report).
+    gives the reason for a self-approval (flagged in the record and the report). ``destructive``
+    names the database steps the approval covers.
     """
     if not isinstance(approver, str) or not approver.strip() or len(approver) > 200 or "\n" in approver:
         raise ValueError("the approver must be a one-line name, e.g. --approver alice")
@@ -290,10 +328,24 @@ def approval_record(plan, approver, reason=None, when=None, destructive=False, b
         "reason": reason or "",
         "plan_hash": plan_hash(plan),
         "destructive": bool(destructive),
+        "destructive_steps": [s.get("id") for s in destructive_steps(plan)] if destructive else [],
     }
     if plan.get("separation_of_duties") and self_approval:
         record["break_glass"] = str(break_glass)
     return record
+
+
+def approved_steps(approval):
+    """Ids of the destructive steps an approval covers."""
+    if not isinstance(approval, dict) or not approval.get("destructive"):
+        return []
+    return list(approval.get("destructive_steps") or [])
+
+
+def database_guard(plan, approval):
+    """None when the plan's database down steps may run under ``approval``; else why not."""
+    steps = ((plan or {}).get("database") or {}).get("steps") or []
+    return _dbm.guard_problem(steps, approved_steps(approval))
 
 
 def approval_problem(plan, approval):
@@ -341,6 +393,15 @@ def stage_gate(stage, results, plan=None, approval=None):
     problem = approval_problem(plan or {}, approval)
     if problem:
         return {"run": False, "reason": problem, "status": _stages.BLOCKED, "reached": True}
+    if stage == "database":
+        problem = database_guard(plan, approval)
+        if problem:
+            return {
+                "run": False,
+                "reason": "the database was not touched: %s" % problem,
+                "status": _stages.BLOCKED,
+                "reached": True,
+            }
     return {
         "run": True,
         "reason": "approved by %s" % approval.get("approver"),

@@ -86,7 +86,7 @@ def build(
         "steps": steps,
         "host_releases": host_releases,
         "flags": flags,
-        "database": (results.get("database") or {}).get("database"),
+        "database": (results.get("database") or {}).get("database") or _planned_database(plan, results),
         "infrastructure": (results.get("infrastructure") or {}).get("infrastructure"),
         "validation": validation,
         "window": _window(plan.get("window"), results),
@@ -217,20 +217,57 @@ def timeline(results, spans=None):
     return rows
 
 
+def _planned_database(plan, results):
+    """The plan's database steps, for a database stage that its gate kept from the database."""
+    db = plan.get("database")
+    if not db or "database" not in results:
+        return None
+    return {
+        "tool": db.get("tool"),
+        "from_revision": db.get("current_revision"),
+        "to_revision": db.get("target_revision"),
+        "current": "%s (not touched)" % db.get("current_revision"),
+        "steps": db.get("steps") or [],
+    }
+
+
 def _next_steps(state, results):
     if state == _stages.COMPLETED:
         return ["Watch the service's monitoring; open the root-cause analysis for the rolled-back release."]
+    hint = _database_hint(results.get("database") or {})
     if state == _stages.RUN_BLOCKED:
-        return ["Resolve the blockers above, then plan and approve again. Nothing was changed."]
+        return hint or ["Resolve the blockers above, then plan and approve again. Nothing was changed."]
     if state == _stages.ABORTED:
         return ["Check the hosts listed above, then `release-rollback resume RUN_DIR` or start a new plan."]
-    out = []
+    out = list(hint)
     for name in _stages.EXECUTION_STAGES:
         res = results.get(name)
         if res is None or res.get("status") not in (_stages.OK, _stages.SKIPPED):
             out.append("Stage %s: fix the cause above, then `release-rollback resume RUN_DIR`." % name)
             break
     return out or ["Re-run validation with `release-rollback resume RUN_DIR` after mitigation."]
+
+
+def _database_hint(db):
+    """What to do about a database stage that refused or failed (empty when it did neither)."""
+    if db.get("status") == _stages.BLOCKED and "cannot run" in str(db.get("summary")):
+        return [
+            "Database: the down steps named above cannot run; with a DBA, keep the schema and roll it forward "
+            "with a new migration, or restore a backup taken before the release. Nothing was changed in the database."
+        ]
+    if db.get("status") == _stages.BLOCKED:
+        return [
+            "Database: review the down steps named above. If losing that data is acceptable, approve them with "
+            "`release-rollback approve PLAN --approver NAME --destructive` and run `release-rollback resume RUN_DIR`; "
+            "otherwise keep the schema and roll it forward with a new migration."
+        ]
+    backup = (db.get("database") or {}).get("backup")
+    if db.get("status") == _stages.FAILED and backup:
+        return [
+            "Database: escalate to the DBA with the revision reached and the backup %s (restore: %s)."
+            % (backup.get("path"), backup.get("restore_command"))
+        ]
+    return []
 
 
 def render_markdown(rep):
@@ -316,13 +353,7 @@ def render_markdown(rep):
                 )
             )
     if rep.get("database"):
-        db = rep["database"]
-        lines += [
-            "",
-            "## Database",
-            "",
-            "- from revision %s to %s (now %s)" % (db.get("from_revision"), db.get("to_revision"), db.get("current")),
-        ]
+        lines += _database_lines(rep["database"])
     if rep.get("infrastructure"):
         inf = rep["infrastructure"]
         lines += [
@@ -622,6 +653,53 @@ def render_html(rep):
         )
     parts.append("</main></body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _database_lines(db):
+    lines = [
+        "",
+        "## Database",
+        "",
+        "- %s: from revision %s to %s (now %s)"
+        % (db.get("tool"), db.get("from_revision"), db.get("to_revision"), db.get("current")),
+    ]
+    for step in db.get("steps") or []:
+        kind = (
+            "irreversible" if step.get("irreversible") else "destructive" if step.get("destructive") else "reversible"
+        )
+        done = "applied" if "%s -> %s" % (step.get("revision"), step.get("to")) in (db.get("applied") or []) else ""
+        lines.append(
+            "- down step %s -> %s: %s%s%s"
+            % (
+                step.get("revision"),
+                step.get("to"),
+                kind,
+                " (%s)" % "; ".join(step["reasons"]) if step.get("reasons") else "",
+                ", " + done if done else "",
+            )
+        )
+    if db.get("failed_step"):
+        lines.append(
+            "- **failed at step %s**; the database is at revision %s%s"
+            % (db["failed_step"], db.get("current"), " (marked dirty)" if db.get("dirty") else "")
+        )
+    half = db.get("half_applied")
+    if half:
+        lines.append(
+            "- **half-applied** at revision %s (its DDL is not transactional): %s"
+            % (half.get("revision"), "; ".join(half.get("changes") or []))
+        )
+    backup = db.get("backup")
+    if backup:
+        lines += [
+            "- backup (%s, %s bytes): `%s`" % (backup.get("tool"), backup.get("size"), backup.get("path")),
+            "- backup checksum: `%s`" % backup.get("sha256"),
+            "- restore: `%s`" % backup.get("restore_command"),
+        ]
+    for check in db.get("integrity") or []:
+        verdict = "ok" if check.get("ok") else "FAILED"
+        lines.append("- integrity: %s: %s (%s)" % (check.get("check"), verdict, check.get("detail")))
+    return lines
 
 
 def _flag_word(state):

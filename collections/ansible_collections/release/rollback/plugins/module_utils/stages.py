@@ -114,8 +114,10 @@ def decide(name, status):
         raise ValueError("unknown stage status %r for stage %s" % (status, name))
     if status in (OK, SKIPPED):
         return {"go": True, "halt": False, "blocked": False, "limitation": None}
-    if status == BLOCKED or entry["on_failure"] == BLOCK:
+    if entry["on_failure"] == BLOCK or (status == BLOCKED and entry["on_failure"] == HALT):
         return {"go": False, "halt": True, "blocked": True, "limitation": entry["rule"]}
+    # A stage whose rule is to continue (e.g. the database refusing a destructive step without the
+    # approval for it) leaves its part untouched; the stages after it still run.
     if entry["on_failure"] == HALT:
         return {"go": False, "halt": True, "blocked": False, "limitation": entry["rule"]}
     return {"go": True, "halt": False, "blocked": False, "limitation": entry["rule"]}
