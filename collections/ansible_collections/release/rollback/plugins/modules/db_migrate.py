@@ -690,6 +690,15 @@ def main():
         module.fail_json(msg=exc.msg, before=state["before"], current=state["current"], database=record, **exc.extra)
 
 
+def _on_planned_path(tool, planned_from, current, target):
+    """Whether ``current`` lies between the plan's revision and the target (a run stopped part-way):
+    resuming then goes on from there. A database found anywhere else has moved since the plan."""
+    try:
+        return current in [step["revision"] for step in tool.steps(planned_from, target, {})]
+    except Exception:  # the plan's revision is not in this history: not our path
+        return False
+
+
 def _run(module, tool, conn, record, state):
     p = module.params
     target = p["target_revision"]
@@ -707,7 +716,9 @@ def _run(module, tool, conn, record, state):
         record["current"] = before
         module.exit_json(changed=False, before=before, current=before, steps=steps, database=record)
 
-    if p["expected_revision"] and before != p["expected_revision"]:
+    if p["expected_revision"] and before not in (p["expected_revision"], target) and not _on_planned_path(
+        tool, p["expected_revision"], before, target
+    ):
         raise _Fail(
             "the database is at revision %s, but the plan was made at revision %s: build a new plan; "
             "nothing was changed" % (before, p["expected_revision"]),
