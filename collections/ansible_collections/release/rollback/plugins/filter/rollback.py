@@ -77,6 +77,33 @@ def stage_result(hosts, stage, hostvars, gate=None, unreachable=None, started=No
     return result
 
 
+def batch_halt(hosts, stage, hostvars, max_fail_percentage=0):
+    """Why the remaining batches of a rolling stage stop ('' when they go on).
+
+    Counts the hosts of earlier batches that published ``rollback_host_result_<stage>``; when the
+    failed ones exceed ``max_fail_percentage`` percent of them, the rest are not changed.
+    """
+    key = "rollback_host_result_" + stage
+    done, failed = [], []
+    for host in hosts:
+        try:
+            value = hostvars[host].get(key)
+        except KeyError:
+            value = None
+        if value:
+            done.append(host)
+            if value.get("status") == "failed":
+                failed.append(host)
+    if not failed or 100.0 * len(failed) / len(done) <= float(max_fail_percentage or 0):
+        return ""
+    return "an earlier batch failed on %s (%d of %d host(s) done, max_fail_percentage %s)" % (
+        ", ".join(sorted(failed)),
+        len(failed),
+        len(done),
+        max_fail_percentage,
+    )
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -85,4 +112,5 @@ class FilterModule:
             "approval_record": approval_record,
             "stage_gate": stage_gate,
             "stage_result": stage_result,
+            "batch_halt": batch_halt,
         }
