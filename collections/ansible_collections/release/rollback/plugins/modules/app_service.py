@@ -35,6 +35,10 @@ options:
   supervisor_config:
     description: The supervisord configuration file C(supervisorctl) reads (its default search path otherwise).
     type: path
+  supervisorctl:
+    description: The C(supervisorctl) executable.
+    type: path
+    default: supervisorctl
   restart_command:
     description: The restart command, a list or a string split like a shell would (no shell runs it).
     type: raw
@@ -178,7 +182,7 @@ def _restart_commands(p):
     if manager == "systemd":
         return [["systemctl", "restart", p["service"]]]
     if manager == "supervisor":
-        ctl = ["supervisorctl"] + (["-c", p["supervisor_config"]] if p["supervisor_config"] else [])
+        ctl = [p["supervisorctl"]] + (["-c", p["supervisor_config"]] if p["supervisor_config"] else [])
         return [ctl + ["restart", p["service"]]]
     if manager == "command":
         if p["restart_command"]:
@@ -194,6 +198,7 @@ def main():
             manager=dict(type="str", default="command", choices=["command", "systemd", "supervisor", "none"]),
             service=dict(type="str"),
             supervisor_config=dict(type="path"),
+            supervisorctl=dict(type="path", default="supervisorctl"),
             restart_command=dict(type="raw"),
             stop_command=dict(type="raw"),
             start_command=dict(type="raw"),
