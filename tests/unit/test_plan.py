@@ -105,3 +105,17 @@ def test_the_plan_records_the_batches(mu):
     plan = build(mu, serial=1, max_fail_percentage=0)
     assert plan["serial"] == 1 and plan["max_fail_percentage"] == 0
     assert "in batches of 1" in plan["steps"][0]["action"]
+
+
+def test_the_plan_says_where_the_target_came_from(mu):
+    recorded = dict(facts(), previous_source="deploy record", record={"previous": "1.9.0", "db_revision_before": "a0"})
+    discovered = dict(facts(), previous_source="discovered", record=None)
+    manifest = dict(
+        MANIFEST,
+        database={"tool": "alembic", "config": "/srv/shop/alembic.ini", "url": "sqlite:///x", "target_revision": "a1"},
+    )
+    plan = build(mu, manifest=manifest, host_facts={"web1": recorded, "web2": discovered})
+    assert plan["hosts"]["web1"]["target_source"] == "deploy record"
+    assert plan["hosts"]["web2"]["target_source"] == "discovered"
+    assert any("no deployment record of the live release on web2" in r for r in plan["risks"])
+    assert any("recorded database revision a0" in r and "targets a1" in r for r in plan["risks"])

@@ -145,3 +145,28 @@ def test_a_stale_lock_is_reported_with_its_holder_and_broken_only_when_asked(mu,
         mu.releases.switch(str(app), "1.0.0", run_id="new-run", lock=True)
     result = mu.releases.switch(str(app), "1.0.0", run_id="new-run", lock=True, break_stale_lock=True)
     assert result["locked"] is True and mu.releases.read_lock(str(app))["run_id"] == "new-run"
+
+
+def test_the_deployment_snapshot_records_config_and_is_preferred_by_discovery(mu, tmp_path):
+    app = layout(tmp_path, ["1.0.0", "1.1.0", "1.2.0"], "1.2.0")
+    conf = tmp_path / "app.conf"
+    conf.write_text("v = 1.2.0\n")
+    # The deploy of 1.2.0 replaced 1.0.0 (1.1.0 was a hotfix branch never live here).
+    result = mu.releases.take_snapshot(
+        str(app), config_files=[str(conf)], db_revision="a1", flags=["f"], previous="1.0.0"
+    )
+    assert result["changed"] and result["release"] == "1.2.0"
+    snap = app / "snapshots" / "1.2.0" / "files" / str(conf).lstrip("/")
+    assert snap.read_text() == "v = 1.2.0\n"
+    record = mu.releases.read_record(str(app), "1.2.0")
+    assert record["previous"] == "1.0.0" and record["db_revision_before"] == "a1" and record["flags"] == ["f"]
+    again = mu.releases.take_snapshot(
+        str(app), config_files=[str(conf)], db_revision="a1", flags=["f"], previous="1.0.0"
+    )
+    assert again["changed"] is False
+    info = mu.releases.discover(str(app))
+    assert info["previous"] == "1.0.0" and info["previous_source"] == "deploy record"
+    # A recorded previous release that was rolled back since is not used: discovery again.
+    (app / "releases" / "1.0.0" / "ROLLED_BACK").write_text("{}")
+    info = mu.releases.discover(str(app))
+    assert info["previous"] == "1.1.0" and info["previous_source"] == "discovered"

@@ -85,6 +85,7 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
     wanted_target = options.get("target") or manifest.get("previous_version")
     bad = manifest.get("version")
     accept_mixed = bool(options.get("accept_disagreement"))
+    records, no_record = {}, []
     for host in sorted(host_facts or {}):
         facts = host_facts[host] or {}
         if facts.get("failed") or facts.get("unreachable"):
@@ -120,10 +121,34 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
         }
         if facts.get("skipped"):
             hosts[host]["skipped"] = facts["skipped"]
+        if "previous_source" in facts:
+            hosts[host]["target_source"] = "--target" if wanted_target else facts["previous_source"]
+            if facts.get("record"):
+                records[host] = facts["record"]
+            else:
+                no_record.append(host)
         lives.add(live)
         targets.add(target)
     if not host_facts:
         blockers.append("no application hosts were found: put them in the inventory group 'app'")
+    if no_record:
+        risks.append(
+            "no deployment record of the live release on %s: the previous release was discovered from the "
+            "hosts (run the snapshot role at deploy time to record it)" % ", ".join(no_record)
+        )
+    record = next(iter(records.values()), None) if records else None
+    db_section = manifest.get("database") or {}
+    if record and record.get("db_revision_before") and db_section.get("target_revision"):
+        if record["db_revision_before"] != db_section["target_revision"]:
+            risks.append(
+                "the deploy recorded database revision %s before it migrated, but the manifest targets %s"
+                % (record["db_revision_before"], db_section["target_revision"])
+            )
+    if record and record.get("flags") and not manifest.get("flags"):
+        risks.append(
+            "the deploy recorded flags %s, but the manifest has no flags section: they stay as they are"
+            % ", ".join(record["flags"])
+        )
     lives.discard(None)
     targets.discard(None)
     disagreement = None
@@ -240,6 +265,7 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
         "scope": scope,
         "hosts": hosts,
         "disagreement": disagreement,
+        "deploy_record": record,
         "serial": options.get("serial") or "100%",
         "max_fail_percentage": int(options.get("max_fail_percentage") or 0),
         "flags": manifest.get("flags"),

@@ -189,6 +189,11 @@ def discover(app_root, layout="auto", releases_dir="releases", current="current"
         with open(rev_file, encoding="utf-8", errors="replace") as fh:
             revision = fh.read(200).strip()
     lock = read_lock(app_root)
+    record = read_record(app_root, live)
+    previous_source = "discovered"
+    recorded = (record or {}).get("previous")
+    if recorded and recorded in older and not marks[recorded]:
+        previous, previous_source = recorded, "deploy record"
     return {
         "app_root": app_root,
         "layout": layout,
@@ -201,6 +206,8 @@ def discover(app_root, layout="auto", releases_dir="releases", current="current"
         "marks": {n: m for n, m in marks.items() if m},
         "skipped": [n for n in older if marks[n]],
         "previous": previous,
+        "previous_source": previous_source,
+        "record": record,
         "lock": lock,
         "lock_problem": lock_problem(lock, run_id),
     }
@@ -221,6 +228,90 @@ def _atomic_symlink(link_text, path):
 
 def _snapshot_file(app_root, version, path):
     return os.path.join(app_root, "snapshots", version, "files", path.lstrip("/"))
+
+
+RECORD_FILE = "record.json"  # <app_root>/snapshots/<release>/record.json, written at deploy time
+
+
+def read_record(app_root, release):
+    """The deployment record of ``release`` (what its deploy wrote for a later rollback), or None."""
+    path = os.path.join(app_root, "snapshots", release, RECORD_FILE)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            record = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def take_snapshot(
+    app_root,
+    release=None,
+    config_files=None,
+    db_revision=None,
+    flags=None,
+    infra_ref=None,
+    previous=None,
+    releases_dir="releases",
+    current="current",
+    check_mode=False,
+):
+    """Record, at deploy time, what a later rollback of (or to) ``release`` needs.
+
+    Copies the configuration files kept outside the release to ``snapshots/<release>/files/<path>``
+    and writes ``snapshots/<release>/record.json``: the release it replaced, the database revision
+    before the deploy, the flags it introduced, the infrastructure reference. ``release`` defaults
+    to the live one; ``previous`` to the release live before it (the newest older unmarked one).
+    """
+    info = discover(app_root, releases_dir=releases_dir, current=current)
+    app_root = info["app_root"]
+    release = release or info["live"]
+    if release not in info["releases"]:
+        raise ReleaseError("release %s is not on this host (it has: %s)" % (release, ", ".join(info["releases"])))
+    if previous is None and release == info["live"]:
+        previous = info["previous"]
+    copies = []
+    for path in config_files or []:
+        if not os.path.isfile(path):
+            raise ReleaseError("%s does not exist: nothing to snapshot (remove it from rollback_config_files)" % path)
+        snap = _snapshot_file(app_root, release, path)
+        with open(path, "rb") as fh:
+            data = fh.read()
+        old = None
+        if os.path.isfile(snap):
+            with open(snap, "rb") as fh:
+                old = fh.read()
+        if old != data:
+            copies.append((path, snap))
+    record = {
+        "release": release,
+        "previous": previous,
+        "config_files": list(config_files or []),
+        "db_revision_before": db_revision,
+        "flags": list(flags or []),
+        "infra_ref": infra_ref,
+    }
+    old_record = read_record(app_root, release) or {}
+    record_changed = {k: old_record.get(k) for k in record} != record
+    result = {
+        "changed": bool(copies or record_changed),
+        "release": release,
+        "record": record,
+        "files": [c[0] for c in copies],
+    }
+    if check_mode or not result["changed"]:
+        return result
+    for path, snap in copies:
+        os.makedirs(os.path.dirname(snap), exist_ok=True)
+        shutil.copy2(path, snap + ".tmp")
+        os.replace(snap + ".tmp", snap)
+    record["recorded_at"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    rec_path = os.path.join(app_root, "snapshots", release, RECORD_FILE)
+    os.makedirs(os.path.dirname(rec_path), exist_ok=True)
+    with open(rec_path + ".tmp", "w", encoding="utf-8") as fh:
+        json.dump(record, fh, indent=2, sort_keys=True)
+    os.replace(rec_path + ".tmp", rec_path)
+    return result
 
 
 def config_changes(app_root, target, config_files):
