@@ -138,12 +138,12 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
         )
     record = next(iter(records.values()), None) if records else None
     db_section = manifest.get("database") or {}
-    if record and record.get("db_revision_before") and db_section.get("target_revision"):
-        if record["db_revision_before"] != db_section["target_revision"]:
-            risks.append(
-                "the deploy recorded database revision %s before it migrated, but the manifest targets %s"
-                % (record["db_revision_before"], db_section["target_revision"])
-            )
+    recorded_db = (record or {}).get("db_revision_before")
+    if recorded_db and db_section.get("target_revision") and recorded_db != db_section["target_revision"]:
+        risks.append(
+            "the deploy recorded database revision %s before it migrated, but the manifest targets %s"
+            % (recorded_db, db_section["target_revision"])
+        )
     if record and record.get("flags") and not manifest.get("flags"):
         risks.append(
             "the deploy recorded flags %s, but the manifest has no flags section: they stay as they are"
