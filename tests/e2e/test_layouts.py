@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -188,3 +190,25 @@ def test_a_rollback_is_refused_while_another_run_holds_the_host_lock(cli, make_f
     assert "locked by run 20261126T090000Z-other by bob" in proc.stdout + proc.stderr
     assert links(fleet) == before
     assert json.loads(lock.read_text())["run_id"] == "20261126T090000Z-other"
+
+
+def test_disagreement_approved_host_by_host_rolls_each_host_to_its_own_target(cli, make_fleet):
+    fleet = make_fleet([OLD, GOOD, BAD], hosts=2)
+    code_only(fleet, BAD)
+    # web2 never got the bad release: it still runs GOOD.
+    app = fleet.app_root("web2")
+    os.unlink(app / "current")
+    os.symlink(f"./releases/{GOOD}", app / "current")
+    subprocess.run(
+        [sys.executable, "-m", "release_rollback.demo_service", "restart", str(fleet.hosts["web2"])], check=True
+    )
+    set_host_vars(fleet, rollback_accept_disagreement=True)
+    proc = run(cli, fleet)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    plan = yaml.safe_load((cli.run_dirs()[-1] / "plan.yml").read_text())
+    assert plan["disagreement"] == {"web1": f"{BAD} -> {GOOD}", "web2": f"{GOOD} -> {GOOD}"}
+    assert any("each host is rolled back to its own target, as approved" in r for r in plan["risks"])
+    assert links(fleet) == {"web1": f"./releases/{GOOD}", "web2": f"./releases/{GOOD}"}
+    assert version_of(fleet, "web1") == GOOD and version_of(fleet, "web2") == GOOD
+    assert not (fleet.app_root("web2") / "releases" / GOOD / "ROLLED_BACK").exists()
+    assert not (fleet.app_root("web2") / "releases" / OLD / "ROLLED_BACK").exists()
