@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -212,3 +213,48 @@ def test_disagreement_approved_host_by_host_rolls_each_host_to_its_own_target(cl
     assert version_of(fleet, "web1") == GOOD and version_of(fleet, "web2") == GOOD
     assert not (fleet.app_root("web2") / "releases" / GOOD / "ROLLED_BACK").exists()
     assert not (fleet.app_root("web2") / "releases" / OLD / "ROLLED_BACK").exists()
+
+
+def test_a_second_concurrent_rollback_is_refused_by_the_lock_of_the_first(cli, make_fleet, tmp_path):
+    fleet = make_fleet([GOOD, BAD], hosts=2)
+    code_only(fleet, BAD)
+    go = tmp_path / "GO"
+    restart = " ".join([sys.executable, "-m", "release_rollback.demo_service", "restart", str(fleet.hosts["web1"])])
+    doc = yaml.safe_load(fleet.inventory.read_text())
+    # The first rollback's restart of web1 waits for the test: both hosts are switched and locked by then.
+    doc["all"]["children"]["app"]["hosts"]["web1"]["rollback_restart_command"] = [
+        "sh",
+        "-c",
+        f"while [ ! -e {go} ]; do sleep 0.1; done; exec {restart}",
+    ]
+    fleet.inventory.write_text(yaml.safe_dump(doc))
+    first = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "release-rollback"),
+            *("--runs-dir", str(cli.runs), "run", "-i", str(fleet.inventory), "-m", str(fleet.manifest)),
+            *("--approver", "alice", "--yes"),
+        ],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        locks = [fleet.app_root(h) / ".rollback.lock" for h in fleet.hosts]
+        deadline = time.monotonic() + 240
+        while not all(p.exists() for p in locks):
+            assert first.poll() is None, first.stdout.read()
+            assert time.monotonic() < deadline, "the first rollback never locked both hosts"
+            time.sleep(0.2)
+        holder = json.loads(locks[0].read_text())
+        second = run(cli, fleet)
+        assert second.returncode == 3, second.stdout + second.stderr
+        assert f"locked by run {holder['run_id']}" in second.stdout + second.stderr
+        assert json.loads(locks[0].read_text()) == holder
+    finally:
+        go.write_text("")
+        out, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, out
+    assert links(fleet) == {"web1": f"./releases/{GOOD}", "web2": f"./releases/{GOOD}"}
+    assert not any(p.exists() for p in locks)
