@@ -258,3 +258,27 @@ def test_a_second_concurrent_rollback_is_refused_by_the_lock_of_the_first(cli, m
     assert first.returncode == 0, out
     assert links(fleet) == {"web1": f"./releases/{GOOD}", "web2": f"./releases/{GOOD}"}
     assert not any(p.exists() for p in locks)
+
+
+def test_a_lock_taken_after_the_plan_blocks_every_host_before_any_changes(cli, make_fleet):
+    fleet = make_fleet([GOOD, BAD], hosts=2)
+    code_only(fleet, BAD)
+    proc = cli("plan", "-i", str(fleet.inventory), "-m", str(fleet.manifest))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (run_dir,) = cli.run_dirs()
+    assert cli("approve", str(run_dir / "plan.yml"), "--approver", "alice").returncode == 0
+    # Between the plan and the run, another rollback (or a deploy) takes web2's lock.
+    lock = fleet.app_root("web2") / ".rollback.lock"
+    other = {"run_id": "other-run", "operator": "bob", "time": "2026-11-26T09:00:00Z"}
+    lock.write_text(json.dumps(other))
+    before = links(fleet)
+    proc = cli("run", str(run_dir / "plan.yml"))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "web2" in proc.stdout and "locked by run other-run by bob" in proc.stdout
+    # No host was switched, web1's lock was taken and given back, web2's is still the other run's.
+    assert links(fleet) == before
+    assert not (fleet.app_root("web1") / ".rollback.lock").exists()
+    assert json.loads(lock.read_text()) == other
+    rep = json.loads((run_dir / "report.json").read_text())
+    assert rep["exit_state"] == "blocked"
+    assert next(s for s in rep["steps"] if s["stage"] == "code_config")["status"] == "blocked"

@@ -104,6 +104,19 @@ def batch_halt(hosts, stage, hostvars, max_fail_percentage=0):
     )
 
 
+def lock_refusals(hosts, hostvars):
+    """``host: why`` for every host whose lock another run holds (fact ``rollback_lock_refused``)."""
+    out = []
+    for host in hosts:
+        try:
+            why = hostvars[host].get("rollback_lock_refused")
+        except KeyError:
+            why = None
+        if why:
+            out.append("%s: %s" % (host, why))
+    return out
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -113,4 +126,5 @@ class FilterModule:
             "stage_gate": stage_gate,
             "stage_result": stage_result,
             "batch_halt": batch_halt,
+            "lock_refusals": lock_refusals,
         }
