@@ -79,3 +79,43 @@ def test_passwords_in_database_urls_are_redacted_in_the_plan(mu):
 def test_approver_names_must_be_one_line(mu, approver):
     with pytest.raises(ValueError):
         mu.plan.approval_record(build(mu), approver)
+
+
+def test_disagreement_approved_host_by_host_is_spelled_out_in_the_plan(mu):
+    mixed = {"web1": facts(), "web2": facts(live="1.9.0", previous="1.8.0")}
+    blocked = build(mu, host_facts=mixed)
+    assert any("web1: 2.0.0 -> 1.9.0; web2: 1.9.0 -> 1.8.0" in b for b in blocked["blockers"])
+    plan = build(mu, host_facts=mixed, accept_disagreement=True)
+    assert plan["blockers"] == []
+    # web2 never got the bad release 2.0.0: it stays where it is instead of going one further back.
+    assert plan["hosts"]["web2"]["target"] == "1.9.0" and plan["hosts"]["web1"]["target"] == "1.9.0"
+    assert plan["disagreement"] == {"web1": "2.0.0 -> 1.9.0", "web2": "1.9.0 -> 1.9.0"}
+    assert any("web1: 2.0.0 -> 1.9.0; web2: 1.9.0 -> 1.9.0" in r for r in plan["risks"])
+    # The approval covers it: the disagreement is part of the hashed content.
+    assert plan["hash"] != blocked["hash"]
+
+
+def test_a_host_locked_by_another_run_blocks_with_the_holder(mu):
+    locked = dict(facts(), lock_problem="/srv/shop/.rollback.lock is locked by run r0 by bob since T")
+    plan = build(mu, host_facts={"web1": facts(), "web2": locked})
+    assert any(b.startswith("host web2: /srv/shop/.rollback.lock is locked by run r0 by bob") for b in plan["blockers"])
+
+
+def test_the_plan_records_the_batches(mu):
+    plan = build(mu, serial=1, max_fail_percentage=0)
+    assert plan["serial"] == 1 and plan["max_fail_percentage"] == 0
+    assert "in batches of 1" in plan["steps"][0]["action"]
+
+
+def test_the_plan_says_where_the_target_came_from(mu):
+    recorded = dict(facts(), previous_source="deploy record", record={"previous": "1.9.0", "db_revision_before": "a0"})
+    discovered = dict(facts(), previous_source="discovered", record=None)
+    manifest = dict(
+        MANIFEST,
+        database={"tool": "alembic", "config": "/srv/shop/alembic.ini", "url": "sqlite:///x", "target_revision": "a1"},
+    )
+    plan = build(mu, manifest=manifest, host_facts={"web1": recorded, "web2": discovered})
+    assert plan["hosts"]["web1"]["target_source"] == "deploy record"
+    assert plan["hosts"]["web2"]["target_source"] == "discovered"
+    assert any("no deployment record of the live release on web2" in r for r in plan["risks"])
+    assert any("recorded database revision a0" in r and "targets a1" in r for r in plan["risks"])

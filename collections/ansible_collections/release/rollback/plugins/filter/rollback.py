@@ -83,6 +83,46 @@ def known_bad_releases(record_file, app=None):
     return _report.known_bad(record_file, app)
 
 
+def batch_halt(hosts, stage, hostvars, max_fail_percentage=0):
+    """Why the remaining batches of a rolling stage stop ('' when they go on).
+
+    Counts the hosts of earlier batches that published ``rollback_host_result_<stage>``; when the
+    failed ones exceed ``max_fail_percentage`` percent of them, the rest are not changed.
+    """
+    key = "rollback_host_result_" + stage
+    done, failed = [], []
+    for host in hosts:
+        try:
+            value = hostvars[host].get(key)
+        except KeyError:
+            value = None
+        if value:
+            done.append(host)
+            if value.get("status") == "failed":
+                failed.append(host)
+    if not failed or 100.0 * len(failed) / len(done) <= float(max_fail_percentage or 0):
+        return ""
+    return "an earlier batch failed on %s (%d of %d host(s) done, max_fail_percentage %s)" % (
+        ", ".join(sorted(failed)),
+        len(failed),
+        len(done),
+        max_fail_percentage,
+    )
+
+
+def lock_refusals(hosts, hostvars):
+    """``host: why`` for every host whose lock another run holds (fact ``rollback_lock_refused``)."""
+    out = []
+    for host in hosts:
+        try:
+            why = hostvars[host].get("rollback_lock_refused")
+        except KeyError:
+            why = None
+        if why:
+            out.append("%s: %s" % (host, why))
+    return out
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -93,4 +133,6 @@ class FilterModule:
             "stage_result": stage_result,
             "known_bad_releases": known_bad_releases,
             "approved_steps": _plan.approved_steps,
+            "batch_halt": batch_halt,
+            "lock_refusals": lock_refusals,
         }

@@ -42,6 +42,15 @@ def plan_hash(plan):
     return "sha256:" + hashlib.sha256(canonical(body).encode("utf-8")).hexdigest()
 
 
+def _version_key(name):
+    parts = re.split(r"(\d+)", str(name).lstrip("v"))
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts if p != ""]
+
+
+def _older(a, b):
+    return _version_key(a) < _version_key(b)
+
+
 def _scope(manifest, requested):
     available = ["feature_flags", "code_config", "database", "infrastructure", "validate"]
     if not manifest.get("flags"):
@@ -118,6 +127,9 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
     lives, targets = set(), set()
     wanted_target = options.get("target") or manifest.get("previous_version")
     known_bad = dict(options.get("known_bad") or {})
+    bad = manifest.get("version")
+    accept_mixed = bool(options.get("accept_disagreement"))
+    records, no_record = {}, []
     for host in sorted(host_facts or {}):
         facts = host_facts[host] or {}
         if facts.get("failed") or facts.get("unreachable"):
@@ -126,6 +138,8 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
             continue
         live = facts.get("live")
         target = _previous_not_known_bad(facts, known_bad, host, risks)
+        if facts.get("lock_problem"):
+            blockers.append("host %s: %s" % (host, facts["lock_problem"]))
         if wanted_target and wanted_target in known_bad:
             why = (
                 "target release %s is recorded as rolled back (known-bad) by run %s: pick another release, or "
@@ -140,15 +154,15 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
                     "target release %s is not on host %s (it has: %s)"
                     % (wanted_target, host, ", ".join(facts.get("releases") or []) or "none")
                 )
+        elif accept_mixed and bad and live and live != bad and _older(live, bad):
+            target = live  # this host never got the bad release: leave it where it is
         elif target is None:
             blockers.append(
                 "host %s has no previous release before %s: find the last known-good release in the release "
                 "history or tags and pass it with --target, or start from the emergency plan template" % (host, live)
             )
-        if manifest.get("version") and live and live != manifest["version"]:
-            blockers.append(
-                "host %s runs release %s, not the manifest's release %s" % (host, live, manifest["version"])
-            )
+        if bad and live and live != bad and not accept_mixed:
+            blockers.append("host %s runs release %s, not the manifest's release %s" % (host, live, bad))
         hosts[host] = {
             "live": live,
             "target": target,
@@ -156,18 +170,62 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
             "link_style": facts.get("link_style"),
             "app_root": facts.get("app_root"),
         }
+        if facts.get("skipped"):
+            hosts[host]["skipped"] = facts["skipped"]
+        if "previous_source" in facts:
+            hosts[host]["target_source"] = "--target" if wanted_target else facts["previous_source"]
+            if facts.get("record"):
+                records[host] = facts["record"]
+            else:
+                no_record.append(host)
         lives.add(live)
         targets.add(target)
     if not host_facts:
         blockers.append("no application hosts were found: put them in the inventory group 'app'")
+    if no_record:
+        risks.append(
+            "no deployment record of the live release on %s: the previous release was discovered from the "
+            "hosts (run the snapshot role at deploy time to record it)" % ", ".join(no_record)
+        )
+    record = next(iter(records.values()), None) if records else None
+    db_section = manifest.get("database") or {}
+    recorded_db = (record or {}).get("db_revision_before")
+    if recorded_db and db_section.get("target_revision") and recorded_db != db_section["target_revision"]:
+        risks.append(
+            "the deploy recorded database revision %s before it migrated, but the manifest targets %s"
+            % (recorded_db, db_section["target_revision"])
+        )
+    if record and record.get("flags") and not manifest.get("flags"):
+        risks.append(
+            "the deploy recorded flags %s, but the manifest has no flags section: they stay as they are"
+            % ", ".join(record["flags"])
+        )
     lives.discard(None)
     targets.discard(None)
-    if len(lives) > 1:
-        blockers.append("hosts disagree on the live release (%s): see the per-host table" % ", ".join(sorted(lives)))
-    if len(targets) > 1:
-        blockers.append("hosts disagree on the previous release (%s): pass --target" % ", ".join(sorted(targets)))
+    disagreement = None
+    if len(lives) > 1 or len(targets) > 1:
+        disagreement = {h: "%s -> %s" % (v["live"], v["target"]) for h, v in hosts.items()}
+        spelled = "; ".join("%s: %s" % hv for hv in sorted(disagreement.items()))
+        if accept_mixed:
+            risks.append(
+                "hosts disagree and each host is rolled back to its own target, as approved: %s" % spelled
+            )
+        else:
+            if len(lives) > 1:
+                blockers.append(
+                    "hosts disagree on the live release (%s): %s; to go ahead host by host, plan again with "
+                    "rollback_accept_disagreement: true and approve the plan that spells it out"
+                    % (", ".join(sorted(lives, key=_version_key)), spelled)
+                )
+            if len(targets) > 1:
+                blockers.append(
+                    "hosts disagree on the previous release (%s): pass --target"
+                    % ", ".join(sorted(targets, key=_version_key))
+                )
     from_version = manifest.get("version") or (sorted(lives)[0] if len(lives) == 1 else None)
     to_version = sorted(targets)[0] if len(targets) == 1 else wanted_target
+    if to_version is None and targets:
+        to_version = sorted(targets, key=_version_key)[0]
 
     try:
         scope = _scope(manifest, options.get("scope"))
@@ -198,7 +256,14 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
             {
                 "stage": "code_config",
                 "action": "switch current from %s to %s on %d host(s) atomically, restore configuration, restart, "
-                "verify health and version" % (from_version, to_version, len(hosts)),
+                "verify health and version, in batches of %s (stop when more than %s%% of the hosts done fail)"
+                % (
+                    from_version,
+                    to_version,
+                    len(hosts),
+                    options.get("serial") or "100%",
+                    int(options.get("max_fail_percentage") or 0),
+                ),
                 "hosts": sorted(hosts),
             }
         )
@@ -268,6 +333,10 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
         "(same mechanism as the deploy), in the order of the rollback procedure",
         "scope": scope,
         "hosts": hosts,
+        "disagreement": disagreement,
+        "deploy_record": record,
+        "serial": options.get("serial") or "100%",
+        "max_fail_percentage": int(options.get("max_fail_percentage") or 0),
         "flags": manifest.get("flags"),
         "database": db_plan,
         "infrastructure": manifest.get("infrastructure"),

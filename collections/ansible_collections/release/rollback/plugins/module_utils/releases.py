@@ -20,11 +20,16 @@ import json
 import os
 import re
 import shutil
+import socket
 from datetime import datetime, timezone
 
 UNFINISHED_MARK = "DEPLOY_UNFINISHED"  # the convention of Ansible's deploy_helper
 ROLLED_BACK_MARK = "ROLLED_BACK"  # written by a rollback into the release it rolled back
 BAD_MARK = "KNOWN_BAD"
+LAYOUTS = ("ansistrano", "capistrano", "versions")
+LOCK_FILE = ".rollback.lock"  # <app_root>/.rollback.lock: held by one rollback (or a deploy) at a time
+REVISIONS_LOG = "revisions.log"  # Capistrano's deploy history in <app_root>
+STALE_LOCK_SECONDS = 3600
 _VERSIONISH = re.compile(r"^v?\d+(\.\d+)*([-+._][0-9A-Za-z.]+)?$")
 _TIMESTAMP = re.compile(r"^\d{14}Z?$")
 
@@ -40,14 +45,27 @@ def sort_key(name):
 
 
 def detect_layout(app_root, link):
+    """The deploy tool's layout, from the link and the files the tool leaves behind.
+
+    Capistrano writes ``revisions.log`` and an absolute link to ``releases/<YYYYMMDDHHMMSS>``;
+    ansistrano a relative ``./releases/<YYYYMMDDHHMMSSZ>``; anything named like ``1.4.2`` is a
+    version-named layout.
+    """
+    name = os.path.basename(link.rstrip("/"))
+    if os.path.isfile(os.path.join(app_root, REVISIONS_LOG)):
+        return "capistrano"
+    if _VERSIONISH.match(name) and not _TIMESTAMP.match(name):
+        return "versions"
     if os.path.isabs(link):
         return "capistrano"
-    name = os.path.basename(link.rstrip("/"))
-    if _TIMESTAMP.match(name):
-        return "ansistrano"
-    if _VERSIONISH.match(name):
-        return "versions"
     return "ansistrano"
+
+
+def _is_release_name(name, layout):
+    """Whether ``name`` is a release of ``layout`` (a versions layout ignores other directories)."""
+    if layout == "versions":
+        return bool(_VERSIONISH.match(name))
+    return True
 
 
 def _marks(release_dir):
@@ -58,11 +76,85 @@ def _marks(release_dir):
     return marks
 
 
-def discover(app_root, layout="auto", releases_dir="releases", current="current"):
+def read_lock(app_root, now=None, stale_after=STALE_LOCK_SECONDS):
+    """The lock held on ``app_root`` (its holder, and whether it looks stale), or None."""
+    path = os.path.join(app_root, LOCK_FILE)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read(4096)
+    except FileNotFoundError:
+        return None
+    try:
+        holder = json.loads(text)
+        if not isinstance(holder, dict):
+            raise ValueError
+    except ValueError:
+        holder = {"raw": text.strip()[:200]}
+    now = now if now is not None else datetime.now(timezone.utc).timestamp()
+    age = now - os.path.getmtime(path)
+    return dict(holder, path=path, age_seconds=int(age), stale=age > stale_after)
+
+
+def lock_problem(lock, run_id=None):
+    """None when ``lock`` does not stop run ``run_id``; otherwise one sentence naming the holder."""
+    if not lock or (run_id and lock.get("run_id") == run_id):
+        return None
+    who = "run %s by %s since %s" % (lock.get("run_id"), lock.get("operator"), lock.get("time"))
+    if "raw" in lock:
+        who = "an unknown holder (%s)" % lock["raw"]
+    if lock.get("stale"):
+        return (
+            "%s holds a stale lock (%s, %ds old): make sure that run is over, then remove the lock file "
+            "or set rollback_break_stale_lock" % (lock["path"], who, lock["age_seconds"])
+        )
+    return "%s is locked by %s: another rollback or deploy is working on this application" % (lock["path"], who)
+
+
+def acquire_lock(app_root, run_id, operator=None, break_stale=False):
+    """Take ``<app_root>/.rollback.lock`` for ``run_id`` (re-entrant for the same run).
+
+    Raises ReleaseError naming the holder when another run holds it.
+    """
+    lock = read_lock(app_root)
+    if lock and lock.get("run_id") == run_id:
+        return False
+    if lock and lock.get("stale") and break_stale:
+        os.unlink(lock["path"])
+        lock = None
+    problem = lock_problem(lock, run_id)
+    if problem:
+        raise ReleaseError(problem)
+    holder = {
+        "run_id": run_id,
+        "operator": operator,
+        "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "host": socket.gethostname(),
+    }
+    try:
+        fd = os.open(os.path.join(app_root, LOCK_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise ReleaseError(lock_problem(read_lock(app_root), run_id) or "the lock was taken meanwhile") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(holder, fh)
+    return True
+
+
+def release_lock(app_root, run_id):
+    """Remove the lock if ``run_id`` holds it; returns whether it did."""
+    lock = read_lock(app_root)
+    if lock and lock.get("run_id") == run_id:
+        os.unlink(lock["path"])
+        return True
+    return False
+
+
+def discover(app_root, layout="auto", releases_dir="releases", current="current", run_id=None):
     """Everything a rollback needs to know about one host's releases, in one pass."""
     app_root = os.path.abspath(app_root)
     current_path = os.path.join(app_root, current)
     rel_root = os.path.join(app_root, releases_dir)
+    if layout not in (None, "", "auto") and layout not in LAYOUTS:
+        raise ReleaseError("unknown layout %r: choose auto, %s" % (layout, ", ".join(LAYOUTS)))
     if not os.path.isdir(rel_root):
         raise ReleaseError(
             "%s has no %s/ directory: set rollback_app_root to the deploy_to path" % (app_root, releases_dir)
@@ -76,9 +168,17 @@ def discover(app_root, layout="auto", releases_dir="releases", current="current"
         raise ReleaseError("%s points to %s, which is not under %s" % (current_path, link, rel_root))
     if not os.path.isdir(target_dir):
         raise ReleaseError("%s points to %s, which does not exist" % (current_path, link))
-    names = sorted((n for n in os.listdir(rel_root) if os.path.isdir(os.path.join(rel_root, n))), key=sort_key)
+    detected = detect_layout(app_root, link)
     if layout in (None, "", "auto"):
-        layout = detect_layout(app_root, link)
+        layout = detected
+    names = sorted(
+        (
+            n
+            for n in os.listdir(rel_root)
+            if os.path.isdir(os.path.join(rel_root, n)) and (n == live or _is_release_name(n, layout))
+        ),
+        key=sort_key,
+    )
     marks = {n: _marks(os.path.join(rel_root, n)) for n in names}
     older = [n for n in names if sort_key(n) < sort_key(live)]
     candidates = [n for n in older if not marks[n]]
@@ -88,9 +188,16 @@ def discover(app_root, layout="auto", releases_dir="releases", current="current"
     if os.path.isfile(rev_file):
         with open(rev_file, encoding="utf-8", errors="replace") as fh:
             revision = fh.read(200).strip()
+    lock = read_lock(app_root)
+    record = read_record(app_root, live)
+    previous_source = "discovered"
+    recorded = (record or {}).get("previous")
+    if recorded and recorded in older and not marks[recorded]:
+        previous, previous_source = recorded, "deploy record"
     return {
         "app_root": app_root,
         "layout": layout,
+        "detected_layout": detected,
         "link": link,
         "link_style": "absolute" if os.path.isabs(link) else "relative",
         "live": live,
@@ -99,6 +206,10 @@ def discover(app_root, layout="auto", releases_dir="releases", current="current"
         "marks": {n: m for n, m in marks.items() if m},
         "skipped": [n for n in older if marks[n]],
         "previous": previous,
+        "previous_source": previous_source,
+        "record": record,
+        "lock": lock,
+        "lock_problem": lock_problem(lock, run_id),
     }
 
 
@@ -117,6 +228,90 @@ def _atomic_symlink(link_text, path):
 
 def _snapshot_file(app_root, version, path):
     return os.path.join(app_root, "snapshots", version, "files", path.lstrip("/"))
+
+
+RECORD_FILE = "record.json"  # <app_root>/snapshots/<release>/record.json, written at deploy time
+
+
+def read_record(app_root, release):
+    """The deployment record of ``release`` (what its deploy wrote for a later rollback), or None."""
+    path = os.path.join(app_root, "snapshots", release, RECORD_FILE)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            record = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def take_snapshot(
+    app_root,
+    release=None,
+    config_files=None,
+    db_revision=None,
+    flags=None,
+    infra_ref=None,
+    previous=None,
+    releases_dir="releases",
+    current="current",
+    check_mode=False,
+):
+    """Record, at deploy time, what a later rollback of (or to) ``release`` needs.
+
+    Copies the configuration files kept outside the release to ``snapshots/<release>/files/<path>``
+    and writes ``snapshots/<release>/record.json``: the release it replaced, the database revision
+    before the deploy, the flags it introduced, the infrastructure reference. ``release`` defaults
+    to the live one; ``previous`` to the release live before it (the newest older unmarked one).
+    """
+    info = discover(app_root, releases_dir=releases_dir, current=current)
+    app_root = info["app_root"]
+    release = release or info["live"]
+    if release not in info["releases"]:
+        raise ReleaseError("release %s is not on this host (it has: %s)" % (release, ", ".join(info["releases"])))
+    if previous is None and release == info["live"]:
+        previous = info["previous"]
+    copies = []
+    for path in config_files or []:
+        if not os.path.isfile(path):
+            raise ReleaseError("%s does not exist: nothing to snapshot (remove it from rollback_config_files)" % path)
+        snap = _snapshot_file(app_root, release, path)
+        with open(path, "rb") as fh:
+            data = fh.read()
+        old = None
+        if os.path.isfile(snap):
+            with open(snap, "rb") as fh:
+                old = fh.read()
+        if old != data:
+            copies.append((path, snap))
+    record = {
+        "release": release,
+        "previous": previous,
+        "config_files": list(config_files or []),
+        "db_revision_before": db_revision,
+        "flags": list(flags or []),
+        "infra_ref": infra_ref,
+    }
+    old_record = read_record(app_root, release) or {}
+    record_changed = {k: old_record.get(k) for k in record} != record
+    result = {
+        "changed": bool(copies or record_changed),
+        "release": release,
+        "record": record,
+        "files": [c[0] for c in copies],
+    }
+    if check_mode or not result["changed"]:
+        return result
+    for path, snap in copies:
+        os.makedirs(os.path.dirname(snap), exist_ok=True)
+        shutil.copy2(path, snap + ".tmp")
+        os.replace(snap + ".tmp", snap)
+    record["recorded_at"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    rec_path = os.path.join(app_root, "snapshots", release, RECORD_FILE)
+    os.makedirs(os.path.dirname(rec_path), exist_ok=True)
+    with open(rec_path + ".tmp", "w", encoding="utf-8") as fh:
+        json.dump(record, fh, indent=2, sort_keys=True)
+    os.replace(rec_path + ".tmp", rec_path)
+    return result
 
 
 def config_changes(app_root, target, config_files):
@@ -149,17 +344,27 @@ def switch(
     releases_dir="releases",
     current="current",
     check_mode=False,
+    layout="auto",
+    user=None,
+    remove_rolled_back=False,
+    lock=False,
+    break_stale_lock=False,
 ):
     """Point ``current`` at ``target`` atomically, restore configuration, mark the rolled-back release.
 
-    Idempotent: a host already on ``target`` with its configuration restored changes nothing.
+    Capistrano layouts get ``<user> rolled back to release <target>`` appended to ``revisions.log``.
+    With ``lock`` the host's lock file is taken for ``run_id`` first (and kept: the caller releases it
+    when the host is verified). Idempotent: a host already on ``target`` with its configuration
+    restored changes nothing.
     """
-    info = discover(app_root, releases_dir=releases_dir, current=current)
+    info = discover(app_root, layout=layout, releases_dir=releases_dir, current=current, run_id=run_id)
     app_root = info["app_root"]
     if target not in info["releases"]:
         raise ReleaseError("release %s is not on this host (it has: %s)" % (target, ", ".join(info["releases"])))
     if os.path.exists(os.path.join(app_root, releases_dir, target, UNFINISHED_MARK)):
         raise ReleaseError("release %s is marked %s: it never finished deploying" % (target, UNFINISHED_MARK))
+    if info["lock_problem"] and not (break_stale_lock and info["lock"].get("stale")):
+        raise ReleaseError(info["lock_problem"])
     changes = config_changes(app_root, target, config_files)
     from_release = info["live"]
     switched = from_release != target
@@ -167,8 +372,12 @@ def switch(
         "changed": bool(switched or changes),
         "from": from_release,
         "to": target,
+        "layout": info["layout"],
         "link_style": info["link_style"],
         "config_restored": [c["path"] for c in changes],
+        "removed": from_release if switched and remove_rolled_back else None,
+        "revisions_log": None,
+        "locked": False,
         "diff": [
             {
                 "before_header": "%s (live)" % c["path"],
@@ -179,8 +388,20 @@ def switch(
             for c in changes
         ],
     }
+    if switched:
+        result["diff"].insert(
+            0,
+            {
+                "before_header": os.path.join(app_root, current),
+                "after_header": os.path.join(app_root, current),
+                "before": "-> %s\n" % info["link"],
+                "after": "-> %s\n" % _link_text(info["link"], target),
+            },
+        )
     if check_mode:
         return result
+    if lock:
+        result["locked"] = acquire_lock(app_root, run_id, operator=user, break_stale=break_stale_lock)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     for c in changes:
         if c["before"] is not None:
@@ -189,9 +410,16 @@ def switch(
         shutil.copy2(c["snapshot"], tmp)
         os.replace(tmp, c["path"])
     if switched:
-        mark = os.path.join(app_root, releases_dir, from_release, ROLLED_BACK_MARK)
-        with open(mark, "w", encoding="utf-8") as fh:
-            json.dump({"rolled_back_at": now, "run_id": run_id, "to": target, "reason": reason}, fh)
+        rolled_back_dir = os.path.join(app_root, releases_dir, from_release)
+        with open(os.path.join(rolled_back_dir, ROLLED_BACK_MARK), "w", encoding="utf-8") as fh:
+            json.dump({"rolled_back_at": now, "run_id": run_id, "to": target, "reason": reason, "by": user}, fh)
         _atomic_symlink(_link_text(info["link"], target), os.path.join(app_root, current))
+        if info["layout"] == "capistrano":
+            line = "%s rolled back to release %s" % (user or "unknown", target)
+            with open(os.path.join(app_root, REVISIONS_LOG), "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+            result["revisions_log"] = line
+        if remove_rolled_back:
+            shutil.rmtree(rolled_back_dir)
     result["link"] = os.readlink(os.path.join(app_root, current))
     return result

@@ -21,12 +21,32 @@ options:
     type: bool
     default: false
   manager:
-    description: How the application is restarted. C(command) runs O(restart_command); C(none) does not restart.
+    description:
+      - How the application is restarted.
+      - C(systemd) runs C(systemctl restart <service>); C(supervisor) runs
+        C(supervisorctl [-c <supervisor_config>] restart <service>) and fails unless the program ends RUNNING;
+        C(command) runs O(restart_command), or O(stop_command) then O(start_command); C(none) does not restart.
     type: str
-    choices: [command, none]
+    choices: [command, systemd, supervisor, none]
     default: command
+  service:
+    description: The unit (systemd) or program (supervisor) name.
+    type: str
+  supervisor_config:
+    description: The supervisord configuration file C(supervisorctl) reads (its default search path otherwise).
+    type: path
+  supervisorctl:
+    description: The C(supervisorctl) executable.
+    type: path
+    default: supervisorctl
   restart_command:
     description: The restart command, a list or a string split like a shell would (no shell runs it).
+    type: raw
+  stop_command:
+    description: With O(manager=command) and no O(restart_command), the command that stops the application.
+    type: raw
+  start_command:
+    description: With O(manager=command) and no O(restart_command), the command that starts it again.
     type: raw
   only_if_unhealthy:
     description: With O(restart=true), check once first and restart only when the check fails (idempotent re-runs).
@@ -40,6 +60,14 @@ options:
     type: str
   expect_version:
     description: The version the application must report.
+    type: str
+  app_root:
+    description:
+      - With O(release) and no O(version_url), check that C(<app_root>/current/REVISION) equals
+        C(<app_root>/releases/<release>/REVISION) (the deployed revision is the target's).
+    type: path
+  release:
+    description: The release whose C(REVISION) the live one must equal.
     type: str
   retries:
     description: How many times to poll before failing.
@@ -87,6 +115,7 @@ attempts:
 """
 
 import json
+import os
 import shlex
 import time
 
@@ -132,6 +161,14 @@ def verify(p):
     return False, health, version, attempts
 
 
+def _revision(app_root, rel):
+    try:
+        with open(os.path.join(app_root, rel, "REVISION"), encoding="utf-8", errors="replace") as fh:
+            return fh.read(200).strip()
+    except OSError:
+        return None
+
+
 def _argv(value):
     """A command given as a list, or as a string split the way a shell would (no shell runs it)."""
     if value is None or isinstance(value, list):
@@ -139,43 +176,84 @@ def _argv(value):
     return shlex.split(str(value))
 
 
+def _restart_commands(p):
+    """The argument lists that restart the application with its manager, in order."""
+    manager = p["manager"]
+    if manager == "systemd":
+        return [["systemctl", "restart", p["service"]]]
+    if manager == "supervisor":
+        ctl = [p["supervisorctl"]] + (["-c", p["supervisor_config"]] if p["supervisor_config"] else [])
+        return [ctl + ["restart", p["service"]]]
+    if manager == "command":
+        if p["restart_command"]:
+            return [_argv(p["restart_command"])]
+        return [_argv(p["stop_command"]), _argv(p["start_command"])]
+    return []
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             restart=dict(type="bool", default=False),
-            manager=dict(type="str", default="command", choices=["command", "none"]),
+            manager=dict(type="str", default="command", choices=["command", "systemd", "supervisor", "none"]),
+            service=dict(type="str"),
+            supervisor_config=dict(type="path"),
+            supervisorctl=dict(type="path", default="supervisorctl"),
             restart_command=dict(type="raw"),
+            stop_command=dict(type="raw"),
+            start_command=dict(type="raw"),
             only_if_unhealthy=dict(type="bool", default=False),
             health_url=dict(type="str"),
             version_url=dict(type="str"),
             expect_version=dict(type="str"),
+            app_root=dict(type="path"),
+            release=dict(type="str"),
             retries=dict(type="int", default=20),
             delay=dict(type="float", default=0.5),
             timeout=dict(type="float", default=5),
         ),
-        required_if=[("manager", "command", ("restart_command",), True)],
+        required_if=[
+            ("manager", "systemd", ("service",)),
+            ("manager", "supervisor", ("service",)),
+        ],
         supports_check_mode=True,
     )
     p = module.params
+    if (
+        p["restart"]
+        and p["manager"] == "command"
+        and not p["restart_command"]
+        and not (p["stop_command"] and p["start_command"])
+    ):
+        module.fail_json(msg="manager command needs restart_command, or stop_command and start_command")
     restarted = False
-    needed = p["restart"] and p["manager"] == "command" and bool(p["restart_command"])
+    needed = p["restart"] and p["manager"] != "none"
     if needed and p["only_if_unhealthy"]:
         needed = not verify(dict(p, retries=1, delay=0))[0]
     if needed:
         if module.check_mode:
             module.exit_json(changed=True, restarted=False, health=None, version=None, attempts=0)
-        rc, out, err = module.run_command(_argv(p["restart_command"]))
-        if rc != 0:
-            module.fail_json(
-                msg="the restart command failed with exit code %d: %s" % (rc, (err or out).strip()[-500:]),
-                restarted=False,
-                health=None,
-                version=None,
-                attempts=0,
-            )
+        for argv in _restart_commands(p):
+            rc, out, err = module.run_command(argv)
+            # supervisorctl exits 0 on some failures (older versions): its output says ERROR then.
+            if rc != 0 or (p["manager"] == "supervisor" and "ERROR" in (out + err)):
+                module.fail_json(
+                    msg="%s failed with exit code %d: %s" % (" ".join(argv), rc, (err or out).strip()[-500:]),
+                    restarted=False,
+                    health=None,
+                    version=None,
+                    attempts=0,
+                )
         restarted = True
     ok, health, version, attempts = verify(p)
     result = dict(changed=restarted, restarted=restarted, health=health, version=version, attempts=attempts)
+    if ok and not p["version_url"] and p["app_root"] and p["release"]:
+        live, wanted = _revision(p["app_root"], "current"), _revision(p["app_root"], "releases/" + p["release"])
+        result["revision"] = live
+        if live != wanted:
+            module.fail_json(
+                msg="current/REVISION is %s, but release %s has REVISION %s" % (live, p["release"], wanted), **result
+            )
     if not ok:
         if p["expect_version"] and version is not None and version != p["expect_version"]:
             why = "reports version %s, expected %s" % (version, p["expect_version"])

@@ -33,6 +33,9 @@ options:
     description: Name of the live release link under O(app_root).
     type: str
     default: current
+  run_id:
+    description: The rollback run asking; a lock held by this run does not count as a problem.
+    type: str
 author:
   - release-rollback contributors
 """
@@ -80,6 +83,18 @@ marks:
   description: Release name to the marks found in it.
   returned: success
   type: dict
+detected_layout:
+  description: The layout the files on the host look like (also when O(layout) forces one).
+  returned: success
+  type: str
+lock:
+  description: The holder of C(<app_root>/.rollback.lock) (run_id, operator, time, host, age_seconds, stale), or null.
+  returned: success
+  type: dict
+lock_problem:
+  description: One sentence naming the lock's holder when another run holds it, or null.
+  returned: success
+  type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -93,12 +108,19 @@ def main():
             layout=dict(type="str", default="auto", choices=["auto", "ansistrano", "capistrano", "versions"]),
             releases_dir=dict(type="str", default="releases"),
             current_dir=dict(type="str", default="current"),
+            run_id=dict(type="str"),
         ),
         supports_check_mode=True,
     )
     p = module.params
     try:
-        info = discover(p["app_root"], layout=p["layout"], releases_dir=p["releases_dir"], current=p["current_dir"])
+        info = discover(
+            p["app_root"],
+            layout=p["layout"],
+            releases_dir=p["releases_dir"],
+            current=p["current_dir"],
+            run_id=p["run_id"],
+        )
     except (ReleaseError, OSError) as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=False, **info)

@@ -16,7 +16,11 @@ description:
   - Restores the configuration files kept outside the release from the target release's snapshot
     (C(<app_root>/snapshots/<release>/files/<absolute path>)), keeping the current file aside as
     C(<path>.rolled-back-<release>).
-  - Marks the rolled-back release C(ROLLED_BACK) (kept, not deleted) so that later rollbacks skip it.
+  - Marks the rolled-back release C(ROLLED_BACK) (kept, not deleted, unless O(remove_rolled_back)) so that
+    later rollbacks skip it.
+  - On a Capistrano layout appends C(<user> rolled back to release <target>) to C(<app_root>/revisions.log).
+  - With O(lock) takes the host's lock file C(<app_root>/.rollback.lock) for O(run_id) before changing
+    anything, and keeps it (release it with M(release.rollback.release_lock) once the host is verified).
   - Idempotent; supports check mode and diff mode. One round trip per host.
 options:
   app_root:
@@ -46,6 +50,26 @@ options:
     description: Name of the live release link under O(app_root).
     type: str
     default: current
+  layout:
+    description: Force the layout instead of detecting it (C(capistrano) writes C(revisions.log)).
+    type: str
+    choices: [auto, ansistrano, capistrano, versions]
+    default: auto
+  user:
+    description: Who rolls back, written into the mark, the lock and Capistrano's C(revisions.log).
+    type: str
+  remove_rolled_back:
+    description: Delete the rolled-back release instead of keeping it marked (ansistrano's behaviour).
+    type: bool
+    default: false
+  lock:
+    description: Take C(<app_root>/.rollback.lock) for O(run_id) first; refuse when another run holds it.
+    type: bool
+    default: false
+  break_stale_lock:
+    description: Replace a lock older than an hour held by another run (its holder is reported).
+    type: bool
+    default: false
 author:
   - release-rollback contributors
 """
@@ -76,6 +100,18 @@ config_restored:
   returned: success
   type: list
   elements: str
+revisions_log:
+  description: The line appended to Capistrano's C(revisions.log), or null.
+  returned: success
+  type: str
+removed:
+  description: The rolled-back release that was deleted, or null.
+  returned: success
+  type: str
+locked:
+  description: Whether this call took the host's lock.
+  returned: success
+  type: bool
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -92,6 +128,11 @@ def main():
             reason=dict(type="str"),
             releases_dir=dict(type="str", default="releases"),
             current_dir=dict(type="str", default="current"),
+            layout=dict(type="str", default="auto", choices=["auto", "ansistrano", "capistrano", "versions"]),
+            user=dict(type="str"),
+            remove_rolled_back=dict(type="bool", default=False),
+            lock=dict(type="bool", default=False),
+            break_stale_lock=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -106,6 +147,11 @@ def main():
             releases_dir=p["releases_dir"],
             current=p["current_dir"],
             check_mode=module.check_mode,
+            layout=p["layout"],
+            user=p["user"],
+            remove_rolled_back=p["remove_rolled_back"],
+            lock=p["lock"],
+            break_stale_lock=p["break_stale_lock"],
         )
     except (ReleaseError, OSError) as exc:
         module.fail_json(msg=str(exc))
