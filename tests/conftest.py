@@ -49,6 +49,12 @@ def need(condition: bool, what: str) -> None:
     pytest.skip(f"{what} is missing (allowed off CI only)")
 
 
+@pytest.fixture(name="need")
+def need_fixture():
+    """``need(condition, what)`` for tests: fail under CI, skip loudly elsewhere."""
+    return need
+
+
 def pytest_terminal_summary(terminalreporter):
     if _SKIPPED:
         terminalreporter.section("SKIPPED FOR MISSING SERVICES (these would fail under CI=true)", red=True)

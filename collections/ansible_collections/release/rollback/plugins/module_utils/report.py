@@ -71,6 +71,7 @@ def build(plan, approval, results, run_id=None, aborted=False, abort_reason=None
         "database": (results.get("database") or {}).get("database"),
         "infrastructure": (results.get("infrastructure") or {}).get("infrastructure"),
         "validation": validation,
+        "checks": (results.get("validate") or {}).get("checks"),
         "known_limitations": limitations,
         "next_steps": _next_steps(state, results),
         "release_record": {
@@ -153,22 +154,80 @@ def render_markdown(rep):
             "- from revision %s to %s (now %s)" % (db.get("from_revision"), db.get("to_revision"), db.get("current")),
         ]
     if rep.get("infrastructure"):
-        inf = rep["infrastructure"]
-        lines += [
-            "",
-            "## Infrastructure",
-            "",
-            "- %s restored from %s" % (inf.get("path"), inf.get("snapshot")),
-        ]
+        lines += ["", "## Infrastructure", ""] + _infrastructure_lines(rep["infrastructure"])
     if rep.get("validation"):
         lines += ["", "## Validation", "", "| host | status | detail |", "|---|---|---|"]
         for host, res in sorted(rep["validation"].items()):
             lines.append("| %s | %s | %s |" % (host, res.get("status"), res.get("msg") or ""))
+    if rep.get("checks"):
+        lines += ["", "## Validation checks", ""] + _checks_lines(rep["checks"])
     lines += ["", "## Known limitations", ""]
     lines += ["- %s" % item for item in rep.get("known_limitations") or []] or ["- none"]
     lines += ["", "## Next steps", ""]
     lines += ["- %s" % item for item in rep.get("next_steps") or []]
     return "\n".join(lines) + "\n"
+
+
+def _cell(value):
+    return str("" if value is None else value).replace("|", "\\|").replace("\n", " ")
+
+
+def _infrastructure_lines(inf):
+    kind = inf.get("kind") or "config_file"
+    lines = []
+    if kind == "terraform":
+        summary = inf.get("plan_summary") or {}
+        lines.append(
+            "- %s plan of %s: %s to add, %s to change, %s to destroy; %s"
+            % (
+                "terraform" if not inf.get("version") else "terraform/tofu %s" % inf["version"],
+                inf.get("path"),
+                summary.get("add", 0),
+                summary.get("change", 0),
+                summary.get("destroy", 0),
+                "applied" if inf.get("restored") else "not applied",
+            )
+        )
+        for res in summary.get("resources") or []:
+            lines.append("  - `%s`: %s" % (res.get("address"), ", ".join(res.get("actions") or [])))
+    elif kind == "tasks":
+        lines.append("- revert tasks %s %s" % (inf.get("path"), "ran" if inf.get("restored") else "did not finish"))
+    elif inf.get("restored"):
+        lines.append("- %s restored from %s" % (inf.get("path"), inf.get("snapshot")))
+    else:
+        lines.append("- %s not restored" % inf.get("path"))
+    validation = inf.get("validation") or {}
+    if validation.get("mode") and validation["mode"] != "none":
+        lines.append(
+            "- validated %s before it was applied: %s"
+            % (validation["mode"].replace("_", " "), "passed" if validation.get("rc") == 0 else "failed")
+        )
+    verified = inf.get("verified") or {}
+    if verified.get("url"):
+        lines.append(
+            "- verified through %s: HTTP %s after %s attempt(s)"
+            % (verified["url"], verified.get("status"), verified.get("attempts"))
+        )
+    if inf.get("error"):
+        lines.append("- error: %s" % inf["error"])
+    return lines
+
+
+def _checks_lines(checks):
+    lines = ["| check | kind | value | threshold | result | time |", "|---|---|---|---|---|---|"]
+    for check in checks:
+        lines.append(
+            "| %s | %s | %s | %s | %s | %s |"
+            % (
+                _cell(check.get("name")),
+                _cell(check.get("kind")),
+                _cell(check.get("value")),
+                _cell(check.get("threshold")),
+                "pass" if check.get("ok") else "FAIL: %s" % _cell(check.get("msg")),
+                _cell(check.get("time")),
+            )
+        )
+    return lines
 
 
 def _flag_word(state):

@@ -227,6 +227,14 @@ def aggregate(name, host_results, expected_hosts, unreachable=None, extra=None):
             ", ".join(bad),
             "; ".join(sorted({str(hosts[h].get("msg", status)) for h in bad})),
         )
+    failed_checks = [c for c in (extra or {}).get("checks") or [] if not c.get("ok")]
+    if failed_checks:
+        # Service-level checks (smoke, monitoring, alerts) fail the stage without blaming a host.
+        why = "checks failed: " + "; ".join(
+            "%s %s: %s" % (c.get("kind"), c.get("name"), c.get("msg")) for c in failed_checks
+        )
+        summary = why if status in (OK, SKIPPED) else summary + "; " + why
+        status = FAILED if status in (OK, SKIPPED) else status
     result = {
         "stage": name,
         "status": status,
