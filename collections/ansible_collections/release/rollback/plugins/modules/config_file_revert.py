@@ -102,10 +102,10 @@ verified:
   type: dict
 """
 
+import contextlib
 import fcntl
 import os
 import shlex
-import shutil
 import tempfile
 import time
 
@@ -125,13 +125,18 @@ def _names_path(cmd):
 
 
 def _put(data, path, like=None):
-    """Write ``data`` to ``path`` atomically (temp file in the same directory, then rename)."""
+    """Write ``data`` to ``path`` atomically (temp file in the same directory, then rename).
+
+    ``like`` is an ``os.stat_result`` whose mode and owner the new file gets (the live file's).
+    """
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=os.path.dirname(path))
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        if like and os.path.exists(like):
-            shutil.copymode(like, tmp)
+        if like is not None:
+            os.chmod(tmp, like.st_mode & 0o7777)
+            with contextlib.suppress(OSError):  # not allowed for this user: it keeps the user's ownership
+                os.chown(tmp, like.st_uid, like.st_gid)
         else:
             os.chmod(tmp, 0o644)
         os.replace(tmp, path)
@@ -146,6 +151,7 @@ class Revert:
         self.p = module.params
         self.path = self.p["path"]
         self.live = None
+        self.live_stat = None
         self.kept = None
 
     def run(self, cmd, path=None):
@@ -164,7 +170,7 @@ class Revert:
             if os.path.exists(self.path):
                 os.unlink(self.path)
         else:
-            _put(self.live, self.path)
+            _put(self.live, self.path, like=self.live_stat)
 
     def validate(self, wanted):
         """Validate the snapshot; returns the validation record. Leaves the live file as it was found."""
@@ -173,14 +179,14 @@ class Revert:
             return {"mode": "none", "output": ""}
         if _names_path(cmd):
             candidate = self.path + ".rollback-candidate"
-            _put(wanted, candidate, like=self.path)
+            _put(wanted, candidate, like=self.live_stat)
             try:
                 rc, out, err = self.run(cmd, candidate)
             finally:
                 os.unlink(candidate)
             mode = "candidate"
         else:
-            _put(wanted, self.path, like=self.path)
+            _put(wanted, self.path, like=self.live_stat)
             try:
                 rc, out, err = self.run(cmd)
             finally:
@@ -230,6 +236,7 @@ class Revert:
             if os.path.exists(self.path):
                 with open(self.path, "rb") as fh:
                     self.live = fh.read()
+                self.live_stat = os.stat(self.path)
             if self.live == wanted:
                 self.module.exit_json(
                     changed=False,
@@ -245,8 +252,8 @@ class Revert:
                 )
             if self.live is not None:
                 self.kept = self.path + ".rolled-back"
-                _put(self.live, self.kept, like=self.path)
-            _put(wanted, self.path, like=self.path)
+                _put(self.live, self.kept, like=self.live_stat)
+            _put(wanted, self.path, like=self.live_stat)
             if p["reload_command"]:
                 rc, out, err = self.run(p["reload_command"])
                 if rc != 0:
