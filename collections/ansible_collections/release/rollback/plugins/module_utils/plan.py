@@ -216,32 +216,6 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
     return plan
 
 
-def _infra_action(infra, to_version):
-    if infra["kind"] == "terraform":
-        return "%s plan of %s, plan summary recorded, apply (destroys need a destructive approval)" % (
-            infra["binary"],
-            infra["project_path"].replace("{version}", str(to_version)),
-        )
-    if infra["kind"] == "tasks":
-        return "run the revert tasks %s with the plan's context" % infra["file"].replace("{version}", str(to_version))
-    return "restore %s from %s, validate it before applying, reload%s" % (
-        infra["path"],
-        infra["snapshot"].replace("{version}", str(to_version)),
-        ", verify %s" % infra["verify_url"] if infra.get("verify_url") else "",
-    )
-
-
-def _validate_action(validation, to_version):
-    parts = ["HTTP health and version == %s on every host" % to_version]
-    if validation.get("smoke"):
-        parts.append("%d smoke check(s)" % len(validation["smoke"]))
-    if validation.get("prometheus"):
-        parts.append("%d Prometheus quer(ies) within thresholds" % len(validation["prometheus"]["queries"]))
-    if validation.get("alertmanager"):
-        parts.append("no active unsilenced alerts matching %s" % ", ".join(validation["alertmanager"]["matchers"]))
-    return "; ".join(parts)
-
-
 def approval_record(plan, approver, reason=None, when=None, destructive=False):
     """An approval bound to the plan's content hash."""
     if not isinstance(approver, str) or not approver.strip() or len(approver) > 200 or "\n" in approver:
@@ -311,3 +285,29 @@ def gated_result(stage, gate, started=None, ended=None):
         "started": started,
         "ended": ended,
     }
+
+
+def _infra_action(infra, to_version):
+    if infra["kind"] == "terraform":
+        return "%s plan of %s, plan summary recorded, apply (destroys need a destructive approval)" % (
+            infra["binary"],
+            infra["project_path"].replace("{version}", str(to_version)),
+        )
+    if infra["kind"] == "tasks":
+        return "run the revert tasks %s with the plan's context" % infra["file"].replace("{version}", str(to_version))
+    return "restore %s from %s, validate it before applying, reload%s" % (
+        infra["path"],
+        infra["snapshot"].replace("{version}", str(to_version)),
+        ", verify %s" % infra["verify_url"] if infra.get("verify_url") else "",
+    )
+
+
+def _validate_action(validation, to_version):
+    parts = ["HTTP health and version == %s on every host" % to_version]
+    if validation.get("smoke"):
+        parts.append("%d smoke check(s)" % len(validation["smoke"]))
+    if validation.get("prometheus"):
+        parts.append("%d Prometheus quer(ies) within thresholds" % len(validation["prometheus"]["queries"]))
+    if validation.get("alertmanager"):
+        parts.append("no active unsilenced alerts matching %s" % ", ".join(validation["alertmanager"]["matchers"]))
+    return "; ".join(parts)

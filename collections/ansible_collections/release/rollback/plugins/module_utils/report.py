@@ -67,11 +67,11 @@ def build(plan, approval, results, run_id=None, aborted=False, abort_reason=None
         "exit_code": _stages.EXIT_CODES[state],
         "steps": steps,
         "host_releases": host_releases,
+        "checks": (results.get("validate") or {}).get("checks"),
         "flags": flags,
         "database": (results.get("database") or {}).get("database"),
         "infrastructure": (results.get("infrastructure") or {}).get("infrastructure"),
         "validation": validation,
-        "checks": (results.get("validate") or {}).get("checks"),
         "known_limitations": limitations,
         "next_steps": _next_steps(state, results),
         "release_record": {
