@@ -289,9 +289,7 @@ def _prometheus(prom):
         empty = q.get("empty", "fail")
         if empty not in ("fail", "pass"):
             raise ManifestError("%s.empty must be fail or pass (what a query without data means)" % qw)
-        checks.append(
-            {"name": q.get("name") or query[:80], "query": query, bounds[0]: threshold, "empty": empty}
-        )
+        checks.append({"name": q.get("name") or query[:80], "query": query, bounds[0]: threshold, "empty": empty})
     return {
         "url": _http_url(prom, "url", where).rstrip("/"),
         "queries": checks,
@@ -304,12 +302,10 @@ def _alertmanager(am, app):
     where = "validation.alertmanager"
     matchers = am.get("matchers", ['service="%s"' % app])
     if not isinstance(matchers, list) or not matchers:
-        raise ManifestError('validation.alertmanager.matchers must be a list like [\'service="shop"\']')
+        raise ManifestError("validation.alertmanager.matchers must be a list like ['service=\"shop\"']")
     for m in matchers:
         if not isinstance(m, str) or not re.match(r'^\s*[A-Za-z_][A-Za-z0-9_]*\s*(=|!=|=~|!~)\s*".*"\s*$', m):
-            raise ManifestError(
-                'validation.alertmanager matcher %r is not label="value" (or !=, =~, !~)' % _short(m)
-            )
+            raise ManifestError('validation.alertmanager matcher %r is not label="value" (or !=, =~, !~)' % _short(m))
     return {
         "url": _http_url(am, "url", where).rstrip("/"),
         "matchers": list(matchers),
