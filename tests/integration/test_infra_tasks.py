@@ -68,5 +68,24 @@ def test_failed_revert_tasks_are_documented_and_validation_still_runs(cli, fleet
     assert out["stages"]["validate"] == "ok"  # the run went on to validation
     assert out["stages"]["code_config"] == "ok"
     assert any(item.startswith("infrastructure:") and "quota" in item for item in out["known_limitations"])
-    report = (cli.run_dirs()[-1] / "report.md").read_text()
+    run_dir = cli.run_dirs()[-1]
+    report = (run_dir / "report.md").read_text()
     assert "the cloud API refused: quota" in report
+
+    # Mitigation: the quota is raised (the revert now succeeds); resume re-runs the infrastructure, and
+    # validation runs again because the infrastructure changed after it had passed.
+    done = tmp_path / "scaled-down"
+    tasks_file(
+        repo / f"{GOOD}.yml",
+        [{"name": "Scale the canary pool down", "ansible.builtin.file": {"path": str(done), "state": "touch"}}],
+    )
+    before = json.loads((run_dir / "state.json").read_text())["stages"]
+    proc = cli("resume", str(run_dir), "--json")
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["exit_state"] == "completed"
+    assert done.exists()
+    after = json.loads((run_dir / "state.json").read_text())["stages"]
+    assert after["code_config"]["result"] == before["code_config"]["result"]  # not run again
+    assert after["validate"]["result"]["started"] >= after["infrastructure"]["result"]["ended"]
+    assert after["validate"]["result"]["status"] == "ok"

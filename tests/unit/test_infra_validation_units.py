@@ -150,3 +150,15 @@ def test_report_renders_checks_and_terraform_summary():
         "| err\\|rate | prometheus | 0.2 | <= 0.05 | FAIL: 0.2 is above the threshold 0.05 | 2026-11-26T00:00:00Z |"
         in text
     )
+
+
+def test_validation_is_stale_when_a_changing_stage_ran_after_it():
+    results = {
+        "infrastructure": {"status": "failed", "changed": False, "started": "T10", "ended": "T11"},
+        "validate": {"status": "ok", "started": "T12", "ended": "T13"},
+    }
+    assert stages.stale_validation(results) is False
+    results["infrastructure"] = {"status": "ok", "changed": True, "started": "T20", "ended": "T21"}
+    assert stages.stale_validation(results) is True
+    results["infrastructure"]["changed"] = False  # re-ran but changed nothing
+    assert stages.stale_validation(results) is False

@@ -188,6 +188,20 @@ def limitations(results):
     return out
 
 
+def stale_validation(results):
+    """Whether the validate result predates a change: a changing stage ran (and changed something)
+    after validation ended, e.g. infrastructure re-run by resume. Then validation must run again."""
+    validate = (results or {}).get("validate") or {}
+    ended = validate.get("ended")
+    if not ended:
+        return False
+    for entry in STAGES:
+        res = (results or {}).get(entry["name"]) or {}
+        if entry["changes_hosts"] and res.get("changed") and (res.get("started") or "") > ended:
+            return True
+    return False
+
+
 def aggregate(name, host_results, expected_hosts, unreachable=None, extra=None):
     """Build a stage result from per-host results.
 
