@@ -220,7 +220,9 @@ class Engine:
         aborted = None
         for name in stages.EXECUTION_STAGES:
             done = results.get(name)
-            if resume and done and _finished(done) and name != "report" and not _must_revalidate(name, results):
+            # Validation that passed before a stage changed something again (on resume) runs again.
+            revalidate = name == "validate" and stages.stale_validation(results)
+            if resume and done and _finished(done) and name != "report" and not revalidate:
                 continue
             if self.stop_after_stage.is_set() or self.cancel.is_set():
                 aborted = f"stopped by the operator before stage {name}"
@@ -330,11 +332,6 @@ class Engine:
         self.view.stage_end(name, result)
         self.current_stage = None
         return result
-
-
-def _must_revalidate(name: str, results: dict[str, Any]) -> bool:
-    """Validation that passed before a stage changed something again (on resume) runs again."""
-    return name == "validate" and stages.stale_validation(results)
 
 
 def _finished(result: dict[str, Any]) -> bool:
