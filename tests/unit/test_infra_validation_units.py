@@ -80,6 +80,7 @@ def test_validation_monitoring_sections_are_normalised():
         ({"alertmanager": {"url": "http://a", "matchers": ["service"]}}, 'label="value"'),
         ({"smoke": [{"command": "true", "timeout": 0}]}, "timeout must be a number"),
         ({"grafana": {}}, "unknown key validation.grafana"),
+        ({"prometheus": {"url": "http://u:secret@p", "queries": [{"query": "x", "max": 1}]}}, "user or password"),
     ],
 )
 def test_bad_validation_sections_are_one_sentence_errors(validation, message):

@@ -186,10 +186,15 @@ def _normalise(data):
     return out
 
 
-def _http_url(section, key, where, required=True):
+def _http_url(section, key, where, required=True, credentials=True):
     url = _string(section, key, where, required)
     if url is not None and not url.startswith(("http://", "https://")):
         raise ManifestError("%s.%s must be an http:// or https:// URL, not %r" % (where, key, _short(url)))
+    if url is not None and not credentials and "@" in url.split("/")[2]:
+        # The manifest lands in the plan and the stage's events: no secrets in it.
+        raise ManifestError(
+            "%s.%s must not carry a user or password: the manifest is recorded in the plan" % (where, key)
+        )
     return url
 
 
@@ -240,7 +245,7 @@ def _infrastructure(infra):
         "snapshot": snapshot,
         "validate_command": _string(infra, "validate_command", where, required=False),
         "reload_command": _string(infra, "reload_command", where, required=False),
-        "verify_url": _http_url(infra, "verify_url", where, required=False),
+        "verify_url": _http_url(infra, "verify_url", where, required=False, credentials=False),
         "verify_contains": _string(infra, "verify_contains", where, required=False),
     }
 
@@ -291,7 +296,7 @@ def _prometheus(prom):
             raise ManifestError("%s.empty must be fail or pass (what a query without data means)" % qw)
         checks.append({"name": q.get("name") or query[:80], "query": query, bounds[0]: threshold, "empty": empty})
     return {
-        "url": _http_url(prom, "url", where).rstrip("/"),
+        "url": _http_url(prom, "url", where, credentials=False).rstrip("/"),
         "queries": checks,
         "retries": _number(prom, "retries", where, 1, 1000, 1, int),
         "delay": _number(prom, "delay", where, 0, 300, 5),
@@ -307,7 +312,7 @@ def _alertmanager(am, app):
         if not isinstance(m, str) or not re.match(r'^\s*[A-Za-z_][A-Za-z0-9_]*\s*(=|!=|=~|!~)\s*".*"\s*$', m):
             raise ManifestError('validation.alertmanager matcher %r is not label="value" (or !=, =~, !~)' % _short(m))
     return {
-        "url": _http_url(am, "url", where).rstrip("/"),
+        "url": _http_url(am, "url", where, credentials=False).rstrip("/"),
         "matchers": list(matchers),
         "retries": _number(am, "retries", where, 1, 1000, 1, int),
         "delay": _number(am, "delay", where, 0, 300, 5),
