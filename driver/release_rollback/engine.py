@@ -329,7 +329,9 @@ class Engine:
         aborted = None
         for name in stages.EXECUTION_STAGES:
             done = results.get(name)
-            if resume and done and _finished(done) and name != "report":
+            # Validation that passed before a stage changed something again (on resume) runs again.
+            revalidate = name == "validate" and stages.stale_validation(results)
+            if resume and done and _finished(done) and name != "report" and not revalidate:
                 continue
             if self.stop_after_stage.is_set() or self.cancel.is_set():
                 aborted = f"stopped by the operator before stage {name}"

@@ -11,7 +11,7 @@ from ansible_collections.release.rollback.plugins.module_utils import plan as _p
 from ansible_collections.release.rollback.plugins.module_utils import report as _report
 from ansible_collections.release.rollback.plugins.module_utils import stages as _stages
 
-_EXTRA_KEYS = ("flags", "database", "infrastructure")
+_EXTRA_KEYS = ("flags", "database", "infrastructure", "checks")
 
 
 def parse_manifest(data, redact=False):

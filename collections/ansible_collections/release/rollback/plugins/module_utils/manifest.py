@@ -37,7 +37,7 @@ _FLAG_REQUIRED = {
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 DB_TOOLS = ("alembic", "sql", "sqitch")
-INFRA_KINDS = ("config_file",)
+INFRA_KINDS = ("config_file", "terraform", "tasks")
 KNOWN_KEYS = {
     "app",
     "version",
@@ -150,7 +150,14 @@ def _normalise(data):
         "flags": None,
         "database": None,
         "infrastructure": None,
-        "validation": {"retries": 20, "delay": 0.5, "timeout": 5, "smoke": []},
+        "validation": {
+            "retries": 20,
+            "delay": 0.5,
+            "timeout": 5,
+            "smoke": [],
+            "prometheus": None,
+            "alertmanager": None,
+        },
     }
     if not isinstance(out["app"], str) or not _NAME_RE.match(out["app"]):
         raise ManifestError("app %r is not a name: use letters, digits, '.', '_', ':' or '-'" % _short(out["app"]))
@@ -189,22 +196,7 @@ def _normalise(data):
         }
 
     if data.get("infrastructure") is not None:
-        infra = _mapping(data["infrastructure"], "infrastructure")
-        kind = infra.get("kind", "config_file")
-        if kind not in INFRA_KINDS:
-            raise ManifestError(
-                "infrastructure.kind %r is not supported: use one of %s" % (_short(kind), ", ".join(INFRA_KINDS))
-            )
-        snapshot = _abs_path(infra, "snapshot", "infrastructure")
-        if "{version}" not in snapshot:
-            raise ManifestError("infrastructure.snapshot must contain {version}, e.g. /etc/lb/releases/{version}.conf")
-        out["infrastructure"] = {
-            "kind": kind,
-            "path": _abs_path(infra, "path", "infrastructure"),
-            "snapshot": snapshot,
-            "validate_command": _string(infra, "validate_command", "infrastructure", required=False),
-            "reload_command": _string(infra, "reload_command", "infrastructure", required=False),
-        }
+        out["infrastructure"] = _infrastructure(_mapping(data["infrastructure"], "infrastructure"))
 
     if data.get("validation") is not None:
         val = _mapping(data["validation"], "validation")
@@ -218,19 +210,19 @@ def _normalise(data):
                 if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:
                     raise ManifestError("validation.%s must be a number from %s to %s" % (key, lo, hi))
                 out["validation"][key] = value
-        smoke = val.get("smoke", [])
-        if not isinstance(smoke, list):
-            raise ManifestError("validation.smoke must be a list of {url, status} checks")
-        for i, check in enumerate(smoke):
-            where = "validation.smoke[%d]" % i
-            check = _mapping(check, where)
-            url = _string(check, "url", where)
-            if not url.startswith(("http://", "https://")):
-                raise ManifestError("%s.url must be an http:// or https:// URL, not %r" % (where, _short(url)))
-            status = check.get("status", 200)
-            if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
-                raise ManifestError("%s.status must be an HTTP status code" % where)
-            out["validation"]["smoke"].append({"url": url, "status": status})
+        out["validation"]["smoke"] = _smoke(val.get("smoke", []))
+        if val.get("prometheus") is not None:
+            out["validation"]["prometheus"] = _prometheus(_mapping(val["prometheus"], "validation.prometheus"))
+        if val.get("alertmanager") is not None:
+            out["validation"]["alertmanager"] = _alertmanager(
+                _mapping(val["alertmanager"], "validation.alertmanager"), out["app"]
+            )
+        unknown = sorted(set(val) - {"retries", "delay", "timeout", "smoke", "prometheus", "alertmanager"})
+        if unknown:
+            raise ManifestError(
+                "unknown key validation.%s: the keys are retries, delay, timeout, smoke, prometheus, alertmanager"
+                % unknown[0]
+            )
     try:
         out["notify"] = _notify.parse_notify(data.get("notify"))
         out["rca"] = _rca.parse_rca(data.get("rca"))
@@ -346,3 +338,136 @@ def _flags(section):
         out["request"] = _http_call(flags["request"], "flags.request", read=False)
         out["read_back"] = _http_call(flags["read_back"], "flags.read_back", read=True)
     return out
+
+
+def _http_url(section, key, where, required=True, credentials=True):
+    url = _string(section, key, where, required)
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise ManifestError("%s.%s must be an http:// or https:// URL, not %r" % (where, key, _short(url)))
+    if url is not None and not credentials and "@" in url.split("/")[2]:
+        # The manifest lands in the plan and the stage's events: no secrets in it.
+        raise ManifestError(
+            "%s.%s must not carry a user or password: the manifest is recorded in the plan" % (where, key)
+        )
+    return url
+
+
+def _number(section, key, where, lo, hi, default, kind=(int, float)):
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:
+        raise ManifestError("%s.%s must be a number from %s to %s" % (where, key, lo, hi))
+    return value
+
+
+def _versioned_path(section, key, where):
+    """An absolute path that may contain {version} (the release being rolled back to)."""
+    return _abs_path(section, key, where)
+
+
+def _infrastructure(infra):
+    kind = infra.get("kind", "config_file")
+    if kind not in INFRA_KINDS:
+        raise ManifestError(
+            "infrastructure.kind %r is not supported: use one of %s" % (_short(kind), ", ".join(INFRA_KINDS))
+        )
+    where = "infrastructure"
+    if kind == "terraform":
+        binary = infra.get("binary", "terraform")
+        if not isinstance(binary, str) or not re.match(r"^(/[^\s]+|[A-Za-z0-9._-]+)$", binary):
+            raise ManifestError("infrastructure.binary must be a command name (terraform, tofu) or an absolute path")
+        workspace = infra.get("workspace")
+        if workspace is not None and (not isinstance(workspace, str) or not _NAME_RE.match(workspace)):
+            raise ManifestError("infrastructure.workspace must be a workspace name")
+        init = infra.get("init", True)
+        if not isinstance(init, bool):
+            raise ManifestError("infrastructure.init must be true or false")
+        return {
+            "kind": kind,
+            "project_path": _versioned_path(infra, "project_path", where),
+            "binary": binary,
+            "workspace": workspace,
+            "init": init,
+        }
+    if kind == "tasks":
+        return {"kind": kind, "file": _versioned_path(infra, "file", where)}
+    snapshot = _abs_path(infra, "snapshot", where)
+    if "{version}" not in snapshot:
+        raise ManifestError("infrastructure.snapshot must contain {version}, e.g. /etc/lb/releases/{version}.conf")
+    return {
+        "kind": kind,
+        "path": _abs_path(infra, "path", where),
+        "snapshot": snapshot,
+        "validate_command": _string(infra, "validate_command", where, required=False),
+        "reload_command": _string(infra, "reload_command", where, required=False),
+        "verify_url": _http_url(infra, "verify_url", where, required=False, credentials=False),
+        "verify_contains": _string(infra, "verify_contains", where, required=False),
+    }
+
+
+def _smoke(smoke):
+    if not isinstance(smoke, list):
+        raise ManifestError("validation.smoke must be a list of {url, status} or {command, timeout} checks")
+    out = []
+    for i, check in enumerate(smoke):
+        where = "validation.smoke[%d]" % i
+        check = _mapping(check, where)
+        timeout = _number(check, "timeout", where, 0.1, 3600, 30)
+        if "command" in check:
+            command = check["command"]
+            if isinstance(command, list):
+                if not command or not all(isinstance(a, str) and "\x00" not in a for a in command):
+                    raise ManifestError("%s.command must be a non-empty list of strings" % where)
+            else:
+                command = _string(check, "command", where)
+            out.append({"command": command, "timeout": timeout, "name": check.get("name") or str(command)[:80]})
+            continue
+        url = _http_url(check, "url", where)
+        status = check.get("status", 200)
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+            raise ManifestError("%s.status must be an HTTP status code" % where)
+        out.append({"url": url, "status": status, "timeout": timeout, "name": check.get("name") or url})
+    return out
+
+
+def _prometheus(prom):
+    where = "validation.prometheus"
+    queries = prom.get("queries")
+    if not isinstance(queries, list) or not queries:
+        raise ManifestError("validation.prometheus.queries must be a non-empty list of {name, query, max or min}")
+    checks = []
+    for i, q in enumerate(queries):
+        qw = "%s.queries[%d]" % (where, i)
+        q = _mapping(q, qw)
+        query = _string(q, "query", qw)
+        bounds = [k for k in ("max", "min") if k in q]
+        if len(bounds) != 1:
+            raise ManifestError("%s needs exactly one threshold: max (value must stay at or below) or min" % qw)
+        threshold = q[bounds[0]]
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+            raise ManifestError("%s.%s must be a number" % (qw, bounds[0]))
+        empty = q.get("empty", "fail")
+        if empty not in ("fail", "pass"):
+            raise ManifestError("%s.empty must be fail or pass (what a query without data means)" % qw)
+        checks.append({"name": q.get("name") or query[:80], "query": query, bounds[0]: threshold, "empty": empty})
+    return {
+        "url": _http_url(prom, "url", where, credentials=False).rstrip("/"),
+        "queries": checks,
+        "retries": _number(prom, "retries", where, 1, 1000, 1, int),
+        "delay": _number(prom, "delay", where, 0, 300, 5),
+    }
+
+
+def _alertmanager(am, app):
+    where = "validation.alertmanager"
+    matchers = am.get("matchers", ['service="%s"' % app])
+    if not isinstance(matchers, list) or not matchers:
+        raise ManifestError("validation.alertmanager.matchers must be a list like ['service=\"shop\"']")
+    for m in matchers:
+        if not isinstance(m, str) or not re.match(r'^\s*[A-Za-z_][A-Za-z0-9_]*\s*(=|!=|=~|!~)\s*".*"\s*$', m):
+            raise ManifestError('validation.alertmanager matcher %r is not label="value" (or !=, =~, !~)' % _short(m))
+    return {
+        "url": _http_url(am, "url", where, credentials=False).rstrip("/"),
+        "matchers": list(matchers),
+        "retries": _number(am, "retries", where, 1, 1000, 1, int),
+        "delay": _number(am, "delay", where, 0, 300, 5),
+    }

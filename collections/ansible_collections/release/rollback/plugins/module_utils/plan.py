@@ -297,16 +297,20 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
         validation_points.append("database revision == %s" % db["target_revision"])
     if "infrastructure" in scope:
         infra = manifest["infrastructure"]
-        steps.append(
-            {
-                "stage": "infrastructure",
-                "action": "restore %s from %s, validate it before applying, reload"
-                % (infra["path"], infra["snapshot"].replace("{version}", str(to_version))),
-            }
-        )
-        validation_points.append("infrastructure config is release %s's" % to_version)
+        steps.append({"stage": "infrastructure", "kind": infra["kind"], "action": _infra_action(infra, to_version)})
+        if infra["kind"] == "terraform":
+            risks.append(
+                "the infrastructure stage applies a Terraform/OpenTofu plan: if it destroys resources it is "
+                "refused unless the approval covers destructive steps (`approve --destructive`)"
+            )
+            validation_points.append("terraform plan of release %s's configuration applied" % to_version)
+        elif infra["kind"] == "tasks":
+            revert_file = infra["file"].replace("{version}", str(to_version))
+            validation_points.append("custom revert tasks %s succeeded" % revert_file)
+        else:
+            validation_points.append("infrastructure config is release %s's" % to_version)
     if "validate" in scope:
-        steps.append({"stage": "validate", "action": "HTTP health and version == %s on every host" % to_version})
+        steps.append({"stage": "validate", "action": _validate_action(manifest.get("validation") or {}, to_version)})
     steps.append({"stage": "report", "action": "write the report, mark %s rolled back" % from_version})
     if not manifest.get("version"):
         risks.append("no release manifest version: the bad release was discovered from the hosts")
@@ -491,3 +495,29 @@ def gated_result(stage, gate, started=None, ended=None):
         "started": started,
         "ended": ended,
     }
+
+
+def _infra_action(infra, to_version):
+    if infra["kind"] == "terraform":
+        return "%s plan of %s, plan summary recorded, apply (destroys need a destructive approval)" % (
+            infra["binary"],
+            infra["project_path"].replace("{version}", str(to_version)),
+        )
+    if infra["kind"] == "tasks":
+        return "run the revert tasks %s with the plan's context" % infra["file"].replace("{version}", str(to_version))
+    return "restore %s from %s, validate it before applying, reload%s" % (
+        infra["path"],
+        infra["snapshot"].replace("{version}", str(to_version)),
+        ", verify %s" % infra["verify_url"] if infra.get("verify_url") else "",
+    )
+
+
+def _validate_action(validation, to_version):
+    parts = ["HTTP health and version == %s on every host" % to_version]
+    if validation.get("smoke"):
+        parts.append("%d smoke check(s)" % len(validation["smoke"]))
+    if validation.get("prometheus"):
+        parts.append("%d Prometheus quer(ies) within thresholds" % len(validation["prometheus"]["queries"]))
+    if validation.get("alertmanager"):
+        parts.append("no active unsilenced alerts matching %s" % ", ".join(validation["alertmanager"]["matchers"]))
+    return "; ".join(parts)

@@ -85,6 +85,7 @@ def build(
         "exit_code": _stages.EXIT_CODES[state],
         "steps": steps,
         "host_releases": host_releases,
+        "checks": (results.get("validate") or {}).get("checks"),
         "flags": flags,
         "database": (results.get("database") or {}).get("database") or _planned_database(plan, results),
         "infrastructure": (results.get("infrastructure") or {}).get("infrastructure"),
@@ -355,13 +356,7 @@ def render_markdown(rep):
     if rep.get("database"):
         lines += _database_lines(rep["database"])
     if rep.get("infrastructure"):
-        inf = rep["infrastructure"]
-        lines += [
-            "",
-            "## Infrastructure",
-            "",
-            "- %s restored from %s" % (inf.get("path"), inf.get("snapshot")),
-        ]
+        lines += ["", "## Infrastructure", ""] + _infrastructure_lines(rep["infrastructure"])
     if rep.get("validation"):
         lines += ["", "## Validation", "", "| host | status | detail |", "|---|---|---|"]
         for host, res in sorted(rep["validation"].items()):
@@ -384,6 +379,8 @@ def render_markdown(rep):
                     "| | %s | %s | %s | %s | %s |"
                     % (h["host"], h.get("status"), h.get("started") or "", h.get("ended") or "", _secs(h))
                 )
+    if rep.get("checks"):
+        lines += ["", "## Validation checks", ""] + _checks_lines(rep["checks"])
     lines += ["", "## Known limitations", ""]
     lines += ["- %s" % item for item in rep.get("known_limitations") or []] or ["- none"]
     lines += ["", "## Next steps", ""]
@@ -699,6 +696,68 @@ def _database_lines(db):
     for check in db.get("integrity") or []:
         verdict = "ok" if check.get("ok") else "FAILED"
         lines.append("- integrity: %s: %s (%s)" % (check.get("check"), verdict, check.get("detail")))
+    return lines
+
+
+def _cell(value):
+    return str("" if value is None else value).replace("|", "\\|").replace("\n", " ")
+
+
+def _infrastructure_lines(inf):
+    kind = inf.get("kind") or "config_file"
+    lines = []
+    if kind == "terraform":
+        summary = inf.get("plan_summary") or {}
+        lines.append(
+            "- %s plan of %s: %s to add, %s to change, %s to destroy; %s"
+            % (
+                "terraform" if not inf.get("version") else "terraform/tofu %s" % inf["version"],
+                inf.get("path"),
+                summary.get("add", 0),
+                summary.get("change", 0),
+                summary.get("destroy", 0),
+                "applied" if inf.get("restored") else "not applied",
+            )
+        )
+        for res in summary.get("resources") or []:
+            lines.append("  - `%s`: %s" % (res.get("address"), ", ".join(res.get("actions") or [])))
+    elif kind == "tasks":
+        lines.append("- revert tasks %s %s" % (inf.get("path"), "ran" if inf.get("restored") else "did not finish"))
+    elif inf.get("restored"):
+        lines.append("- %s restored from %s" % (inf.get("path"), inf.get("snapshot")))
+    else:
+        lines.append("- %s not restored" % inf.get("path"))
+    validation = inf.get("validation") or {}
+    if validation.get("mode") and validation["mode"] != "none":
+        lines.append(
+            "- validated %s before it was applied: %s"
+            % (validation["mode"].replace("_", " "), "passed" if validation.get("rc") == 0 else "failed")
+        )
+    verified = inf.get("verified") or {}
+    if verified.get("url"):
+        lines.append(
+            "- verified through %s: HTTP %s after %s attempt(s)"
+            % (verified["url"], verified.get("status"), verified.get("attempts"))
+        )
+    if inf.get("error"):
+        lines.append("- error: %s" % inf["error"])
+    return lines
+
+
+def _checks_lines(checks):
+    lines = ["| check | kind | value | threshold | result | time |", "|---|---|---|---|---|---|"]
+    for check in checks:
+        lines.append(
+            "| %s | %s | %s | %s | %s | %s |"
+            % (
+                _cell(check.get("name")),
+                _cell(check.get("kind")),
+                _cell(check.get("value")),
+                _cell(check.get("threshold")),
+                "pass" if check.get("ok") else "FAIL: %s" % _cell(check.get("msg")),
+                _cell(check.get("time")),
+            )
+        )
     return lines
 
 

@@ -192,6 +192,20 @@ def limitations(results):
     return out
 
 
+def stale_validation(results):
+    """Whether the validate result predates a change: a changing stage ran (and changed something)
+    after validation ended, e.g. infrastructure re-run by resume. Then validation must run again."""
+    validate = (results or {}).get("validate") or {}
+    ended = validate.get("ended")
+    if not ended:
+        return False
+    for entry in STAGES:
+        res = (results or {}).get(entry["name"]) or {}
+        if entry["changes_hosts"] and res.get("changed") and (res.get("started") or "") > ended:
+            return True
+    return False
+
+
 def aggregate(name, host_results, expected_hosts, unreachable=None, extra=None):
     """Build a stage result from per-host results.
 
@@ -231,6 +245,14 @@ def aggregate(name, host_results, expected_hosts, unreachable=None, extra=None):
             ", ".join(bad),
             "; ".join(sorted({str(hosts[h].get("msg", status)) for h in bad})),
         )
+    failed_checks = [c for c in (extra or {}).get("checks") or [] if not c.get("ok")]
+    if failed_checks:
+        # Service-level checks (smoke, monitoring, alerts) fail the stage without blaming a host.
+        why = "checks failed: " + "; ".join(
+            "%s %s: %s" % (c.get("kind"), c.get("name"), c.get("msg")) for c in failed_checks
+        )
+        summary = why if status in (OK, SKIPPED) else summary + "; " + why
+        status = FAILED if status in (OK, SKIPPED) else status
     result = {
         "stage": name,
         "status": status,

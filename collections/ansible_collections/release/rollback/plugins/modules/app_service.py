@@ -151,10 +151,10 @@ def verify(p):
             code, _body = _get(p["health_url"], p["timeout"])
             health = code if code else _body
             ok = isinstance(code, int) and 200 <= code < 300
-        if ok and p["version_url"]:
+        if p["version_url"]:  # asked even when unhealthy, so that a failure can name the running version
             code, body = _get(p["version_url"], p["timeout"])
             version = _version_of(body) if code == 200 else None
-            ok = code == 200 and (p["expect_version"] is None or version == p["expect_version"])
+            ok = ok and code == 200 and (p["expect_version"] is None or version == p["expect_version"])
         if ok:
             return True, health, version, attempts
         time.sleep(p["delay"])
@@ -257,6 +257,9 @@ def main():
     if not ok:
         if p["expect_version"] and version is not None and version != p["expect_version"]:
             why = "reports version %s, expected %s" % (version, p["expect_version"])
+            healthy = not p["health_url"] or (isinstance(health, int) and 200 <= health < 300)
+            if not healthy:
+                why += ", and is not healthy (last answer: %s)" % health
         else:
             why = "is not healthy (last answer: %s)" % health
         module.fail_json(msg="the application %s after %d attempt(s)" % (why, attempts), **result)

@@ -8,13 +8,23 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: config_file_revert
-short_description: Restore a versioned infrastructure config, validated before it is applied, then reload
+short_description: Restore a versioned infrastructure config, validated before it is applied, then reload and verify
 version_added: "0.1.0"
 description:
-  - Copies the previous release's snapshot next to the live file, runs O(validate_command) on the
-    copy, and only when it passes puts it in place with a rename and runs O(reload_command).
-  - An invalid snapshot is never applied; the live file keeps serving.
-  - If the reload fails, the previous live file is put back and reloaded again.
+  - Puts the previous release's snapshot of a traffic or load-balancer config (nginx, HAProxy, ...) back, checked
+    by the server's own validator before the server loads it, then reloads gracefully and verifies.
+  - "Two ways to validate, chosen by O(validate_command):"
+  - "B(candidate): the command names C({path}) (e.g. C(haproxy -c -f /etc/haproxy/global.cfg -f {path})). The
+    snapshot is copied next to the live file and the command checks that copy; the live file is not touched
+    until it passes."
+  - "B(in place): the command does not name C({path}) (e.g. C(nginx -t)), because it checks the whole
+    configuration that includes the file. Under an exclusive lock (C(<path>.lock)), the snapshot is renamed
+    into place, the command runs, and on failure the live file is renamed back at once. The running server
+    never sees the candidate: it reads its configuration only when reloaded, and nothing reloads it in between
+    (other tools that honour the lock wait)."
+  - An invalid snapshot is never applied and the live config keeps serving.
+  - If the reload fails, or O(verify_url) does not answer as expected afterwards, the previous live file is put
+    back and the server reloaded again, so the server is left in the state it was found in.
 options:
   path:
     description: The live configuration file.
@@ -26,46 +36,81 @@ options:
     required: true
   validate_command:
     description:
-      - Command (a list, or a string split like a shell would) that checks a candidate file.
-      - C({path}) is replaced by the candidate's path.
+      - Command (a list, or a string split like a shell would; no shell runs it) that checks the config.
+      - With C({path}) in it, C({path}) is replaced by the candidate copy's path (candidate mode); without it, the
+        command runs with the candidate in place under the lock (in-place mode).
     type: raw
   reload_command:
     description: Command (a list, or a string split like a shell would) that makes the server load the restored file.
     type: raw
+  verify_url:
+    description: URL fetched after the reload (through the server) until it answers 2xx and contains O(verify_contains).
+    type: str
+  verify_contains:
+    description: Text the body of O(verify_url) must contain, e.g. the previous release's version.
+    type: str
+  verify_retries:
+    description: How many times O(verify_url) is tried.
+    type: int
+    default: 20
+  verify_delay:
+    description: Seconds between tries.
+    type: float
+    default: 0.25
+  timeout:
+    description: Seconds each verification request may take.
+    type: float
+    default: 30
 author:
   - release-rollback contributors
 """
 
 EXAMPLES = r"""
-- name: Restore the load-balancer upstreams
+- name: Restore nginx's upstreams; nginx -t checks the whole config with the snapshot in place
   release.rollback.config_file_revert:
     path: /etc/nginx/conf.d/upstreams.conf
     snapshot: /etc/nginx/releases/1.4.1/upstreams.conf
-    validate_command: [nginx, -t]
-    reload_command: [nginx, -s, reload]
+    validate_command: nginx -t
+    reload_command: nginx -s reload
+    verify_url: http://127.0.0.1/version
+    verify_contains: "1.4.1"
+
+- name: Restore an HAProxy backend file; haproxy -c checks the candidate copy before anything moves
+  release.rollback.config_file_revert:
+    path: /etc/haproxy/conf.d/backends.cfg
+    snapshot: /etc/haproxy/releases/1.4.1.cfg
+    validate_command: haproxy -c -f /etc/haproxy/haproxy.cfg -f {path}
+    reload_command: systemctl reload haproxy
 """
 
 RETURN = r"""
 restored:
-  description: Whether the file was replaced.
-  returned: success
+  description: Whether the file was replaced (and stays replaced).
+  returned: always
   type: bool
 kept:
   description: Where the replaced live file was kept.
   returned: when restored
   type: str
+validation:
+  description: How the snapshot was validated (candidate, in_place or none) and what the validator said.
+  returned: always
+  type: dict
+verified:
+  description: What the verification URL answered after the reload.
+  returned: when verify_url is set and the file was restored
+  type: dict
 """
 
+import contextlib
+import fcntl
 import os
 import shlex
-import shutil
+import tempfile
+import time
 
 from ansible.module_utils.basic import AnsibleModule
-
-
-def _run(module, cmd, path=None):
-    argv = [a.replace("{path}", path) if path else a for a in _argv(cmd)]
-    return module.run_command(argv)
+from ansible.module_utils.urls import open_url
 
 
 def _argv(value):
@@ -75,6 +120,178 @@ def _argv(value):
     return shlex.split(str(value))
 
 
+def _names_path(cmd):
+    return any("{path}" in str(a) for a in _argv(cmd) or [])
+
+
+def _put(data, path, like=None):
+    """Write ``data`` to ``path`` atomically (temp file in the same directory, then rename).
+
+    ``like`` is an ``os.stat_result`` whose mode and owner the new file gets (the live file's).
+    """
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        if like is not None:
+            os.chmod(tmp, like.st_mode & 0o7777)
+            with contextlib.suppress(OSError):  # not allowed for this user: it keeps the user's ownership
+                os.chown(tmp, like.st_uid, like.st_gid)
+        else:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class Revert:
+    def __init__(self, module):
+        self.module = module
+        self.p = module.params
+        self.path = self.p["path"]
+        self.live = None
+        self.live_stat = None
+        self.kept = None
+
+    def run(self, cmd, path=None):
+        argv = [str(a).replace("{path}", path) if path else str(a) for a in _argv(cmd)]
+        try:
+            return self.module.run_command(argv)
+        except Exception as exc:  # a missing binary: say so in one sentence
+            return 127, "", "%s: %s" % (argv[0], exc)
+
+    def fail(self, msg, **extra):
+        self.module.fail_json(msg=msg, restored=False, path=self.path, snapshot=self.p["snapshot"], **extra)
+
+    def put_back(self):
+        """The live file as it was found (or no file, when there was none)."""
+        if self.live is None:
+            if os.path.exists(self.path):
+                os.unlink(self.path)
+        else:
+            _put(self.live, self.path, like=self.live_stat)
+
+    def validate(self, wanted):
+        """Validate the snapshot; returns the validation record. Leaves the live file as it was found."""
+        cmd = self.p["validate_command"]
+        if not cmd:
+            return {"mode": "none", "output": ""}
+        if _names_path(cmd):
+            candidate = self.path + ".rollback-candidate"
+            _put(wanted, candidate, like=self.live_stat)
+            try:
+                rc, out, err = self.run(cmd, candidate)
+            finally:
+                os.unlink(candidate)
+            mode = "candidate"
+        else:
+            _put(wanted, self.path, like=self.live_stat)
+            try:
+                rc, out, err = self.run(cmd)
+            finally:
+                self.put_back()
+            mode = "in_place"
+        record = {"mode": mode, "rc": rc, "output": (err + out).strip()[-1000:]}
+        if rc != 0:
+            self.fail(
+                "the snapshot %s failed validation (%s), so it was not applied and the live config keeps "
+                "serving: %s" % (self.p["snapshot"], mode.replace("_", " "), record["output"][-500:]),
+                validation=record,
+            )
+        return record
+
+    def verify(self):
+        url = self.p["verify_url"]
+        want = self.p["verify_contains"]
+        last = {"url": url, "status": None, "contains": want, "attempts": 0}
+        for attempt in range(1, max(1, self.p["verify_retries"]) + 1):
+            last["attempts"] = attempt
+            try:
+                resp = open_url(url, timeout=self.p["timeout"], validate_certs=False, follow_redirects="none")
+                body = resp.read().decode("utf-8", "replace")
+                last["status"] = resp.getcode()
+            except Exception as exc:
+                body = ""
+                last["status"] = getattr(exc, "code", None)
+                last["error"] = str(exc)[:200]
+            last["body"] = body[:200]
+            if last["status"] is not None and 200 <= last["status"] < 300 and (not want or want in body):
+                last.pop("error", None)
+                return True, last
+            time.sleep(self.p["verify_delay"])
+        return False, last
+
+    def main(self):
+        p = self.p
+        if not os.path.isfile(p["snapshot"]):
+            self.fail("the snapshot %s does not exist: nothing to restore the config from" % p["snapshot"])
+        with open(p["snapshot"], "rb") as fh:
+            wanted = fh.read()
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            self.fail("the directory of %s does not exist: check infrastructure.path" % self.path)
+        with open(self.path + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if os.path.exists(self.path):
+                with open(self.path, "rb") as fh:
+                    self.live = fh.read()
+                self.live_stat = os.stat(self.path)
+            if self.live == wanted:
+                self.module.exit_json(
+                    changed=False,
+                    restored=False,
+                    path=self.path,
+                    snapshot=p["snapshot"],
+                    validation={"mode": "none", "output": "the live file already is the snapshot"},
+                )
+            validation = self.validate(wanted)
+            if self.module.check_mode:
+                self.module.exit_json(
+                    changed=True, restored=False, path=self.path, snapshot=p["snapshot"], validation=validation
+                )
+            if self.live is not None:
+                self.kept = self.path + ".rolled-back"
+                _put(self.live, self.kept, like=self.live_stat)
+            _put(wanted, self.path, like=self.live_stat)
+            if p["reload_command"]:
+                rc, out, err = self.run(p["reload_command"])
+                if rc != 0:
+                    self.put_back()
+                    self.run(p["reload_command"])
+                    self.fail(
+                        "the reload failed, so the previous live config was put back: %s"
+                        % (err or out).strip()[-500:],
+                        validation=validation,
+                    )
+            verified = None
+            if p["verify_url"]:
+                ok, verified = self.verify()
+                if not ok:
+                    self.put_back()
+                    if p["reload_command"]:
+                        self.run(p["reload_command"])
+                    self.fail(
+                        "after the reload %s answered %s%s, so the previous live config was put back and reloaded"
+                        % (
+                            verified["url"],
+                            verified.get("error") or verified["status"],
+                            (" without %r" % verified["contains"]) if verified["contains"] else "",
+                        ),
+                        validation=validation,
+                        verified=verified,
+                    )
+        self.module.exit_json(
+            changed=True,
+            restored=True,
+            kept=self.kept,
+            path=self.path,
+            snapshot=p["snapshot"],
+            validation=validation,
+            verified=verified,
+        )
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -82,52 +299,15 @@ def main():
             snapshot=dict(type="path", required=True),
             validate_command=dict(type="raw"),
             reload_command=dict(type="raw"),
+            verify_url=dict(type="str"),
+            verify_contains=dict(type="str"),
+            verify_retries=dict(type="int", default=20),
+            verify_delay=dict(type="float", default=0.25),
+            timeout=dict(type="float", default=30),
         ),
         supports_check_mode=True,
     )
-    p = module.params
-    if not os.path.isfile(p["snapshot"]):
-        module.fail_json(msg="the snapshot %s does not exist: nothing to restore the config from" % p["snapshot"])
-    with open(p["snapshot"], "rb") as fh:
-        wanted = fh.read()
-    live = None
-    if os.path.exists(p["path"]):
-        with open(p["path"], "rb") as fh:
-            live = fh.read()
-    if live == wanted:
-        module.exit_json(changed=False, restored=False, path=p["path"], snapshot=p["snapshot"])
-    candidate = p["path"] + ".rollback-candidate"
-    shutil.copy2(p["snapshot"], candidate)
-    try:
-        if p["validate_command"]:
-            rc, out, err = _run(module, p["validate_command"], candidate)
-            if rc != 0:
-                module.fail_json(
-                    msg="the snapshot %s failed validation, so it was not applied and the live config keeps "
-                    "serving: %s" % (p["snapshot"], (err or out).strip()[-500:]),
-                    restored=False,
-                )
-        if module.check_mode:
-            module.exit_json(changed=True, restored=False, path=p["path"], snapshot=p["snapshot"])
-        kept = None
-        if live is not None:
-            kept = p["path"] + ".rolled-back"
-            shutil.copy2(p["path"], kept)
-        os.replace(candidate, p["path"])
-    finally:
-        if os.path.exists(candidate):
-            os.unlink(candidate)
-    if p["reload_command"]:
-        rc, out, err = _run(module, p["reload_command"])
-        if rc != 0:
-            if kept:
-                shutil.copy2(kept, p["path"])
-                _run(module, p["reload_command"])
-            module.fail_json(
-                msg="the reload failed, so the previous live config was put back: %s" % (err or out).strip()[-500:],
-                restored=False,
-            )
-    module.exit_json(changed=True, restored=True, kept=kept, path=p["path"], snapshot=p["snapshot"])
+    Revert(module).main()
 
 
 if __name__ == "__main__":
