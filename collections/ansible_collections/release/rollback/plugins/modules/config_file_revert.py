@@ -33,7 +33,7 @@ options:
     description: Command (a list, or a string split like a shell would) that makes the server load the restored file.
     type: raw
 author:
-  - release-rollback contributors
+  - release-rollback contributors (@release-rollback)
 """
 
 EXAMPLES = r"""

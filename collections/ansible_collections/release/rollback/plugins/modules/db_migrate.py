@@ -37,7 +37,7 @@ options:
     description: The revision to downgrade to.
     type: str
 author:
-  - release-rollback contributors
+  - release-rollback contributors (@release-rollback)
 """
 
 EXAMPLES = r"""

@@ -26,7 +26,7 @@ options:
     elements: str
     required: true
 author:
-  - release-rollback contributors
+  - release-rollback contributors (@release-rollback)
 """
 
 EXAMPLES = r"""
