@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit venv clean
+.PHONY: demo test lint sanity unit venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check driver tests
 	ANSIBLE_HOME=$(CURDIR)/.ansible-home XDG_CACHE_HOME=$(CURDIR)/.ansible-home/cache \
 		$(BIN)/ansible-lint
+	BIN=$(abspath $(BIN)) .ci/sanity
+
+# ansible-test sanity alone (offline; the first run installs its test environments, ~3 min).
+sanity: $(STAMP)
+	BIN=$(abspath $(BIN)) .ci/sanity
 
 test: lint
 	$(BIN)/pytest -q

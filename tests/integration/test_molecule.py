@@ -1,27 +1,35 @@
-"""The molecule scenario of the ansistrano drop-in role (driver default, localhost)."""
+"""Every molecule scenario (molecule/<role>/: default driver, localhost) passes `molecule test`."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+SCENARIOS = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
 
 
-def test_molecule_scenario_of_the_ansistrano_dropin_passes(need, tmp_path):
-    need(shutil.which("molecule", path=str(BIN)) is not None, "molecule (PyPI) in the venv")
+def test_there_are_scenarios():
+    assert {"assess", "code_config", "ansistrano_rollback"} <= set(SCENARIOS)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_molecule_scenario_passes(scenario, tmp_path, need):
+    need((BIN / "molecule").exists(), "molecule (the test extra)")
     env = dict(
         os.environ,
-        PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
         ANSIBLE_HOME=str(tmp_path / "ansible-home"),
         XDG_CACHE_HOME=str(tmp_path / "cache"),
+        MOLECULE_NO_LOG="false",
+        NO_COLOR="1",
     )
     proc = subprocess.run(
-        [str(BIN / "molecule"), "test", "-s", "ansistrano_rollback"],
+        [str(BIN / "molecule"), "test", "-s", scenario],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -29,5 +37,7 @@ def test_molecule_scenario_of_the_ansistrano_dropin_passes(need, tmp_path):
         timeout=600,
     )
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
-    assert "verify" in out and "failed=0" in out
+    assert proc.returncode == 0, out[-5000:]
+    actions = ["converge", "verify"] + [a for a in ("prepare",) if (ROOT / "molecule" / scenario / f"{a}.yml").exists()]
+    for action in actions:
+        assert f"{action}: Executed: Successful" in out, f"{scenario}: {action} did not run successfully"

@@ -82,7 +82,7 @@ options:
     type: float
     default: 5
 author:
-  - release-rollback contributors
+  - release-rollback contributors (@release-rollback)
 """
 
 EXAMPLES = r"""

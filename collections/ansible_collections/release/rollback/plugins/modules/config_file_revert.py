@@ -62,7 +62,7 @@ options:
     type: float
     default: 30
 author:
-  - release-rollback contributors
+  - release-rollback contributors (@release-rollback)
 """
 
 EXAMPLES = r"""

@@ -92,7 +92,7 @@ options:
     elements: dict
     default: []
 author:
-  - release-rollback contributors
+  - release-rollback contributors (@release-rollback)
 """
 
 EXAMPLES = r"""

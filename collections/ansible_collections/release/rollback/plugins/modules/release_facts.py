@@ -37,7 +37,7 @@ options:
     description: The rollback run asking; a lock held by this run does not count as a problem.
     type: str
 author:
-  - release-rollback contributors
+  - release-rollback contributors (@release-rollback)
 """
 
 EXAMPLES = r"""

@@ -54,7 +54,7 @@ options:
         a name missing here is read from the controller's environment.
     type: dict
 author:
-  - release-rollback contributors
+  - release-rollback contributors (@release-rollback)
 """
 
 EXAMPLES = r"""
