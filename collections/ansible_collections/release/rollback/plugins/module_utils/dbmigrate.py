@@ -171,8 +171,7 @@ class _DowngradeVisitor(ast.NodeVisitor):
                 self.batch_tables.append(_const(call.args[0]))
                 pushed += 1
         self.generic_visit(node)
-        for _ in range(pushed):
-            self.batch_tables.pop()
+        del self.batch_tables[len(self.batch_tables) - pushed :]
 
     def _table(self, node, index=0):
         if len(node.args) > index:

@@ -96,7 +96,7 @@ def _members(text, start):
         key, i = scanstring(text, i + 1)
         i = _WS.match(text, i).end()
         i = _WS.match(text, i + 1).end()  # past ':'
-        _, end = _DECODER.raw_decode(text, i)
+        end = _DECODER.raw_decode(text, i)[1]
         yield key, i, end
         i = _WS.match(text, end).end()
         if text[i] == "}":

@@ -465,7 +465,7 @@ def _timeline_html(rows):
     total = (max(moments) - t0).total_seconds() if moments else 0.0
     total = total or 1.0
 
-    def bar(item):
+    def span_bar(item):
         start, end = _parse_time(item.get("started")), _parse_time(item.get("ended"))
         if not (t0 and start and end):
             return ""
@@ -488,7 +488,7 @@ def _timeline_html(rows):
                 _e(row["status"]),
                 _badge(row["status"]),
                 _e(row["stage"]),
-                bar(row),
+                span_bar(row),
                 _e(_secs(row) + " s" if row.get("duration_s") is not None else "not run"),
             )
         )
@@ -503,7 +503,7 @@ def _timeline_html(rows):
                     _e(h.get("msg")),
                     _e(h["host"]),
                     _e(h.get("status")),
-                    bar(h),
+                    span_bar(h),
                     _e(_secs(h) + " s" if h.get("duration_s") is not None else ""),
                 )
             )

@@ -73,7 +73,7 @@ options:
     description: Change comment recorded by flag systems that keep one (C(launchdarkly)).
     type: str
 author:
-  - release-rollback contributors
+  - release-rollback contributors (@release-rollback)
 """
 
 EXAMPLES = r"""

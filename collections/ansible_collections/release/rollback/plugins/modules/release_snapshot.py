@@ -54,7 +54,7 @@ options:
     type: str
     default: current
 author:
-  - release-rollback contributors
+  - release-rollback contributors (@release-rollback)
 """
 
 EXAMPLES = r"""

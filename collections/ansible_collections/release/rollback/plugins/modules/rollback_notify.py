@@ -40,7 +40,7 @@ options:
     description: Secrets named by the C(*_env) keys (e.g. from Ansible Vault); others come from the environment.
     type: dict
 author:
-  - release-rollback contributors
+  - release-rollback contributors (@release-rollback)
 """
 
 EXAMPLES = r"""

@@ -39,7 +39,7 @@ options:
     type: bool
     default: false
 author:
-  - release-rollback contributors
+  - release-rollback contributors (@release-rollback)
 """
 
 EXAMPLES = r"""

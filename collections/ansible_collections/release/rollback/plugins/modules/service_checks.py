@@ -18,7 +18,7 @@ description:
     below C(max) (or at or above C(min)). A query without data fails unless C(empty=pass).
   - The Alertmanager check asks C(/api/v2/alerts) for active, unsilenced, uninhibited alerts matching the
     matchers; any such alert fails it. Silenced alerts are counted and reported, never failed.
-  - A failed check does not fail the task; O(passed) says whether every check passed.
+  - A failed check does not fail the task; RV(passed) says whether every check passed.
 options:
   smoke:
     description: Checks C({name, url, status, timeout}) or C({name, command, timeout}).
@@ -32,7 +32,7 @@ options:
     description: C({url, matchers, retries, delay}); matchers are C(label="value") strings.
     type: dict
 author:
-  - release-rollback contributors
+  - release-rollback contributors (@release-rollback)
 """
 
 EXAMPLES = r"""
