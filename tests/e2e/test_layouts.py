@@ -248,7 +248,20 @@ def test_a_second_concurrent_rollback_is_refused_by_the_lock_of_the_first(cli, m
             assert time.monotonic() < deadline, "the first rollback never locked both hosts"
             time.sleep(0.2)
         holder = json.loads(locks[0].read_text())
-        second = run(cli, fleet)
+        # The second rollback comes from another controller (its own runs directory and controller-side
+        # lock), so it is the hosts' locks that must refuse it.
+        second = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "release-rollback"),
+                *("--runs-dir", str(tmp_path / "other-controller" / "runs"), "run", "-i", str(fleet.inventory)),
+                *("-m", str(fleet.manifest), "--approver", "bob", "--yes"),
+            ],
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert second.returncode == 3, second.stdout + second.stderr
         assert f"locked by run {holder['run_id']}" in second.stdout + second.stderr
         assert json.loads(locks[0].read_text()) == holder
