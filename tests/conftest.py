@@ -83,7 +83,9 @@ class Cli:
         self.runs = runs
         self.cwd = cwd
 
-    def __call__(self, *args: str, input: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    def __call__(
+        self, *args: str, input: str | None = None, timeout: int = 300, env: dict | None = None
+    ) -> subprocess.CompletedProcess:
         cmd = [CLI, "--runs-dir", str(self.runs), *args]
         return subprocess.run(
             cmd,
@@ -93,6 +95,18 @@ class Cli:
             capture_output=True,
             text=True,
             timeout=timeout,
+            env=env,
+        )
+
+    def popen(self, *args: str) -> subprocess.Popen:
+        """The CLI started in the background (to kill, signal or race it)."""
+        return subprocess.Popen(
+            [CLI, "--runs-dir", str(self.runs), *args],
+            cwd=self.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
 
     def run_dirs(self) -> list[Path]:

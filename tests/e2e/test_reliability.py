@@ -21,26 +21,8 @@ CLI_PATH = str(Path(sys.executable).parent / "release-rollback")
 
 
 def start_run(cli, fleet, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            CLI_PATH,
-            "--runs-dir",
-            str(cli.runs),
-            "run",
-            "-i",
-            str(fleet.inventory),
-            "-m",
-            str(fleet.manifest),
-            "--approver",
-            "alice",
-            "--yes",
-            *extra,
-        ],
-        cwd=cli.cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    return cli.popen(
+        "run", "-i", str(fleet.inventory), "-m", str(fleet.manifest), "--approver", "alice", "--yes", *extra
     )
 
 

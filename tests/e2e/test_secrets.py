@@ -10,7 +10,6 @@ import glob
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,7 +19,6 @@ import dbkit
 import pytest
 from helpers import edit_manifest, report, statuses
 
-CLI_PATH = str(Path(sys.executable).parent / "release-rollback")
 TOKEN = "tok-PLANTED-7d1c2f90b6"
 PASSWORD = "pw-PLANTED-4e8a11c3d2"
 
@@ -116,24 +114,16 @@ def scan(paths: list[Path]) -> list[str]:
 
 
 def run(cli, fleet, environ) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            CLI_PATH,
-            "--runs-dir",
-            str(cli.runs),
-            "run",
-            "-i",
-            str(fleet.inventory),
-            "-m",
-            str(fleet.manifest),
-            "--approver",
-            "alice",
-            "--yes",
-        ],
-        cwd=cli.cwd,
+    return cli(
+        "run",
+        "-i",
+        str(fleet.inventory),
+        "-m",
+        str(fleet.manifest),
+        "--approver",
+        "alice",
+        "--yes",
         env=environ,
-        capture_output=True,
-        text=True,
         timeout=600,
     )
 
