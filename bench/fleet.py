@@ -82,8 +82,12 @@ def reset(root: Path) -> None:
 
 
 def start_server(root: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, __file__, "serve", str(root)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "serve", str(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    if proc.stdout.readline().strip() != "ready":
+        proc.kill()
+        raise RuntimeError(f"the benchmark's HTTP server did not start: {proc.stderr.read()[-2000:]}")
     return proc
 
 

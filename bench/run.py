@@ -109,73 +109,110 @@ FLOOR = """---
 """
 
 
-def bench_code_stage(sizes: list[int], work: Path) -> list[dict]:
+def mitogen_env() -> dict:
+    """The environment that runs Ansible with mitogen's linear strategy, or an error naming the fix."""
+    try:
+        import ansible_mitogen
+    except ImportError:
+        raise SystemExit("--mitogen needs mitogen in the venv: .venv/bin/pip install mitogen") from None
+    plugins = Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
+    return {"ANSIBLE_STRATEGY_PLUGINS": str(plugins), "ANSIBLE_STRATEGY": "mitogen_linear"}
+
+
+def median(values: list[float]) -> float:
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def code_only_run(built: dict, root: Path, environ: dict, runs: Path) -> tuple[float, float, float]:
+    """One `run --scope code_config` (assess, code stage, report): (total s, code stage s, driver peak RSS MB)."""
+    shutil.rmtree(runs, ignore_errors=True)
+    cmd = [CLI, "--runs-dir", str(runs), "run", "-i", str(built["inventory"]), "-m", str(built["manifest"])]
+    total_s, _, rss_mb = timed([*cmd, "--scope", "code_config", "--approver", "bench", "--yes"], root, environ)
+    (run_dir,) = [p for p in runs.iterdir() if (p / "state.json").exists()]
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["exit_state"] == "completed", state["exit_state"]
+    assert all(
+        os.readlink(Path(h) / "current") == f"./releases/{benchfleet.GOOD}" for h in (root / "hosts").glob("*/app")
+    )
+    assert not any((root / "hosts").glob("*/app/.rollback.lock")), "a host lock was left behind"
+    return total_s, state["stages"]["code_config"]["seconds"], rss_mb
+
+
+def bench_code_stage(sizes: list[int], work: Path, repeat: int = 3, extra_env: dict | None = None) -> list[dict]:
+    """Floor and rollback, interleaved on the same fleet, ``repeat`` times each; medians are reported."""
     rows = []
     for n in sizes:
         root = work / f"fleet-{n}"
         built = benchfleet.build(root, n)
         server = benchfleet.start_server(root)
-        environ = env(work / f"home-{n}")
+        environ = dict(env(work / f"home-{n}"), **(extra_env or {}))
         floor = root / "floor.yml"
         floor.write_text(FLOOR.format(good=benchfleet.GOOD))
+        floors, stages_s, totals, rss = [], [], [], []
         try:
-            floor_s, _, _ = timed(
-                [str(BIN / "ansible-playbook"), "-i", str(built["inventory"]), str(floor)], root, environ
-            )
-            benchfleet.reset(root)
-            runs = root / "runs"
-            total_s, _, rss_mb = timed(
-                [
-                    CLI,
-                    "--runs-dir",
-                    str(runs),
-                    "run",
-                    "-i",
-                    str(built["inventory"]),
-                    "-m",
-                    str(built["manifest"]),
-                    "--scope",
-                    "code_config",
-                    "--approver",
-                    "bench",
-                    "--yes",
-                ],
-                root,
-                environ,
-            )
-            (run_dir,) = [p for p in runs.iterdir() if (p / "state.json").exists()]
-            state = json.loads((run_dir / "state.json").read_text())
-            code_s = state["stages"]["code_config"]["seconds"]
-            assert state["exit_state"] == "completed", state["exit_state"]
-            assert all(
-                os.readlink(Path(h) / "current") == f"./releases/{benchfleet.GOOD}"
-                for h in (root / "hosts").glob("*/app")
-            )
+            for _ in range(repeat):
+                benchfleet.reset(root)
+                floors.append(
+                    timed([str(BIN / "ansible-playbook"), "-i", str(built["inventory"]), str(floor)], root, environ)[0]
+                )
+                benchfleet.reset(root)
+                total_s, code_s, rss_mb = code_only_run(built, root, environ, root / "runs")
+                totals.append(total_s)
+                stages_s.append(code_s)
+                rss.append(rss_mb)
         finally:
             server.terminate()
             server.wait()
+        floor_s, code_s, total_s = median(floors), median(stages_s), median(totals)
         rows.append(
             {
                 "hosts": n,
+                "repeat": repeat,
                 "floor_s": floor_s,
                 "code_stage_s": code_s,
                 "code_only_run_s": total_s,
                 "stage_ratio": code_s / floor_s,
                 "run_ratio": total_s / floor_s,
-                "driver_peak_rss_mb": rss_mb,
+                "driver_peak_rss_mb": max(rss),
+                "samples": {"floor_s": floors, "code_stage_s": stages_s, "code_only_run_s": totals},
             }
         )
         print(
             f"  N={n:<4} floor {floor_s:6.1f}s | code stage {code_s:6.1f}s ({code_s / floor_s:.2f}x) | "
-            f"code-only run {total_s:6.1f}s ({total_s / floor_s:.2f}x) | driver peak RSS {rss_mb:.0f} MB",
+            f"code-only run {total_s:6.1f}s ({total_s / floor_s:.2f}x) | driver peak RSS {max(rss):.0f} MB"
+            f"   (median of {repeat})",
             flush=True,
         )
     return rows
 
 
-def bench_driver_overhead(work: Path) -> dict:
+def bench_driver_overhead(work: Path, repeat: int = 3) -> dict:
     from release_rollback.demo import build_fleet
 
+    samples: dict[str, list[float]] = {"driver": [], "ansible-playbook": []}
+    for i in range(repeat):
+        one = _driver_overhead_once(work / f"overhead-{i}", build_fleet)
+        for way, took in one.items():
+            samples[way].append(took)
+    results = {way: median(values) for way, values in samples.items()}
+    ratio = results["driver"] / results["ansible-playbook"]
+    print(
+        f"  full rollback, 3 hosts: driver {results['driver']:.1f}s, ansible-playbook rollback.yml "
+        f"{results['ansible-playbook']:.1f}s -> overhead {100 * (ratio - 1):+.0f}%   (median of {repeat})",
+        flush=True,
+    )
+    return {
+        "driver_s": results["driver"],
+        "playbook_s": results["ansible-playbook"],
+        "ratio": ratio,
+        "samples": samples,
+    }
+
+
+def _driver_overhead_once(work: Path, build_fleet) -> dict:
+    work.mkdir(parents=True)
     results = {}
     for way in ("driver", "ansible-playbook"):
         built = build_fleet(work / f"demo-{way}", 3)
@@ -212,13 +249,7 @@ def bench_driver_overhead(work: Path) -> dict:
             assert built.db_revision() == "a1" and built.lb_release() == built.good
         finally:
             built.stop()
-    ratio = results["driver"] / results["ansible-playbook"]
-    print(
-        f"  full rollback, 3 hosts: driver {results['driver']:.1f}s, ansible-playbook rollback.yml "
-        f"{results['ansible-playbook']:.1f}s -> overhead {100 * (ratio - 1):+.0f}%",
-        flush=True,
-    )
-    return {"driver_s": results["driver"], "playbook_s": results["ansible-playbook"], "ratio": ratio}
+    return results
 
 
 EVENTS = """---
@@ -272,7 +303,9 @@ def bench_events(counts: list[int], work: Path) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="*", default=[10, 50, 200])
-    parser.add_argument("--events", type=int, nargs="*", default=[1000, 10000, 33000])
+    parser.add_argument("--events", type=int, nargs="*", default=[1000, 10000, 100000])
+    parser.add_argument("--repeat", type=int, default=3, help="Runs of each timing; the median is reported.")
+    parser.add_argument("--mitogen", action="store_true", help="Also time the floor and the code stage under mitogen.")
     parser.add_argument("--only", choices=["code", "overhead", "memory"], default=None)
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
     args = parser.parse_args()
@@ -282,16 +315,19 @@ def main() -> None:
     try:
         if args.only in (None, "code"):
             print("code stage time-to-restore vs the floor (file link + restart per host):", flush=True)
-            figures["code"] = bench_code_stage(args.sizes, work)
+            figures["code"] = bench_code_stage(args.sizes, work, args.repeat)
             if len(figures["code"]) > 1:
                 a, b = figures["code"][0], figures["code"][-1]
                 print(
                     f"  growth N={a['hosts']}->{b['hosts']}: floor x{b['floor_s'] / a['floor_s']:.1f}, code stage "
                     f"x{b['code_stage_s'] / a['code_stage_s']:.1f} (hosts x{b['hosts'] / a['hosts']:.0f})"
                 )
+        if args.mitogen:
+            print("the same under mitogen (strategy mitogen_linear), floor included:", flush=True)
+            figures["code_mitogen"] = bench_code_stage(args.sizes, work / "mitogen", args.repeat, mitogen_env())
         if args.only in (None, "overhead"):
             print("driver overhead for the same plan:", flush=True)
-            figures["overhead"] = bench_driver_overhead(work)
+            figures["overhead"] = bench_driver_overhead(work, args.repeat)
         if args.only in (None, "memory"):
             print("driver peak memory against the event count (one ansible-runner job):", flush=True)
             figures["memory"] = bench_events(args.events, work)

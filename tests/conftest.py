@@ -131,5 +131,6 @@ def mu():
         audit = content.module_utils("audit")
         flagd = content.module_utils("flagd")
         report = content.module_utils("report")
+        service = content.module_utils("service")
 
     return _MU

@@ -282,33 +282,54 @@ def run(
             engine = Engine(RunDir.find(plan_file), view)
         else:
             engine = Engine(RunDir.create(runs_root(ctx)), view)
+            # This run goes on to roll back: the hosts are locked while they are assessed.
             engine.plan(
-                inventory, manifest, target, list(scope), window=window, separation_of_duties=separation_of_duties
+                inventory,
+                manifest,
+                target,
+                list(scope),
+                window=window,
+                separation_of_duties=separation_of_duties,
+                lock_hosts=True,
             )
         problem = engine.approval_problem()
-        if problem:
-            plan_doc = engine.load_plan()
-            if yes and approver:
-                engine.approve(approver, reason or "approved with --yes")
-            elif sys.stdin.isatty() and not json_mode:
-                view.close()
-                print_plan(plan_doc)
-                name = click.prompt(
-                    "Approve this plan? Type the approver's name (empty to refuse)",
-                    default=approver or "",
-                    show_default=bool(approver),
-                )
-                if not name.strip():
-                    engine.rundir.audit("approval.refused", reason="refused at the prompt")
-                    raise Blocked("the plan was not approved at the prompt")
-                engine.approve(name, reason or "approved at the prompt")
-                view = make_view(json_mode)
-                engine.view = view
-            else:
-                engine.rundir.audit("run.refused", reason=problem)
-                raise Blocked(f"{problem} (no terminal to ask on; pass --approver NAME --yes to approve)")
+        try:
+            if problem:
+                plan_doc = engine.load_plan()
+                if yes and approver:
+                    engine.approve(approver, reason or "approved with --yes")
+                elif sys.stdin.isatty() and not json_mode:
+                    view.close()
+                    print_plan(plan_doc)
+                    name = click.prompt(
+                        "Approve this plan? Type the approver's name (empty to refuse)",
+                        default=approver or "",
+                        show_default=bool(approver),
+                    )
+                    if not name.strip():
+                        engine.rundir.audit("approval.refused", reason="refused at the prompt")
+                        raise Blocked("the plan was not approved at the prompt")
+                    engine.approve(name, reason or "approved at the prompt")
+                    view = make_view(json_mode)
+                    engine.view = view
+                else:
+                    engine.rundir.audit("run.refused", reason=problem)
+                    raise Blocked(f"{problem} (no terminal to ask on; pass --approver NAME --yes to approve)")
+        except BaseException:
+            # Not approved (refused, no terminal, Ctrl-C at the prompt): nothing was rolled back, so the
+            # host locks this run took while assessing are given back.
+            engine.release_host_locks(engine.load_plan(), engine.rundir.read_state(), why="the plan was not approved")
+            raise
         with Interrupts(engine):
-            exit_state = engine.execute(limit=limit, break_lock=break_lock, override_window=override_window)
+            try:
+                exit_state = engine.execute(limit=limit, break_lock=break_lock, override_window=override_window)
+            except (Blocked, BadInput):
+                # Refused before any stage ran (change window, controller lock): give the host locks back.
+                if set(engine.rundir.read_state().get("stages", {})) <= {"assess"}:
+                    engine.release_host_locks(
+                        engine.load_plan(), engine.rundir.read_state(), why="the run was refused before it started"
+                    )
+                raise
     finally:
         view.close()
     finish(engine, exit_state, json_mode)

@@ -101,8 +101,13 @@ class Engine:
         operator: str | None = None,
         window: str | None = None,
         separation_of_duties: bool = False,
+        lock_hosts: bool = False,
     ) -> dict[str, Any]:
-        """Run the assess stage and write plan.yml. Raises Blocked when the plan has blockers."""
+        """Run the assess stage and write plan.yml. Raises Blocked when the plan has blockers.
+
+        With ``lock_hosts`` (a run that goes on to roll back) the hosts' locks are taken while they are
+        assessed, so that the code stage needs no lock pass; a blocked plan gives them back.
+        """
         raw, parsed = load_manifest(manifest_file)
         inventory = check_inventory(inventory)
         try:
@@ -144,6 +149,7 @@ class Engine:
             "rollback_scope": list(scope or []),
             "rollback_window": window_doc,
             "rollback_separation_of_duties": separation_of_duties,
+            "rollback_lock_at_assess": lock_hosts,
         }
         result = self._run("assess", inventory, extravars, state)
         plan = result.get("plan")
@@ -215,10 +221,25 @@ class Engine:
         results = {n: e["result"] for n, e in state.get("stages", {}).items() if e.get("result")}
         state.update(exit_state=stages.ABORTED, aborted=reason, aborted_by_command=True)
         self.rundir.audit("run.aborted", reason=reason, by=operator_name())
+        self.release_host_locks(plan, state, why="the run was aborted")
         self._write_report(plan, self.rundir.read_approval(), results, aborted=reason)
         self.rundir.audit("run.end", exit_state=stages.ABORTED)
         self.rundir.write_state(state)
         return stages.ABORTED
+
+    def release_host_locks(self, plan: dict[str, Any], state: dict[str, Any], why: str) -> None:
+        """Give back the host locks this run may hold (taken at assess, or kept by hosts that failed)."""
+        if not plan.get("hosts") or not (plan.get("locked") or "code_config" in state.get("stages", {})):
+            return
+        run = run_stage(
+            "unlock",
+            state["inventory"],
+            {"rollback_plan": plan, "rollback_run_id": self.rundir.run_id},
+            self.rundir.events_file("unlock"),
+            threading.Event(),
+            playbook=content.playbook("unlock"),
+        )
+        self.rundir.audit("host_locks.released", reason=why, runner_status=run.status, hosts=sorted(run.hosts))
 
     def load_plan(self) -> dict[str, Any]:
         try:
@@ -325,6 +346,8 @@ class Engine:
             "rollback_fail_on_stage_failure": False,
             # The driver notifies and files the RCA ticket itself, once the exit state is final.
             "rollback_report_followup": False,
+            # A resumed run locks the hosts again in the code stage (the locks taken at assess may be gone).
+            "rollback_resumed": resume,
         }
         aborted = None
         for name in stages.EXECUTION_STAGES:
@@ -344,13 +367,21 @@ class Engine:
                 self.rundir.write_state(state)
                 self.rundir.audit("stage.skipped", stage=name, status=results[name]["status"], reason=gate["reason"])
                 self.view.stage_end(name, results[name])
+                if name == "code_config" and plan.get("locked"):
+                    # The hosts were locked while they were assessed; nothing rolls them back now.
+                    self.release_host_locks(plan, state, why=f"stage code_config does not run: {gate['reason']}")
                 continue
             extravars = dict(base)
             extravars.update({f"rollback_result_{k}": v for k, v in results.items() if k != name})
             # --limit re-runs a stage on some hosts only when the stage already ran on the others;
             # a stage that never ran runs everywhere.
             stage_limit = limit if (limit and name != "report" and done and done.get("hosts")) else None
-            result = self._run(name, state["inventory"], extravars, state, limit=stage_limit)
+            if name == "report":
+                # The report is written on the controller: the driver does the report stage's work
+                # itself (the same code as the rollback_report module) instead of starting a playbook.
+                result = self._bookkeep(name, state, lambda: self._report_stage(plan, approval, results))
+            else:
+                result = self._run(name, state["inventory"], extravars, state, limit=stage_limit)
             if stage_limit:
                 result = merge_limited(done, result)
                 state["stages"][name]["result"] = result
@@ -403,6 +434,56 @@ class Engine:
         state: dict[str, Any],
         limit: str | None = None,
     ) -> dict[str, Any]:
+        """Run one stage playbook through ansible-runner."""
+
+        def work() -> tuple[dict[str, Any], dict[str, Any]]:
+            started = utcnow()
+            run = run_stage(
+                name,
+                inventory,
+                extravars,
+                self.rundir.events_file(name),
+                self.cancel,
+                on_change=self.view.stage_progress,
+                limit=limit,
+            )
+            result = run.result
+            if result is None:
+                why = run.last_error or f"ansible-runner ended {run.status}"
+                why = "cancelled" if run.status == "canceled" else why
+                result = {
+                    "stage": name,
+                    "status": stages.FAILED,
+                    "changed": None,
+                    "summary": f"the stage playbook ended without a result: {why}",
+                    "hosts": {
+                        h: {"status": "failed" if t.failed or t.unreachable else "unknown"}
+                        for h, t in run.hosts.items()
+                    },
+                    "reached": True,
+                    "started": started,
+                    "ended": utcnow(),
+                }
+            return result, {"runner_status": run.status, "rc": run.rc, "events": run.events}
+
+        return self._bookkeep(name, state, work)
+
+    def _report_stage(self, plan: dict[str, Any], approval: dict[str, Any], results: dict[str, Any]):
+        """The report stage on the controller: report files, release record, audit entry."""
+        started = utcnow()
+        record = plan.get("release_record") or str(self.rundir.path.parent.parent / "releases.jsonl")
+        try:
+            rep, paths, _recorded = reportlib.write_run_report(str(self.rundir.path), plan, approval, results, record)
+            host = {"status": stages.OK, "changed": True, "msg": f"report written to {paths['md']}"}
+            host["exit_state"] = rep["exit_state"]
+        except OSError as exc:
+            host = {"status": stages.FAILED, "changed": False, "msg": f"the report could not be written: {exc}"}
+        result = stages.aggregate("report", {"localhost": host}, ["localhost"])
+        result.update(started=started, ended=utcnow())
+        return result, {"runner_status": "in-process", "rc": 0 if host["status"] == stages.OK else 1, "events": 0}
+
+    def _bookkeep(self, name: str, state: dict[str, Any], work) -> dict[str, Any]:
+        """State, audit trail and view around one stage's ``work`` (which returns its result and run facts)."""
         self.current_stage = name
         started = utcnow()
         state["stages"][name] = {"started": started, "status": "running"}
@@ -411,37 +492,8 @@ class Engine:
         self.rundir.audit("stage.start", stage=name)
         self.view.stage_start(name)
         clock = time.monotonic()
-        run = run_stage(
-            name,
-            inventory,
-            extravars,
-            self.rundir.events_file(name),
-            self.cancel,
-            on_change=self.view.stage_progress,
-            limit=limit,
-        )
-        result = run.result
-        if result is None:
-            why = "cancelled" if run.status == "canceled" else (run.last_error or f"ansible-runner ended {run.status}")
-            result = {
-                "stage": name,
-                "status": stages.FAILED,
-                "changed": None,
-                "summary": f"the stage playbook ended without a result: {why}",
-                "hosts": {
-                    h: {"status": "failed" if t.failed or t.unreachable else "unknown"} for h, t in run.hosts.items()
-                },
-                "reached": True,
-                "started": started,
-                "ended": utcnow(),
-            }
-        state["stages"][name] = {
-            "result": result,
-            "runner_status": run.status,
-            "rc": run.rc,
-            "events": run.events,
-            "seconds": round(time.monotonic() - clock, 3),
-        }
+        result, facts = work()
+        state["stages"][name] = dict(result=result, seconds=round(time.monotonic() - clock, 3), **facts)
         state["current_stage"] = None
         self.rundir.write_state(state)
         self.rundir.audit(
@@ -449,8 +501,8 @@ class Engine:
             stage=name,
             status=result["status"],
             summary=result.get("summary"),
-            runner_status=run.status,
-            events=run.events,
+            runner_status=facts["runner_status"],
+            events=facts["events"],
         )
         self.view.stage_end(name, result)
         self.current_stage = None

@@ -63,7 +63,7 @@ class EventSink:
         data = event.get("event_data") or {}
         kind = event.get("event", "")
         record = {k: event.get(k) for k in _KEEP if k in event}
-        for key in ("host", "task", "play", "role", "changed"):
+        for key in ("host", "task", "task_action", "play", "role", "changed"):
             if key in data:
                 record[key] = data[key]
         if kind in ("runner_on_failed", "runner_on_unreachable") and isinstance(data.get("res"), dict):

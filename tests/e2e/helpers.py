@@ -21,6 +21,17 @@ def fleet_state(fleet) -> dict:
     }
 
 
+def audit_events(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "audit.jsonl").read_text().splitlines()]
+
+
+def assert_rolled_back(fleet) -> None:
+    assert all(fleet.live(h) == f"./releases/{fleet.good}" for h in fleet.hosts)
+    assert fleet.db_revision() == "a1"
+    assert fleet.flag()["defaultVariant"] == "off"
+    assert fleet.lb_release() == fleet.good
+
+
 def report(run_dir: Path) -> dict:
     return json.loads((run_dir / "report.json").read_text())
 

@@ -191,6 +191,8 @@ def test_a_rollback_is_refused_while_another_run_holds_the_host_lock(cli, make_f
     assert "locked by run 20261126T090000Z-other by bob" in proc.stdout + proc.stderr
     assert links(fleet) == before
     assert json.loads(lock.read_text())["run_id"] == "20261126T090000Z-other"
+    # web1 was locked while it was assessed; the plan is blocked, so its lock was given back.
+    assert not (fleet.app_root("web1") / ".rollback.lock").exists()
 
 
 def test_disagreement_approved_host_by_host_rolls_each_host_to_its_own_target(cli, make_fleet):

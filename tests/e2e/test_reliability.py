@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import fleet_state, report, statuses
+from helpers import assert_rolled_back, audit_events, fleet_state, report, statuses
 
 CLI_PATH = str(Path(sys.executable).parent / "release-rollback")
 
@@ -53,17 +53,6 @@ def wait_no_playbooks(marker: str, timeout: float = 120) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"processes matching {marker} are still running")
-
-
-def audit_events(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "audit.jsonl").read_text().splitlines()]
-
-
-def assert_rolled_back(fleet) -> None:
-    assert all(fleet.live(h) == f"./releases/{fleet.good}" for h in fleet.hosts)
-    assert fleet.db_revision() == "a1"
-    assert fleet.flag()["defaultVariant"] == "off"
-    assert fleet.lb_release() == fleet.good
 
 
 @pytest.mark.parametrize("stage", ["feature_flags", "code_config", "database", "infrastructure", "validate"])

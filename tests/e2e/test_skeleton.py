@@ -43,9 +43,14 @@ def test_happy_path_rolls_every_stage_back_and_completes(cli, fleet):
     assert rep["database"]["current"] == "a1"
     for name in ("plan.yml", "state.json", "audit.jsonl", "report.md", "approval.json"):
         assert (run_dir / name).is_file(), name
-    for stage in ("assess", "feature_flags", "code_config", "database", "infrastructure", "validate", "report"):
+    for stage in ("assess", "feature_flags", "code_config", "database", "infrastructure", "validate"):
         events = (run_dir / "events" / f"{stage}.jsonl").read_text().splitlines()
         assert any(json.loads(e)["event"] == "playbook_on_stats" for e in events), stage
+    # The report is written on the controller: the driver does the report stage itself, no playbook.
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["stages"]["report"]["runner_status"] == "in-process"
+    assert state["stages"]["report"]["result"]["hosts"]["localhost"]["exit_state"] == "completed"
+    assert not (run_dir / "events" / "report.jsonl").exists()
     record = [json.loads(line) for line in (cli.runs.parent / "releases.jsonl").read_text().splitlines()]
     assert record[-1]["version"] == fleet.bad and record[-1]["status"] == "rolled_back"
     verify = cli("audit", "verify", str(run_dir))

@@ -260,11 +260,13 @@ def test_ssh_hosts_roll_back_in_batches_with_supervisor_restarts(cli, ssh_fleet)
     plan = yaml.safe_load((cli.run_dirs()[-1] / "plan.yml").read_text())
     assert plan["serial"] == 2
     events = [json.loads(e) for e in (cli.run_dirs()[-1] / "events" / "code_config.jsonl").read_text().splitlines()]
-    done = [(e["task"].split()[0], e["host"]) for e in events if e["event"] == "runner_on_ok" and "task" in e]
-    # Batches of two: web1 and web2 are restarted and healthy before web3 is switched.
-    assert done.index(("Restart", "web1")) < done.index(("Switch", "web3"))
-    assert done.index(("Restart", "web2")) < done.index(("Switch", "web3"))
-    assert done.index(("Switch", "web2")) < done.index(("Restart", "web1"))
+    rollback = [e for e in events if e.get("task") == "Roll back, restart and verify" and "host" in e]
+    order = [(e["event"], e["host"]) for e in rollback if e["event"] in ("runner_on_start", "runner_on_ok")]
+    # Batches of two: web1 and web2 are switched, restarted and healthy (one module call each, side by
+    # side) before web3 starts.
+    assert order.index(("runner_on_ok", "web1")) < order.index(("runner_on_start", "web3"))
+    assert order.index(("runner_on_ok", "web2")) < order.index(("runner_on_start", "web3"))
+    assert order.index(("runner_on_start", "web2")) < order.index(("runner_on_ok", "web1"))
 
 
 def test_a_host_lost_mid_stage_stops_the_batches_and_is_named(cli, ssh_fleet):

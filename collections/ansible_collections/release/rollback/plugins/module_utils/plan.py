@@ -339,7 +339,11 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
         "hosts": hosts,
         "disagreement": disagreement,
         "deploy_record": record,
+        # Every host's lock was taken for this run while it was assessed: the code stage needs no lock pass.
+        "locked": bool(host_facts) and all((f or {}).get("locked") for f in host_facts.values()),
         "serial": options.get("serial") or "100%",
+        # Where the report records the release as rolled back (and where later plans read known-bad ones).
+        "release_record": options.get("release_record") or None,
         "max_fail_percentage": int(options.get("max_fail_percentage") or 0),
         "flags": manifest.get("flags"),
         "database": db_plan,

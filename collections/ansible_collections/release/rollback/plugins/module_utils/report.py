@@ -897,3 +897,28 @@ def record_release(record_file, rep):
     with open(record_file, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(entry, sort_keys=True) + "\n")
     return True
+
+
+def write_run_report(run_dir, plan, approval, results, record_file=None, audit_stages=False):
+    """The report stage's work, shared by the rollback_report module and the driver.
+
+    Writes report.md/json/html with the report stage counted as done, records the release as rolled
+    back in ``record_file`` (JSON lines), and appends ``report.written`` (and with ``audit_stages``
+    one ``stage.result`` per stage and ``run.end``: runs without the driver) to the audit trail.
+    Returns ``(report, paths, recorded)``; raises OSError when the run directory cannot be written.
+    """
+    from ansible_collections.release.rollback.plugins.module_utils import audit as _audit
+
+    results = dict(results)
+    results.setdefault("report", {"stage": "report", "status": "ok", "summary": "this report", "changed": True})
+    rep = build_for_run(run_dir, plan, approval, results)
+    paths = write(run_dir, rep)
+    recorded = record_release(record_file, rep)
+    trail = os.path.join(run_dir, "audit.jsonl")
+    if audit_stages:
+        for step in rep["steps"]:
+            summary = step.get("summary")
+            _audit.append(trail, "stage.result", stage=step["stage"], status=step["status"], summary=summary)
+        _audit.append(trail, "run.end", exit_state=rep["exit_state"])
+    _audit.append(trail, "report.written", exit_state=rep["exit_state"], report=paths["json"], recorded=recorded)
+    return rep, paths, recorded

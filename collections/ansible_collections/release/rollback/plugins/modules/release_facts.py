@@ -36,6 +36,21 @@ options:
   run_id:
     description: The rollback run asking; a lock held by this run does not count as a problem.
     type: str
+  lock:
+    description:
+      - Also take the host's lock C(<app_root>/.rollback.lock) for O(run_id) in the same round trip,
+        unless another run holds it (then RV(lock_problem) says who and nothing is taken).
+      - The assess stage does this when the same run goes on to roll the hosts back, so that the
+        code stage needs no separate lock pass. Taking the lock is not reported as a change.
+    type: bool
+    default: false
+  operator:
+    description: Who runs the rollback, written into the lock.
+    type: str
+  break_stale_lock:
+    description: With O(lock), replace a lock older than an hour held by another run.
+    type: bool
+    default: false
 author:
   - release-rollback contributors (@release-rollback)
 """
@@ -91,6 +106,10 @@ lock:
   description: The holder of C(<app_root>/.rollback.lock) (run_id, operator, time, host, age_seconds, stale), or null.
   returned: success
   type: dict
+locked:
+  description: Whether O(run_id) holds the host's lock after this call.
+  returned: success
+  type: bool
 lock_problem:
   description: One sentence naming the lock's holder when another run holds it, or null.
   returned: success
@@ -98,7 +117,7 @@ lock_problem:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.release.rollback.plugins.module_utils.releases import ReleaseError, discover
+from ansible_collections.release.rollback.plugins.module_utils.releases import ReleaseError, acquire_lock, discover
 
 
 def main():
@@ -109,7 +128,11 @@ def main():
             releases_dir=dict(type="str", default="releases"),
             current_dir=dict(type="str", default="current"),
             run_id=dict(type="str"),
+            lock=dict(type="bool", default=False),
+            operator=dict(type="str"),
+            break_stale_lock=dict(type="bool", default=False),
         ),
+        required_if=[("lock", True, ("run_id",))],
         supports_check_mode=True,
     )
     p = module.params
@@ -123,6 +146,16 @@ def main():
         )
     except (ReleaseError, OSError) as exc:
         module.fail_json(msg=str(exc))
+    holder = info["lock"]
+    info["locked"] = bool(holder and p["run_id"] and holder.get("run_id") == p["run_id"])
+    stale_breakable = bool(p["break_stale_lock"] and holder and holder.get("stale"))
+    if p["lock"] and not info["locked"] and (not info["lock_problem"] or stale_breakable) and not module.check_mode:
+        try:
+            acquire_lock(info["app_root"], p["run_id"], operator=p["operator"], break_stale=p["break_stale_lock"])
+            info["locked"], info["lock_problem"] = True, None
+        except (ReleaseError, OSError) as exc:  # taken meanwhile by another run
+            info["lock_problem"] = str(exc)
+    # The lock is bookkeeping of this run, not a change of the host: the assess stage changes nothing.
     module.exit_json(changed=False, **info)
 
 

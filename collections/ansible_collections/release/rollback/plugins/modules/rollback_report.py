@@ -89,10 +89,9 @@ notifications:
   elements: dict
 """
 
-import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.release.rollback.plugins.module_utils import audit, followup, manifest, report
+from ansible_collections.release.rollback.plugins.module_utils import followup, manifest, report
 
 
 def main():
@@ -113,22 +112,10 @@ def main():
     p = module.params
     results = dict(p["results"])
     results.setdefault("report", {"stage": "report", "status": "ok", "summary": "this report", "changed": True})
-    rep = report.build_for_run(p["run_dir"], p["plan"], p["approval"], results)
     try:
-        paths = report.write(p["run_dir"], rep)
-        recorded = report.record_release(p["record_file"], rep)
-        trail = os.path.join(p["run_dir"], "audit.jsonl")
-        if p["audit_stages"]:
-            for step in rep["steps"]:
-                audit.append(
-                    trail,
-                    "stage.result",
-                    stage=step["stage"],
-                    status=step["status"],
-                    summary=step.get("summary"),
-                )
-            audit.append(trail, "run.end", exit_state=rep["exit_state"])
-        audit.append(trail, "report.written", exit_state=rep["exit_state"], report=paths["json"], recorded=recorded)
+        rep, paths, recorded = report.write_run_report(
+            p["run_dir"], p["plan"], p["approval"], results, p["record_file"], audit_stages=p["audit_stages"]
+        )
         done = {"notifications": [], "rca": None}
         if p["followup"]:
             try:

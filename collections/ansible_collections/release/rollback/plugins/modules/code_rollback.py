@@ -1,0 +1,295 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: release-rollback contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: code_rollback
+short_description: Roll one host's code and configuration back, restart and verify it, in one round trip
+version_added: "0.1.0"
+description:
+  - The per-host work of the code_config stage in a single module call, so that a rollback costs one
+    round trip per host.
+  - Takes the host's lock C(<app_root>/.rollback.lock) for O(run_id) (or finds it already held by this run),
+    switches C(current) to O(target) and restores the configuration exactly like M(release.rollback.release_switch),
+    restarts the application and verifies its health and version like M(release.rollback.app_service),
+    then gives the lock back.
+  - A host that fails keeps this run's lock, so that no other run changes it before this run is resumed.
+  - With O(refuse) the host is left exactly as it is (and this run's lock on it is given back); the
+    controller passes it when another run holds a host's lock or when earlier batches failed.
+  - Returns C(host_result), the host's result for the stage (status, changed, release, msg), on
+    success and on failure.
+  - Idempotent, a host already on O(target) and healthy is neither switched nor restarted.
+options:
+  app_root:
+    description: The deploy_to directory.
+    type: path
+    required: true
+  target:
+    description: The release to switch to; with O(version_url) also the version the application must report.
+    type: str
+    required: true
+  config_files:
+    description: Absolute paths of configuration files outside the release to restore from the target's snapshot.
+    type: list
+    elements: path
+    default: []
+  layout:
+    description: Force the layout instead of detecting it.
+    type: str
+    choices: [auto, ansistrano, capistrano, versions]
+    default: auto
+  releases_dir:
+    description: Name of the releases directory under O(app_root).
+    type: str
+    default: releases
+  current_dir:
+    description: Name of the live release link under O(app_root).
+    type: str
+    default: current
+  run_id:
+    description: The rollback run, written into the lock and the C(ROLLED_BACK) mark.
+    type: str
+  reason:
+    description: Why the release is rolled back, written into the C(ROLLED_BACK) mark.
+    type: str
+  user:
+    description: Who rolls back, written into the mark, the lock and Capistrano's C(revisions.log).
+    type: str
+  remove_rolled_back:
+    description: Delete the rolled-back release instead of keeping it marked.
+    type: bool
+    default: false
+  lock:
+    description: Hold the host's lock for O(run_id) while the host changes; refuse when another run holds it.
+    type: bool
+    default: false
+  break_stale_lock:
+    description: Replace a lock older than an hour held by another run (its holder is reported).
+    type: bool
+    default: false
+  refuse:
+    description: Why this host must be left as it is; nothing changes and the module fails with that reason.
+    type: str
+  refuse_status:
+    description: The host's status when O(refuse) is given.
+    type: str
+    choices: [blocked, skipped]
+    default: blocked
+  restart:
+    description: Restart the application (when it was switched, or is not healthy on the target).
+    type: bool
+    default: true
+  manager:
+    description:
+      - How the application is restarted (see M(release.rollback.app_service)).
+    type: str
+    choices: [command, systemd, supervisor, none]
+    default: command
+  service:
+    description: The unit (systemd) or program (supervisor) name.
+    type: str
+  supervisor_config:
+    description: The supervisord configuration file C(supervisorctl) reads.
+    type: path
+  supervisorctl:
+    description: The C(supervisorctl) executable.
+    type: path
+    default: supervisorctl
+  restart_command:
+    description: The restart command, a list or a string split like a shell would (no shell runs it).
+    type: raw
+  stop_command:
+    description: With O(manager=command) and no O(restart_command), the command that stops the application.
+    type: raw
+  start_command:
+    description: With O(manager=command) and no O(restart_command), the command that starts it again.
+    type: raw
+  health_url:
+    description: URL that answers 2xx when the application is healthy.
+    type: str
+  version_url:
+    description: URL whose body is the running version; without it C(current/REVISION) is compared with the target's.
+    type: str
+  retries:
+    description: How many times to poll health and version before failing.
+    type: int
+    default: 20
+  delay:
+    description: Seconds between polls.
+    type: float
+    default: 0.5
+  timeout:
+    description: Seconds each HTTP request may take.
+    type: float
+    default: 5
+author:
+  - release-rollback contributors (@release-rollback)
+"""
+
+EXAMPLES = r"""
+- name: Roll the host back, restart and verify it
+  release.rollback.code_rollback:
+    app_root: /srv/shop
+    target: "20261120090000Z"
+    run_id: 20261127T031500Z-shop
+    lock: true
+    restart_command: [/srv/shop/bin/service, restart]
+    health_url: http://127.0.0.1:8080/health
+    version_url: http://127.0.0.1:8080/version
+"""
+
+RETURN = r"""
+host_result:
+  description: The host's result for the stage.
+  returned: always
+  type: dict
+  contains:
+    status:
+      description: C(ok), C(failed), C(blocked) or C(skipped).
+      type: str
+    changed:
+      description: Whether the host changed.
+      type: bool
+    release:
+      description: The release the host is on now.
+      type: str
+    msg:
+      description: What happened, in one sentence.
+      type: str
+from:
+  description: The release that was live before.
+  returned: when the switch ran
+  type: str
+to:
+  description: The release now live.
+  returned: when the switch ran
+  type: str
+config_restored:
+  description: Configuration files restored from the snapshot.
+  returned: when the switch ran
+  type: list
+  elements: str
+restarted:
+  description: Whether the application was restarted.
+  returned: when the switch ran
+  type: bool
+health:
+  description: The last health status code seen, or the error.
+  returned: when the switch ran
+  type: raw
+version:
+  description: The last version the application reported.
+  returned: when the switch ran
+  type: str
+attempts:
+  description: How many polls the verification took.
+  returned: when the switch ran
+  type: int
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.release.rollback.plugins.module_utils.releases import (
+    ReleaseError,
+    discover,
+    release_lock,
+    switch,
+)
+from ansible_collections.release.rollback.plugins.module_utils.service import (
+    SERVICE_ARGS,
+    argument_problem,
+    restart_and_verify,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            SERVICE_ARGS,
+            app_root=dict(type="path", required=True),
+            target=dict(type="str", required=True),
+            config_files=dict(type="list", elements="path", default=[]),
+            layout=dict(type="str", default="auto", choices=["auto", "ansistrano", "capistrano", "versions"]),
+            releases_dir=dict(type="str", default="releases"),
+            current_dir=dict(type="str", default="current"),
+            run_id=dict(type="str"),
+            reason=dict(type="str"),
+            user=dict(type="str"),
+            remove_rolled_back=dict(type="bool", default=False),
+            lock=dict(type="bool", default=False),
+            break_stale_lock=dict(type="bool", default=False),
+            refuse=dict(type="str"),
+            refuse_status=dict(type="str", default="blocked", choices=["blocked", "skipped"]),
+            restart=dict(type="bool", default=True),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    holds_lock = p["lock"] and bool(p["run_id"])
+
+    def fail(status, changed, release, msg, **extra):
+        host = dict(status=status, changed=changed, release=release, msg=msg)
+        module.fail_json(msg=msg, host_result=host, changed=changed, **extra)
+
+    live, lock_problem = None, None
+    try:
+        info = discover(p["app_root"], p["layout"], p["releases_dir"], p["current_dir"], run_id=p["run_id"])
+        live = info["live"]
+        if info["lock_problem"] and not (p["break_stale_lock"] and info["lock"].get("stale")):
+            lock_problem = info["lock_problem"]
+    except (ReleaseError, OSError):
+        pass  # the switch below says why this host cannot be used
+    if p["refuse"]:
+        if holds_lock and not module.check_mode and not lock_problem:
+            release_lock(p["app_root"], p["run_id"])
+        fail(p["refuse_status"], False, live or "unknown", "not switched, still on %s: %s" % (live, p["refuse"]))
+    if holds_lock and lock_problem:
+        fail("blocked", False, live or "unknown", "not switched, still on %s: %s" % (live, lock_problem))
+    problem = argument_problem(dict(p, only_if_unhealthy=False))
+    if problem:
+        fail("failed", False, live or "unknown", problem)
+    try:
+        switched = switch(
+            p["app_root"],
+            p["target"],
+            config_files=p["config_files"],
+            run_id=p["run_id"],
+            reason=p["reason"],
+            releases_dir=p["releases_dir"],
+            current=p["current_dir"],
+            check_mode=module.check_mode,
+            layout=p["layout"],
+            user=p["user"],
+            remove_rolled_back=p["remove_rolled_back"],
+            lock=holds_lock,
+            break_stale_lock=p["break_stale_lock"],
+        )
+    except (ReleaseError, OSError) as exc:
+        fail("failed", False, live or "unknown", "switch: %s" % exc)
+    switched.pop("diff", None)
+    service = dict(
+        p,
+        only_if_unhealthy=not switched["changed"],
+        expect_version=p["target"] if p["version_url"] else None,
+        release=p["target"],
+    )
+    checked, failure = restart_and_verify(service, module.run_command, check_mode=module.check_mode)
+    result = dict(switched, **checked)
+    changed = result.pop("changed") or switched["changed"]
+    if failure:
+        # The host keeps this run's lock: nothing else may change it before the run is resumed.
+        fail("failed", changed, p["target"], "restart and verify: %s" % failure, **result)
+    if holds_lock and not module.check_mode:
+        release_lock(p["app_root"], p["run_id"])
+    restarted = ", restarted" if checked["restarted"] else ""
+    result["host_result"] = dict(
+        status="ok", changed=changed, release=p["target"], msg="on %s%s" % (p["target"], restarted)
+    )
+    module.exit_json(changed=changed, **result)
+
+
+if __name__ == "__main__":
+    main()
