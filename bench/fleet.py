@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import selectors
 import socket
 import subprocess
@@ -22,6 +23,23 @@ import yaml
 
 GOOD = "20261120093000Z"
 BAD = "20261126081500Z"
+
+
+def _free_port(taken: list) -> int:
+    """A free loopback port below the ephemeral range, so that no client connection of an earlier
+    run (the HTTP checks make thousands, left in TIME_WAIT) holds it when the server binds it."""
+    used = {p for p, _ in taken}
+    for port in range(random.randrange(20000, 26000), 32000):
+        if port in used:
+            continue
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port between 20000 and 32000")
 
 
 def build(root: Path, n: int, python: str = sys.executable) -> dict:
@@ -37,9 +55,7 @@ def build(root: Path, n: int, python: str = sys.executable) -> dict:
         (app / "shared").mkdir(exist_ok=True)
         if not (app / "current").is_symlink():
             os.symlink(f"./releases/{BAD}", app / "current")
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = _free_port(ports)
         ports.append((port, str(app)))
         hosts[name] = {
             "rollback_app_root": str(app),

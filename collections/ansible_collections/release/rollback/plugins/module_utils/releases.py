@@ -30,6 +30,26 @@ LAYOUTS = ("ansistrano", "capistrano", "versions")
 LOCK_FILE = ".rollback.lock"  # <app_root>/.rollback.lock: held by one rollback (or a deploy) at a time
 REVISIONS_LOG = "revisions.log"  # Capistrano's deploy history in <app_root>
 STALE_LOCK_SECONDS = 3600
+# Module argument specs shared by the modules that read or switch a deploy directory (documented by
+# the release.rollback.releases doc fragment).
+DIR_ARGS = dict(
+    releases_dir=dict(type="str", default="releases"),
+    current_dir=dict(type="str", default="current"),
+)
+LAYOUT_ARGS = dict(layout=dict(type="str", default="auto", choices=["auto", "ansistrano", "capistrano", "versions"]))
+SWITCH_ARGS = dict(
+    DIR_ARGS,
+    **LAYOUT_ARGS,
+    app_root=dict(type="path", required=True),
+    target=dict(type="str", required=True),
+    config_files=dict(type="list", elements="path", default=[]),
+    run_id=dict(type="str"),
+    reason=dict(type="str"),
+    user=dict(type="str"),
+    remove_rolled_back=dict(type="bool", default=False),
+    lock=dict(type="bool", default=False),
+    break_stale_lock=dict(type="bool", default=False),
+)
 _VERSIONISH = re.compile(r"^v?\d+(\.\d+)*([-+._][0-9A-Za-z.]+)?$")
 _TIMESTAMP = re.compile(r"^\d{14}Z?$")
 

@@ -20,44 +20,10 @@ options:
     description: Restart the application before verifying.
     type: bool
     default: false
-  manager:
-    description:
-      - How the application is restarted.
-      - C(systemd) runs C(systemctl restart <service>); C(supervisor) runs
-        C(supervisorctl [-c <supervisor_config>] restart <service>) and fails unless the program ends RUNNING;
-        C(command) runs O(restart_command), or O(stop_command) then O(start_command); C(none) does not restart.
-    type: str
-    choices: [command, systemd, supervisor, none]
-    default: command
-  service:
-    description: The unit (systemd) or program (supervisor) name.
-    type: str
-  supervisor_config:
-    description: The supervisord configuration file C(supervisorctl) reads (its default search path otherwise).
-    type: path
-  supervisorctl:
-    description: The C(supervisorctl) executable.
-    type: path
-    default: supervisorctl
-  restart_command:
-    description: The restart command, a list or a string split like a shell would (no shell runs it).
-    type: raw
-  stop_command:
-    description: With O(manager=command) and no O(restart_command), the command that stops the application.
-    type: raw
-  start_command:
-    description: With O(manager=command) and no O(restart_command), the command that starts it again.
-    type: raw
   only_if_unhealthy:
     description: With O(restart=true), check once first and restart only when the check fails (idempotent re-runs).
     type: bool
     default: false
-  health_url:
-    description: URL that answers 2xx when the application is healthy.
-    type: str
-  version_url:
-    description: URL whose body is the running version, plain or JSON with a C(version) key.
-    type: str
   expect_version:
     description: The version the application must report.
     type: str
@@ -69,18 +35,8 @@ options:
   release:
     description: The release whose C(REVISION) the live one must equal.
     type: str
-  retries:
-    description: How many times to poll before failing.
-    type: int
-    default: 20
-  delay:
-    description: Seconds between polls.
-    type: float
-    default: 0.5
-  timeout:
-    description: Seconds each HTTP request may take.
-    type: float
-    default: 5
+extends_documentation_fragment:
+  - release.rollback.service
 author:
   - release-rollback contributors (@release-rollback)
 """

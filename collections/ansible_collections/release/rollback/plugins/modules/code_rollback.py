@@ -24,53 +24,6 @@ description:
     success and on failure.
   - Idempotent, a host already on O(target) and healthy is neither switched nor restarted.
 options:
-  app_root:
-    description: The deploy_to directory.
-    type: path
-    required: true
-  target:
-    description: The release to switch to; with O(version_url) also the version the application must report.
-    type: str
-    required: true
-  config_files:
-    description: Absolute paths of configuration files outside the release to restore from the target's snapshot.
-    type: list
-    elements: path
-    default: []
-  layout:
-    description: Force the layout instead of detecting it.
-    type: str
-    choices: [auto, ansistrano, capistrano, versions]
-    default: auto
-  releases_dir:
-    description: Name of the releases directory under O(app_root).
-    type: str
-    default: releases
-  current_dir:
-    description: Name of the live release link under O(app_root).
-    type: str
-    default: current
-  run_id:
-    description: The rollback run, written into the lock and the C(ROLLED_BACK) mark.
-    type: str
-  reason:
-    description: Why the release is rolled back, written into the C(ROLLED_BACK) mark.
-    type: str
-  user:
-    description: Who rolls back, written into the mark, the lock and Capistrano's C(revisions.log).
-    type: str
-  remove_rolled_back:
-    description: Delete the rolled-back release instead of keeping it marked.
-    type: bool
-    default: false
-  lock:
-    description: Hold the host's lock for O(run_id) while the host changes; refuse when another run holds it.
-    type: bool
-    default: false
-  break_stale_lock:
-    description: Replace a lock older than an hour held by another run (its holder is reported).
-    type: bool
-    default: false
   refuse:
     description: Why this host must be left as it is; nothing changes and the module fails with that reason.
     type: str
@@ -83,49 +36,11 @@ options:
     description: Restart the application (when it was switched, or is not healthy on the target).
     type: bool
     default: true
-  manager:
-    description:
-      - How the application is restarted (see M(release.rollback.app_service)).
-    type: str
-    choices: [command, systemd, supervisor, none]
-    default: command
-  service:
-    description: The unit (systemd) or program (supervisor) name.
-    type: str
-  supervisor_config:
-    description: The supervisord configuration file C(supervisorctl) reads.
-    type: path
-  supervisorctl:
-    description: The C(supervisorctl) executable.
-    type: path
-    default: supervisorctl
-  restart_command:
-    description: The restart command, a list or a string split like a shell would (no shell runs it).
-    type: raw
-  stop_command:
-    description: With O(manager=command) and no O(restart_command), the command that stops the application.
-    type: raw
-  start_command:
-    description: With O(manager=command) and no O(restart_command), the command that starts it again.
-    type: raw
-  health_url:
-    description: URL that answers 2xx when the application is healthy.
-    type: str
-  version_url:
-    description: URL whose body is the running version; without it C(current/REVISION) is compared with the target's.
-    type: str
-  retries:
-    description: How many times to poll health and version before failing.
-    type: int
-    default: 20
-  delay:
-    description: Seconds between polls.
-    type: float
-    default: 0.5
-  timeout:
-    description: Seconds each HTTP request may take.
-    type: float
-    default: 5
+extends_documentation_fragment:
+  - release.rollback.releases
+  - release.rollback.releases.layout
+  - release.rollback.releases.switch
+  - release.rollback.service
 author:
   - release-rollback contributors (@release-rollback)
 """
@@ -193,6 +108,7 @@ attempts:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.release.rollback.plugins.module_utils.releases import (
+    SWITCH_ARGS,
     ReleaseError,
     discover,
     release_lock,
@@ -209,18 +125,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             SERVICE_ARGS,
-            app_root=dict(type="path", required=True),
-            target=dict(type="str", required=True),
-            config_files=dict(type="list", elements="path", default=[]),
-            layout=dict(type="str", default="auto", choices=["auto", "ansistrano", "capistrano", "versions"]),
-            releases_dir=dict(type="str", default="releases"),
-            current_dir=dict(type="str", default="current"),
-            run_id=dict(type="str"),
-            reason=dict(type="str"),
-            user=dict(type="str"),
-            remove_rolled_back=dict(type="bool", default=False),
-            lock=dict(type="bool", default=False),
-            break_stale_lock=dict(type="bool", default=False),
+            **SWITCH_ARGS,
             refuse=dict(type="str"),
             refuse_status=dict(type="str", default="blocked", choices=["blocked", "skipped"]),
             restart=dict(type="bool", default=True),

@@ -20,19 +20,6 @@ options:
     description: The deploy_to directory holding C(releases/), C(current) and C(shared/).
     type: path
     required: true
-  layout:
-    description: Force the layout instead of detecting it from the link.
-    type: str
-    choices: [auto, ansistrano, capistrano, versions]
-    default: auto
-  releases_dir:
-    description: Name of the releases directory under O(app_root).
-    type: str
-    default: releases
-  current_dir:
-    description: Name of the live release link under O(app_root).
-    type: str
-    default: current
   run_id:
     description: The rollback run asking; a lock held by this run does not count as a problem.
     type: str
@@ -51,6 +38,9 @@ options:
     description: With O(lock), replace a lock older than an hour held by another run.
     type: bool
     default: false
+extends_documentation_fragment:
+  - release.rollback.releases
+  - release.rollback.releases.layout
 author:
   - release-rollback contributors (@release-rollback)
 """
@@ -117,16 +107,21 @@ lock_problem:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.release.rollback.plugins.module_utils.releases import ReleaseError, acquire_lock, discover
+from ansible_collections.release.rollback.plugins.module_utils.releases import (
+    DIR_ARGS,
+    LAYOUT_ARGS,
+    ReleaseError,
+    acquire_lock,
+    discover,
+)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            DIR_ARGS,
+            **LAYOUT_ARGS,
             app_root=dict(type="path", required=True),
-            layout=dict(type="str", default="auto", choices=["auto", "ansistrano", "capistrano", "versions"]),
-            releases_dir=dict(type="str", default="releases"),
-            current_dir=dict(type="str", default="current"),
             run_id=dict(type="str"),
             lock=dict(type="bool", default=False),
             operator=dict(type="str"),

@@ -45,14 +45,8 @@ options:
   infra_ref:
     description: The infrastructure reference of this release (an IaC commit, a config version).
     type: str
-  releases_dir:
-    description: Name of the releases directory under O(app_root).
-    type: str
-    default: releases
-  current_dir:
-    description: Name of the live release link under O(app_root).
-    type: str
-    default: current
+extends_documentation_fragment:
+  - release.rollback.releases
 author:
   - release-rollback contributors (@release-rollback)
 """
@@ -83,7 +77,7 @@ files:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.release.rollback.plugins.module_utils.releases import ReleaseError, take_snapshot
+from ansible_collections.release.rollback.plugins.module_utils.releases import DIR_ARGS, ReleaseError, take_snapshot
 
 
 def main():
@@ -96,8 +90,7 @@ def main():
             db_revision=dict(type="str"),
             flags=dict(type="list", elements="str", default=[]),
             infra_ref=dict(type="str"),
-            releases_dir=dict(type="str", default="releases"),
-            current_dir=dict(type="str", default="current"),
+            **DIR_ARGS,
         ),
         supports_check_mode=True,
     )

@@ -22,54 +22,10 @@ description:
   - With O(lock) takes the host's lock file C(<app_root>/.rollback.lock) for O(run_id) before changing
     anything, and keeps it (release it with M(release.rollback.release_lock) once the host is verified).
   - Idempotent; supports check mode and diff mode. One round trip per host.
-options:
-  app_root:
-    description: The deploy_to directory.
-    type: path
-    required: true
-  target:
-    description: The release to switch to.
-    type: str
-    required: true
-  config_files:
-    description: Absolute paths of configuration files outside the release to restore.
-    type: list
-    elements: path
-    default: []
-  run_id:
-    description: The rollback run, written into the C(ROLLED_BACK) mark.
-    type: str
-  reason:
-    description: Why the release is rolled back, written into the C(ROLLED_BACK) mark.
-    type: str
-  releases_dir:
-    description: Name of the releases directory under O(app_root).
-    type: str
-    default: releases
-  current_dir:
-    description: Name of the live release link under O(app_root).
-    type: str
-    default: current
-  layout:
-    description: Force the layout instead of detecting it (C(capistrano) writes C(revisions.log)).
-    type: str
-    choices: [auto, ansistrano, capistrano, versions]
-    default: auto
-  user:
-    description: Who rolls back, written into the mark, the lock and Capistrano's C(revisions.log).
-    type: str
-  remove_rolled_back:
-    description: Delete the rolled-back release instead of keeping it marked (ansistrano's behaviour).
-    type: bool
-    default: false
-  lock:
-    description: Take C(<app_root>/.rollback.lock) for O(run_id) first; refuse when another run holds it.
-    type: bool
-    default: false
-  break_stale_lock:
-    description: Replace a lock older than an hour held by another run (its holder is reported).
-    type: bool
-    default: false
+extends_documentation_fragment:
+  - release.rollback.releases
+  - release.rollback.releases.layout
+  - release.rollback.releases.switch
 author:
   - release-rollback contributors (@release-rollback)
 """
@@ -115,25 +71,12 @@ locked:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.release.rollback.plugins.module_utils.releases import ReleaseError, switch
+from ansible_collections.release.rollback.plugins.module_utils.releases import SWITCH_ARGS, ReleaseError, switch
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            app_root=dict(type="path", required=True),
-            target=dict(type="str", required=True),
-            config_files=dict(type="list", elements="path", default=[]),
-            run_id=dict(type="str"),
-            reason=dict(type="str"),
-            releases_dir=dict(type="str", default="releases"),
-            current_dir=dict(type="str", default="current"),
-            layout=dict(type="str", default="auto", choices=["auto", "ansistrano", "capistrano", "versions"]),
-            user=dict(type="str"),
-            remove_rolled_back=dict(type="bool", default=False),
-            lock=dict(type="bool", default=False),
-            break_stale_lock=dict(type="bool", default=False),
-        ),
+        argument_spec=SWITCH_ARGS,
         supports_check_mode=True,
     )
     p = module.params
