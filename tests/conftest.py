@@ -55,6 +55,16 @@ def need_fixture():
     return need
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI=true a skip from anywhere (a marker, a plugin, a helper other than need) is a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, where no test may skip: {report.longrepr}"
+
+
 def pytest_terminal_summary(terminalreporter):
     if _SKIPPED:
         terminalreporter.section("SKIPPED FOR MISSING SERVICES (these would fail under CI=true)", red=True)

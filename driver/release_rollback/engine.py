@@ -234,7 +234,7 @@ class Engine:
         run = run_stage(
             "unlock",
             state["inventory"],
-            {"rollback_plan": plan, "rollback_run_id": self.rundir.run_id},
+            {"rollback_plan": plan},
             self.rundir.events_file("unlock"),
             threading.Event(),
             playbook=content.playbook("unlock"),

@@ -355,6 +355,26 @@ def config_changes(app_root, target, config_files):
     return changes
 
 
+def switch_with(params, check_mode=False, info=None):
+    """``switch`` with the options of SWITCH_ARGS (the release_switch and code_rollback modules)."""
+    return switch(
+        params["app_root"],
+        params["target"],
+        config_files=params["config_files"],
+        run_id=params["run_id"],
+        reason=params["reason"],
+        releases_dir=params["releases_dir"],
+        current=params["current_dir"],
+        check_mode=check_mode,
+        layout=params["layout"],
+        user=params["user"],
+        remove_rolled_back=params["remove_rolled_back"],
+        lock=params["lock"],
+        break_stale_lock=params["break_stale_lock"],
+        info=info,
+    )
+
+
 def switch(
     app_root,
     target,
@@ -369,6 +389,7 @@ def switch(
     remove_rolled_back=False,
     lock=False,
     break_stale_lock=False,
+    info=None,
 ):
     """Point ``current`` at ``target`` atomically, restore configuration, mark the rolled-back release.
 
@@ -377,7 +398,8 @@ def switch(
     when the host is verified). Idempotent: a host already on ``target`` with its configuration
     restored changes nothing.
     """
-    info = discover(app_root, layout=layout, releases_dir=releases_dir, current=current, run_id=run_id)
+    # ``info``: this host's discover() result when the caller already has it (one read of the layout).
+    info = info or discover(app_root, layout=layout, releases_dir=releases_dir, current=current, run_id=run_id)
     app_root = info["app_root"]
     if target not in info["releases"]:
         raise ReleaseError("release %s is not on this host (it has: %s)" % (target, ", ".join(info["releases"])))

@@ -899,6 +899,13 @@ def record_release(record_file, rep):
     return True
 
 
+def with_report_done(results):
+    """The stage results with the report stage counted as done (the report being written is its work)."""
+    results = dict(results)
+    results.setdefault("report", {"stage": "report", "status": "ok", "summary": "this report", "changed": True})
+    return results
+
+
 def write_run_report(run_dir, plan, approval, results, record_file=None, audit_stages=False):
     """The report stage's work, shared by the rollback_report module and the driver.
 
@@ -909,9 +916,7 @@ def write_run_report(run_dir, plan, approval, results, record_file=None, audit_s
     """
     from ansible_collections.release.rollback.plugins.module_utils import audit as _audit
 
-    results = dict(results)
-    results.setdefault("report", {"stage": "report", "status": "ok", "summary": "this report", "changed": True})
-    rep = build_for_run(run_dir, plan, approval, results)
+    rep = build_for_run(run_dir, plan, approval, with_report_done(results))
     paths = write(run_dir, rep)
     recorded = record_release(record_file, rep)
     trail = os.path.join(run_dir, "audit.jsonl")

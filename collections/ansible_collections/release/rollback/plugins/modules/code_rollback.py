@@ -112,7 +112,7 @@ from ansible_collections.release.rollback.plugins.module_utils.releases import (
     ReleaseError,
     discover,
     release_lock,
-    switch,
+    switch_with,
 )
 from ansible_collections.release.rollback.plugins.module_utils.service import (
     SERVICE_ARGS,
@@ -139,7 +139,7 @@ def main():
         host = dict(status=status, changed=changed, release=release, msg=msg)
         module.fail_json(msg=msg, host_result=host, changed=changed, **extra)
 
-    live, lock_problem = None, None
+    info, live, lock_problem = None, None, None
     try:
         info = discover(p["app_root"], p["layout"], p["releases_dir"], p["current_dir"], run_id=p["run_id"])
         live = info["live"]
@@ -153,25 +153,11 @@ def main():
         fail(p["refuse_status"], False, live or "unknown", "not switched, still on %s: %s" % (live, p["refuse"]))
     if holds_lock and lock_problem:
         fail("blocked", False, live or "unknown", "not switched, still on %s: %s" % (live, lock_problem))
-    problem = argument_problem(dict(p, only_if_unhealthy=False))
+    problem = argument_problem(p)
     if problem:
         fail("failed", False, live or "unknown", problem)
     try:
-        switched = switch(
-            p["app_root"],
-            p["target"],
-            config_files=p["config_files"],
-            run_id=p["run_id"],
-            reason=p["reason"],
-            releases_dir=p["releases_dir"],
-            current=p["current_dir"],
-            check_mode=module.check_mode,
-            layout=p["layout"],
-            user=p["user"],
-            remove_rolled_back=p["remove_rolled_back"],
-            lock=holds_lock,
-            break_stale_lock=p["break_stale_lock"],
-        )
+        switched = switch_with(dict(p, lock=holds_lock), check_mode=module.check_mode, info=info)
     except (ReleaseError, OSError) as exc:
         fail("failed", False, live or "unknown", "switch: %s" % exc)
     switched.pop("diff", None)

@@ -71,7 +71,7 @@ locked:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.release.rollback.plugins.module_utils.releases import SWITCH_ARGS, ReleaseError, switch
+from ansible_collections.release.rollback.plugins.module_utils.releases import SWITCH_ARGS, ReleaseError, switch_with
 
 
 def main():
@@ -81,21 +81,7 @@ def main():
     )
     p = module.params
     try:
-        result = switch(
-            p["app_root"],
-            p["target"],
-            config_files=p["config_files"],
-            run_id=p["run_id"],
-            reason=p["reason"],
-            releases_dir=p["releases_dir"],
-            current=p["current_dir"],
-            check_mode=module.check_mode,
-            layout=p["layout"],
-            user=p["user"],
-            remove_rolled_back=p["remove_rolled_back"],
-            lock=p["lock"],
-            break_stale_lock=p["break_stale_lock"],
-        )
+        result = switch_with(p, check_mode=module.check_mode)
     except (ReleaseError, OSError) as exc:
         module.fail_json(msg=str(exc))
     diff = result.pop("diff")

@@ -110,8 +110,7 @@ def main():
         supports_check_mode=False,
     )
     p = module.params
-    results = dict(p["results"])
-    results.setdefault("report", {"stage": "report", "status": "ok", "summary": "this report", "changed": True})
+    results = report.with_report_done(p["results"])
     try:
         rep, paths, recorded = report.write_run_report(
             p["run_dir"], p["plan"], p["approval"], results, p["record_file"], audit_stages=p["audit_stages"]
