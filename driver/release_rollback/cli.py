@@ -77,7 +77,7 @@ class Interrupts:
         self.count += 1
         stage = self.engine.current_stage or "the current step"
         if self.count == 1:
-            self.engine.stop_after_stage.set()
+            self.engine.request_stop()
             click.echo(
                 f"\nStopping after {stage} finishes (the next safe boundary). "
                 "Press Ctrl-C again to see what interrupting it now would do.",

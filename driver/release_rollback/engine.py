@@ -6,6 +6,7 @@ module only walks them, runs each stage through ansible-runner, keeps the run st
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -19,7 +20,7 @@ import yaml
 
 from . import content, locks
 from .rundir import PlanFileError, RunDir, read_plan_file, utcnow
-from .runner import StageRun, run_stage
+from .runner import StageRun, run_stage, run_stages
 
 stages = content.module_utils("stages")
 planlib = content.module_utils("plan")
@@ -90,6 +91,17 @@ class Engine:
     cancel: threading.Event = field(default_factory=threading.Event)
     stop_after_stage: threading.Event = field(default_factory=threading.Event)
     current_stage: str | None = None
+
+    @property
+    def stop_file(self) -> Path:
+        """Written when the operator asks to stop: a job running several stages stops at the next gate."""
+        return self.rundir.path / "stop-requested"
+
+    def request_stop(self) -> None:
+        """Stop at the next stage boundary (first Ctrl-C, SIGTERM), including inside a job of several stages."""
+        self.stop_after_stage.set()
+        with contextlib.suppress(OSError):
+            self.stop_file.write_text(utcnow() + "\n")
 
     # ---------------------------------------------------------------------------------- assess
     def plan(
@@ -270,9 +282,12 @@ class Engine:
             raise Blocked(f"run {self.rundir.run_id} was aborted ({state.get('aborted')}): start a new plan")
         self._check_window(plan, override_window)
         lock = self._lock(plan, state, break_lock)
+        if not self.stop_after_stage.is_set():
+            self.stop_file.unlink(missing_ok=True)
         try:
             return self._execute(plan, approval, state, resume, limit)
         finally:
+            self.stop_file.unlink(missing_ok=True)
             lock.release()
 
     def lock_dir(self) -> Path:
@@ -350,7 +365,18 @@ class Engine:
             "rollback_resumed": resume,
         }
         aborted = None
+        together: set[str] = set()
+        in_scope = [n for n in stages.EXECUTION_STAGES if n != "report" and n in (plan.get("scope") or [])]
+        if not resume and len(in_scope) > 1 and not (self.stop_after_stage.is_set() or self.cancel.is_set()):
+            # A run that starts afresh runs the stages from feature_flags to validate as one job (with
+            # one stage in scope, that stage's own job is the smaller one); the stages the job did not
+            # finish (it stopped or died before them) are run below, one job each.
+            together, aborted = self._run_together(plan, state, results, base)
         for name in stages.EXECUTION_STAGES:
+            if name in together:
+                continue
+            if aborted:
+                break
             done = results.get(name)
             # Validation that passed before a stage changed something again (on resume) runs again.
             revalidate = name == "validate" and stages.stale_validation(results)
@@ -362,11 +388,7 @@ class Engine:
             gate = planlib.stage_gate(name, results, plan, approval)
             if not gate["run"]:
                 now = utcnow()
-                results[name] = planlib.gated_result(name, gate, now, now)
-                state["stages"][name] = {"result": results[name]}
-                self.rundir.write_state(state)
-                self.rundir.audit("stage.skipped", stage=name, status=results[name]["status"], reason=gate["reason"])
-                self.view.stage_end(name, results[name])
+                results[name] = self._stage_skipped(name, gate, planlib.gated_result(name, gate, now, now), state)
                 if name == "code_config" and plan.get("locked"):
                     # The hosts were locked while they were assessed; nothing rolls them back now.
                     self.release_host_locks(plan, state, why=f"stage code_config does not run: {gate['reason']}")
@@ -390,15 +412,7 @@ class Engine:
             if self.cancel.is_set():
                 aborted = f"interrupted by the operator during stage {name}"
                 break
-            verdict = stages.decide(name, result["status"])
-            self.rundir.audit(
-                "decision",
-                stage=name,
-                status=result["status"],
-                go=verdict["go"],
-                halt=verdict["halt"],
-                limitation=verdict["limitation"],
-            )
+            self._decide(name, result)
         if aborted:
             state["aborted"] = aborted
             self.rundir.audit("run.aborted", reason=aborted)
@@ -447,26 +461,83 @@ class Engine:
                 on_change=self.view.stage_progress,
                 limit=limit,
             )
-            result = run.result
-            if result is None:
-                why = run.last_error or f"ansible-runner ended {run.status}"
-                why = "cancelled" if run.status == "canceled" else why
-                result = {
-                    "stage": name,
-                    "status": stages.FAILED,
-                    "changed": None,
-                    "summary": f"the stage playbook ended without a result: {why}",
-                    "hosts": {
-                        h: {"status": "failed" if t.failed or t.unreachable else "unknown"}
-                        for h, t in run.hosts.items()
-                    },
-                    "reached": True,
-                    "started": started,
-                    "ended": utcnow(),
-                }
+            result = run.result or _no_result(run, run.status, run.last_error, started)
             return result, {"runner_status": run.status, "rc": run.rc, "events": run.events}
 
         return self._bookkeep(name, state, work)
+
+    def _run_together(
+        self, plan: dict[str, Any], state: dict[str, Any], results: dict[str, Any], base: dict[str, Any]
+    ) -> tuple[set[str], str | None]:
+        """Run feature_flags to validate as one ansible-runner job (``playbooks/execute.yml``).
+
+        One ansible-playbook start instead of five; each stage is still begun, ended, audited and
+        written to the state file as it happens, from the job's events. The job stops at the next
+        gate when the operator asks (``request_stop`` writes the stop file the gates look for).
+        Returns the stages it finished and, when the operator interrupted it, why the run is aborted.
+        """
+        names = [n for n in stages.EXECUTION_STAGES if n != "report"]
+        extravars = dict(base)
+        # Results of the job's own stages are facts inside the job: extra vars would override them.
+        extravars.update({f"rollback_result_{k}": v for k, v in results.items() if k not in names})
+        extravars["rollback_stop_file"] = str(self.stop_file)
+        finished: set[str] = set()
+        clocks: dict[str, float] = {}
+
+        def on_gate(run: StageRun) -> None:
+            gate = run.gate or {}
+            if gate.get("run") and not gate.get("stop"):
+                clocks[run.stage] = self._stage_begin(run.stage, state)
+
+        def on_result(run: StageRun) -> None:
+            gate, result = run.gate or {"run": True}, run.result or {}
+            if gate.get("stop"):
+                # Stopped before this stage: nothing of it ran and nothing is recorded (resume runs it).
+                pass
+            elif not gate.get("run"):
+                results[run.stage] = self._stage_skipped(run.stage, gate, result, state)
+                finished.add(run.stage)
+            else:
+                clock = clocks.get(run.stage) or self._stage_begin(run.stage, state)
+                facts = {"runner_status": "published", "rc": None, "events": run.events, "job": "execute"}
+                results[run.stage] = self._stage_finish(run.stage, state, result, clock, facts)
+                finished.add(run.stage)
+                self._decide(run.stage, result)
+            if run.stage == "code_config" and not gate.get("run") and plan.get("locked"):
+                # The job gave back the locks taken at assess (code_config.yml imports unlock.yml).
+                self.rundir.audit(
+                    "host_locks.released",
+                    reason=f"stage code_config does not run: {gate.get('reason')}",
+                    runner_status="published",
+                    hosts=sorted(h for h, t in run.hosts.items() if h != "localhost" and t.ok),
+                )
+
+        runs, status, rc, last = run_stages(
+            names,
+            state["inventory"],
+            extravars,
+            self.rundir.events_file,
+            self.cancel,
+            on_gate,
+            on_result,
+            on_change=self.view.stage_progress,
+        )
+        for name in finished:
+            if "job" in state["stages"][name]:
+                state["stages"][name].update(runner_status=status, rc=rc, events=runs[name].events)
+        self.rundir.write_state(state)
+        for name, run in runs.items():
+            if name in finished or name not in clocks:
+                continue
+            # The stage began but published nothing: the job died (or was interrupted) inside it.
+            result = _no_result(run, status, last, state["stages"][name]["started"])
+            facts = {"runner_status": status, "rc": rc, "events": run.events, "job": "execute"}
+            results[name] = self._stage_finish(name, state, result, clocks[name], facts)
+            finished.add(name)
+            if self.cancel.is_set():
+                return finished, f"interrupted by the operator during stage {name}"
+            self._decide(name, result)
+        return finished, None
 
     def _report_stage(self, plan: dict[str, Any], approval: dict[str, Any], results: dict[str, Any]):
         """The report stage on the controller: report files, release record, audit entry."""
@@ -484,15 +555,22 @@ class Engine:
 
     def _bookkeep(self, name: str, state: dict[str, Any], work) -> dict[str, Any]:
         """State, audit trail and view around one stage's ``work`` (which returns its result and run facts)."""
+        clock = self._stage_begin(name, state)
+        result, facts = work()
+        return self._stage_finish(name, state, result, clock, facts)
+
+    def _stage_begin(self, name: str, state: dict[str, Any]) -> float:
         self.current_stage = name
-        started = utcnow()
-        state["stages"][name] = {"started": started, "status": "running"}
+        state["stages"][name] = {"started": utcnow(), "status": "running"}
         state["current_stage"] = name
         self.rundir.write_state(state)
         self.rundir.audit("stage.start", stage=name)
         self.view.stage_start(name)
-        clock = time.monotonic()
-        result, facts = work()
+        return time.monotonic()
+
+    def _stage_finish(
+        self, name: str, state: dict[str, Any], result: dict[str, Any], clock: float, facts: dict[str, Any]
+    ) -> dict[str, Any]:
         state["stages"][name] = dict(result=result, seconds=round(time.monotonic() - clock, 3), **facts)
         state["current_stage"] = None
         self.rundir.write_state(state)
@@ -507,6 +585,27 @@ class Engine:
         self.view.stage_end(name, result)
         self.current_stage = None
         return result
+
+    def _stage_skipped(
+        self, name: str, gate: dict[str, Any], result: dict[str, Any], state: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A stage its gate kept from running: recorded, audited and shown, with the gate's reason."""
+        state["stages"][name] = {"result": result}
+        self.rundir.write_state(state)
+        self.rundir.audit("stage.skipped", stage=name, status=result["status"], reason=gate["reason"])
+        self.view.stage_end(name, result)
+        return result
+
+    def _decide(self, name: str, result: dict[str, Any]) -> None:
+        verdict = stages.decide(name, result["status"])
+        self.rundir.audit(
+            "decision",
+            stage=name,
+            status=result["status"],
+            go=verdict["go"],
+            halt=verdict["halt"],
+            limitation=verdict["limitation"],
+        )
 
 
 def merge_limited(previous: dict[str, Any], limited: dict[str, Any]) -> dict[str, Any]:
@@ -537,6 +636,21 @@ def parse_window(text: str) -> dict[str, str]:
     if out[0] >= out[1]:
         raise BadInput(f"--window {text!r} ends before it starts: give START/END in that order")
     return {"start": out[0], "end": out[1]}
+
+
+def _no_result(run: StageRun, status: str, last_error: str, started: str) -> dict[str, Any]:
+    """The result of a stage whose playbook ended (or was killed) before it published one."""
+    why = "cancelled" if status == "canceled" else (run.last_error or last_error or f"ansible-runner ended {status}")
+    return {
+        "stage": run.stage,
+        "status": stages.FAILED,
+        "changed": None,
+        "summary": f"the stage playbook ended without a result: {why}",
+        "hosts": {h: {"status": "failed" if t.failed or t.unreachable else "unknown"} for h, t in run.hosts.items()},
+        "reached": True,
+        "started": started,
+        "ended": utcnow(),
+    }
 
 
 def _finished(result: dict[str, Any]) -> bool:

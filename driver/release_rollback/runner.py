@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -19,6 +20,13 @@ from . import content
 
 # Event fields worth keeping on disk; the rest (stdout duplicates, uuids of parents) is dropped.
 _KEEP = ("event", "counter", "created", "stdout")
+
+# ansible-runner reads ansible-playbook's output through pexpect, waiting for its password prompts
+# (none by default) or a timeout. pexpect keeps everything read since the last pattern that matched,
+# and a timeout does not clear it, so without a match the driver would hold the job's whole output
+# in memory (about 0.3 KB per event). This pattern matches the marker that starts and ends every
+# event in the output and answers nothing (None): what is kept is bounded by one event.
+_EVENT_MARKER = {r"\x1b\[K": None}
 
 
 @dataclass
@@ -44,6 +52,7 @@ class StageRun:
     task: str = ""
     events: int = 0
     last_error: str = ""
+    gate: dict[str, Any] | None = None  # the stage's gate decision, when it ran inside a job of several
 
 
 class EventSink:
@@ -105,6 +114,72 @@ class EventSink:
         self.fh.close()
 
 
+# Every stage playbook opens with this play; in a job of several stages it marks where one begins.
+_GATE_PLAY = re.compile(r"^Stage (\w+): gate$")
+
+
+class StageSplitter:
+    """The event handler of one job that runs several stage playbooks (``playbooks/execute.yml``).
+
+    Each stage keeps what it has when it runs alone: its own ``events/<stage>.jsonl`` and
+    :class:`StageRun`. The gate play's start opens the next stage; ``on_gate`` is called with the
+    gate's decision (its ``set_fact`` of ``rollback_gate``) and ``on_result`` with the result the
+    stage published (its ``set_stats`` of ``rollback_result_<stage>``), both while the job goes on.
+    """
+
+    def __init__(
+        self,
+        stages: list[str],
+        events_file: Callable[[str], Path],
+        on_gate: Callable[[StageRun], None],
+        on_result: Callable[[StageRun], None],
+        on_change: Callable[[StageRun], None] | None = None,
+    ):
+        self.stages = stages
+        self.events_file = events_file
+        self.on_gate, self.on_result, self.on_change = on_gate, on_result, on_change
+        self.runs: dict[str, StageRun] = {}
+        self.sink: EventSink | None = None
+        self._open(stages[0])
+
+    def _open(self, stage: str) -> None:
+        if self.sink is not None:
+            self.sink.close()
+        self.runs[stage] = StageRun(stage=stage)
+        self.sink = EventSink(self.runs[stage], self.events_file(stage), self.on_change)
+
+    @property
+    def current(self) -> StageRun:
+        assert self.sink is not None
+        return self.sink.run
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        data = event.get("event_data") or {}
+        kind = event.get("event", "")
+        if kind == "playbook_on_play_start":
+            opened = _GATE_PLAY.match(data.get("play") or "")
+            if opened and opened[1] in self.stages and opened[1] not in self.runs:
+                self._open(opened[1])
+        assert self.sink is not None
+        self.sink(event)
+        if kind == "runner_on_ok" and data.get("host") == "localhost":
+            res = data.get("res") or {}
+            run = self.current
+            gate = (res.get("ansible_facts") or {}).get("rollback_gate")
+            if isinstance(gate, dict) and run.gate is None:
+                run.gate = gate
+                self.on_gate(run)
+            published = ((res.get("ansible_stats") or {}).get("data") or {}).get(f"rollback_result_{run.stage}")
+            if isinstance(published, dict):
+                run.result = published
+                self.on_result(run)
+        return False
+
+    def close(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
+
+
 def ansible_env() -> dict[str, str]:
     """Environment of every stage run: the collection on the path, no writes into $HOME."""
     bindir = str(Path(sys.executable).parent)
@@ -125,13 +200,53 @@ def ansible_env() -> dict[str, str]:
     return env
 
 
-def _last_stdout_line(private: Path) -> str:
-    """The last line ansible-playbook printed, for runs that died before publishing a result."""
+def _last_stdout_line(private: Path, tail: int = 65536) -> str:
+    """The last line ansible-playbook printed, for runs that died before publishing a result.
+
+    Only the file's last ``tail`` bytes are read: a long job's output runs to tens of megabytes.
+    """
     for stdout in sorted(private.glob("artifacts/*/stdout")):
-        lines = [line for line in stdout.read_text(errors="replace").splitlines() if line.strip()]
+        with stdout.open("rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - tail))
+            text = fh.read().decode("utf-8", errors="replace")
+        lines = [line for line in text.splitlines() if line.strip()]
         if lines:
             return lines[-1][:500]
     return ""
+
+
+def _run_job(
+    playbook: Path,
+    prefix: str,
+    inventory: str,
+    extravars: dict[str, Any],
+    handler: Callable[[dict[str, Any]], bool],
+    cancel: threading.Event,
+    limit: str | None = None,
+    check: bool = False,
+) -> tuple[str, int | None, str]:
+    """One ``ansible_runner.run()``: ``(status, rc, last line printed)``."""
+    # The private data dir holds the extra vars (which may carry credentials): it lives outside the
+    # run directory, readable by this user only, and is removed when the job ends.
+    private = tempfile.mkdtemp(prefix=f"rollback-{prefix}-")
+    try:
+        result = ansible_runner.run(
+            private_data_dir=private,
+            playbook=str(playbook),
+            inventory=inventory,
+            extravars=extravars,
+            envvars=ansible_env(),
+            event_handler=handler,
+            cancel_callback=cancel.is_set,
+            # The gate and publish plays run on localhost, which a host limit must not exclude.
+            limit=f"{limit},localhost" if limit else None,
+            cmdline="--check --diff" if check else None,
+            passwords=_EVENT_MARKER,
+            quiet=True,
+        )
+        return result.status, result.rc, _last_stdout_line(Path(private))
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def run_stage(
@@ -148,29 +263,38 @@ def run_stage(
     """Run ``playbooks/<stage>.yml`` and return its summary and published result."""
     run = StageRun(stage=stage)
     sink = EventSink(run, events_file, on_change)
-    # The private data dir holds the extra vars (which may carry credentials): it lives outside the
-    # run directory, readable by this user only, and is removed when the stage ends.
-    private = tempfile.mkdtemp(prefix=f"rollback-{stage}-")
     try:
-        cmdline = "--check --diff" if check else None
-        result = ansible_runner.run(
-            private_data_dir=private,
-            playbook=str(playbook or content.playbook(stage)),
-            inventory=inventory,
-            extravars=extravars,
-            envvars=ansible_env(),
-            event_handler=sink,
-            cancel_callback=cancel.is_set,
-            # The gate and publish plays run on localhost, which a host limit must not exclude.
-            limit=f"{limit},localhost" if limit else None,
-            cmdline=cmdline,
-            quiet=True,
+        run.status, run.rc, last = _run_job(
+            playbook or content.playbook(stage), stage, inventory, extravars, sink, cancel, limit, check
         )
-        run.status = result.status
-        run.rc = result.rc
-        if run.result is None and not run.last_error:
-            run.last_error = _last_stdout_line(Path(private))
     finally:
         sink.close()
-        shutil.rmtree(private, ignore_errors=True)
+    if run.result is None and not run.last_error:
+        run.last_error = last
     return run
+
+
+def run_stages(
+    stages: list[str],
+    inventory: str,
+    extravars: dict[str, Any],
+    events_file: Callable[[str], Path],
+    cancel: threading.Event,
+    on_gate: Callable[[StageRun], None],
+    on_result: Callable[[StageRun], None],
+    on_change: Callable[[StageRun], None] | None = None,
+    playbook: Path | None = None,
+) -> tuple[dict[str, StageRun], str, int | None, str]:
+    """Run the stages of ``playbooks/execute.yml`` as one job: ``(stage runs, status, rc, last line)``.
+
+    One ansible-playbook start instead of one per stage; ``on_gate``/``on_result`` see each stage
+    begin and end while the job runs. The stage runs hold the stages the job reached, in order.
+    """
+    splitter = StageSplitter(stages, events_file, on_gate, on_result, on_change)
+    try:
+        status, rc, last = _run_job(
+            playbook or content.playbook("execute"), "execute", inventory, extravars, splitter, cancel
+        )
+    finally:
+        splitter.close()
+    return splitter.runs, status, rc, last

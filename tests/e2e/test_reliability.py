@@ -62,6 +62,10 @@ def test_kill_9_in_the_middle_of_a_stage_then_resume_finishes_the_run(cli, fleet
     proc.kill()
     proc.wait()
     wait_no_playbooks(str(fleet.inventory))
+    if stage == "code_config":
+        # The driver ran feature_flags to validate as one job: that job does not outlive the driver
+        # (its terminal closes), so no later stage runs unrecorded.
+        assert fleet.db_revision() == "b2"
     resumed = cli("resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert_rolled_back(fleet)
@@ -75,13 +79,19 @@ def test_kill_9_in_the_middle_of_a_stage_then_resume_finishes_the_run(cli, fleet
     assert cli("audit", "verify", str(run_dir)).returncode == 0
 
 
-def test_sigterm_stops_at_the_stage_boundary_and_ends_aborted(cli, fleet):
+def sigterm_during(cli, fleet, stage: str) -> tuple[Path, str]:
+    """SIGTERM to a run inside ``stage``: it ends aborted (exit 4). Returns the run dir and stderr."""
     proc = start_run(cli, fleet)
-    run_dir = wait_for_stage(cli, "code_config", proc)
+    run_dir = wait_for_stage(cli, stage, proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 4, out + err
-    assert "Stopping after code_config finishes" in err
+    assert f"Stopping after {stage} finishes" in err
+    return run_dir, err
+
+
+def test_sigterm_stops_at_the_stage_boundary_and_ends_aborted(cli, fleet):
+    run_dir, _err = sigterm_during(cli, fleet, "code_config")
     # The stage that was running finished cleanly: no host is left half-switched.
     assert all(fleet.live(h) == f"./releases/{fleet.good}" for h in fleet.hosts)
     assert fleet.db_revision() == "b2"
@@ -89,6 +99,26 @@ def test_sigterm_stops_at_the_stage_boundary_and_ends_aborted(cli, fleet):
     assert rep["exit_state"] == "aborted"
     assert "before stage database" in rep["known_limitations"][0]
     assert statuses(run_dir)["database"] == "not run"
+
+
+def test_sigterm_during_the_flags_stage_changes_no_host_and_resume_finishes(cli, fleet):
+    run_dir, _err = sigterm_during(cli, fleet, "feature_flags")
+    assert fleet.flag()["defaultVariant"] == "off"  # the stage under way finished
+    # Stopped inside the one job that runs the stages: no host was touched, and the host locks taken
+    # at assess were given back by that job.
+    assert all(fleet.live(h) == f"./releases/{fleet.bad}" for h in fleet.hosts)
+    assert not [h for h in fleet.hosts if (fleet.app_root(h) / ".rollback.lock").exists()]
+    assert not (run_dir / "stop-requested").exists()
+    events = audit_events(run_dir)
+    released = next(e for e in events if e["event"] == "host_locks.released")
+    assert released["reason"] == "stage code_config does not run: stopped by the operator"
+    assert sorted(released["hosts"]) == sorted(fleet.hosts)
+    st = statuses(run_dir)
+    assert st["feature_flags"] == "ok" and st["code_config"] == "not run"
+    assert "before stage code_config" in report(run_dir)["known_limitations"][0]
+    resumed = cli("resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert_rolled_back(fleet)
 
 
 def test_abort_ends_a_partial_run_and_resume_is_refused_afterwards(cli, fleet):

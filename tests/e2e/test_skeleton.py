@@ -43,11 +43,22 @@ def test_happy_path_rolls_every_stage_back_and_completes(cli, fleet):
     assert rep["database"]["current"] == "a1"
     for name in ("plan.yml", "state.json", "audit.jsonl", "report.md", "approval.json"):
         assert (run_dir / name).is_file(), name
+    # Assess is one ansible-playbook job; feature_flags to validate are one more, whose events are
+    # split by stage: the job starts in the first stage's file and ends in the last one's.
+    kinds = {}
     for stage in ("assess", "feature_flags", "code_config", "database", "infrastructure", "validate"):
-        events = (run_dir / "events" / f"{stage}.jsonl").read_text().splitlines()
-        assert any(json.loads(e)["event"] == "playbook_on_stats" for e in events), stage
+        events = [json.loads(e) for e in (run_dir / "events" / f"{stage}.jsonl").read_text().splitlines()]
+        kinds[stage] = {e["event"] for e in events}
+        plays = [e["play"] for e in events if e["event"] == "playbook_on_play_start"]
+        assert plays[0].startswith(f"Stage {stage}:"), (stage, plays)
+        assert not [p for p in plays if p.startswith("Stage ") and not p.startswith(f"Stage {stage}:")], plays
+    assert [s for s in kinds if "playbook_on_start" in kinds[s]] == ["assess", "feature_flags"]
+    assert [s for s in kinds if "playbook_on_stats" in kinds[s]] == ["assess", "validate"]
     # The report is written on the controller: the driver does the report stage itself, no playbook.
     state = json.loads((run_dir / "state.json").read_text())
+    for stage in ("feature_flags", "code_config", "database", "infrastructure", "validate"):
+        assert state["stages"][stage]["job"] == "execute" and state["stages"][stage]["runner_status"] == "successful"
+    assert "job" not in state["stages"]["assess"]
     assert state["stages"]["report"]["runner_status"] == "in-process"
     assert state["stages"]["report"]["result"]["hosts"]["localhost"]["exit_state"] == "completed"
     assert not (run_dir / "events" / "report.jsonl").exists()

@@ -119,3 +119,25 @@ def test_the_plan_says_where_the_target_came_from(mu):
     assert plan["hosts"]["web2"]["target_source"] == "discovered"
     assert any("no deployment record of the live release on web2" in r for r in plan["risks"])
     assert any("recorded database revision a0" in r and "targets a1" in r for r in plan["risks"])
+
+
+def test_the_gate_filter_stops_a_driver_job_before_the_stage_table_is_asked(mu, tmp_path):
+    # mu put the collection on the path; the filter is what gate.yml calls.
+    from ansible_collections.release.rollback.plugins.filter.rollback import stage_gate
+
+    plan = build(mu)
+    approval = mu.plan.approval_record(plan, "alice", "incident")
+    ok = {"assess": {"status": "ok"}}
+    assert stage_gate("code_config", ok, plan, approval)["run"] is True
+    assert stage_gate("code_config", ok, plan, approval, str(tmp_path / "stop"))["run"] is True
+    (tmp_path / "stop").write_text("now\n")
+    gate = stage_gate("code_config", ok, plan, approval, str(tmp_path / "stop"))
+    assert gate == {
+        "run": False,
+        "reason": "stopped by the operator",
+        "status": "skipped",
+        "reached": False,
+        "stop": True,
+    }
+    # Without the driver's variable (ansible-playbook, AWX) the stop file means nothing.
+    assert stage_gate("code_config", ok, plan, approval)["run"] is True

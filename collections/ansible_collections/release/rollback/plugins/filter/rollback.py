@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import os
+
 from ansible.errors import AnsibleFilterError
 from ansible_collections.release.rollback.plugins.module_utils import manifest as _manifest
 from ansible_collections.release.rollback.plugins.module_utils import plan as _plan
@@ -49,7 +51,17 @@ def approval_record(plan, approver, reason=None, destructive=False):
         raise AnsibleFilterError(str(exc)) from None
 
 
-def stage_gate(stage, results, plan=None, approval=None):
+def stage_gate(stage, results, plan=None, approval=None, stop_file=None):
+    """The stage table's gate. ``stop_file`` (the driver's, when it runs several stages in one job):
+    once it exists the operator has asked the driver to stop, and no further stage starts."""
+    if stop_file and os.path.exists(stop_file):
+        return {
+            "run": False,
+            "reason": "stopped by the operator",
+            "status": _stages.SKIPPED,
+            "reached": False,
+            "stop": True,
+        }
     return _plan.stage_gate(stage, results, plan, approval)
 
 
