@@ -33,6 +33,21 @@ def module_calls(run_dir: Path, stage: str, hosts) -> Counter:
     return calls
 
 
+# Not per-host work: the role's argument check, and the code stage's one decision per batch (run_once).
+_NOT_PER_HOST = ("Validating arguments against arg spec", "Decide whether this batch is left as it is")
+
+
+def host_tasks(run_dir: Path, stage: str, hosts) -> Counter:
+    """Every task each host ran during ``stage``, by action (but the ones of _NOT_PER_HOST)."""
+    tasks: Counter = Counter()
+    for line in (run_dir / "events" / f"{stage}.jsonl").read_text().splitlines():
+        event = json.loads(line)
+        per_host = not str(event.get("task", "")).startswith(_NOT_PER_HOST)
+        if event["event"] == "runner_on_start" and event.get("host") in hosts and per_host:
+            tasks[(event["host"], event.get("task_action"))] += 1
+    return tasks
+
+
 def actions(run_dir: Path, stage: str) -> set[str]:
     lines = (run_dir / "events" / f"{stage}.jsonl").read_text().splitlines()
     return {json.loads(e).get("task_action") for e in lines} - {None}
@@ -56,6 +71,11 @@ def test_run_makes_one_module_call_per_host_in_assess_and_in_the_code_stage(cli,
     assert module_calls(run_dir, "assess", fleet.hosts) == {h: 1 for h in fleet.hosts}
     assert module_calls(run_dir, "code_config", fleet.hosts) == {h: 1 for h in fleet.hosts}
     assert "release.rollback.release_lock" not in actions(run_dir, "code_config")
+    # Nothing else runs per host: the modules return the host's result as a fact (no set_fact task).
+    assert host_tasks(run_dir, "assess", fleet.hosts) == {(h, "release.rollback.release_facts"): 1 for h in fleet.hosts}
+    assert host_tasks(run_dir, "code_config", fleet.hosts) == {
+        (h, "release.rollback.code_rollback"): 1 for h in fleet.hosts
+    }
     assert locks(fleet) == {}
 
 

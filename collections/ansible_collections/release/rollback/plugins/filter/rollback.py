@@ -27,17 +27,42 @@ def parse_manifest(data, redact=False):
     return parsed
 
 
+# The module result a stage registers per host; a host it could not reach has no result fact.
+_REGISTERED = {"code_config": "_rollback_code"}
+
+
+def host_result(hostvars, host, stage, plan=None):
+    """``rollback_host_result_<stage>`` of ``host``, or None when it published none.
+
+    The stage modules return it as a fact (``ansible_facts``, so no set_fact task per host), read
+    here as a variable or, where facts are not injected as variables, from ``ansible_facts``. A host
+    the stage could not reach counts as failed, on the release the plan found it on.
+    """
+    key = "rollback_host_result_" + stage
+    try:
+        hv = hostvars[host]
+        value = hv.get(key) or (hv.get("ansible_facts") or {}).get(key)
+        raw = None if value else hv.get(_REGISTERED.get(stage, "_rollback_no_register"))
+    except KeyError:
+        return None
+    if value:
+        return dict(value)
+    if isinstance(raw, dict) and raw.get("unreachable"):
+        live = (((plan or {}).get("hosts") or {}).get(host) or {}).get("live") or "unknown"
+        return {
+            "status": _stages.FAILED,
+            "changed": False,
+            "release": live,
+            "msg": "unreachable during the rollback: %s" % raw.get("msg", ""),
+        }
+    return None
+
+
 def build_plan(hosts, hostvars, manifest, options=None, db_status=None):
     """The plan from the ``rollback_host_result_assess`` facts of ``hosts``."""
     facts = {}
     for host in hosts:
-        try:
-            facts[host] = hostvars[host].get("rollback_host_result_assess") or {
-                "failed": True,
-                "msg": "unreachable",
-            }
-        except KeyError:
-            facts[host] = {"failed": True, "msg": "unreachable"}
+        facts[host] = host_result(hostvars, host, "assess") or {"failed": True, "msg": "unreachable"}
     try:
         return _plan.build_plan(manifest, facts, db_status, options)
     except ValueError as exc:
@@ -65,20 +90,16 @@ def stage_gate(stage, results, plan=None, approval=None, stop_file=None):
     return _plan.stage_gate(stage, results, plan, approval)
 
 
-def stage_result(hosts, stage, hostvars, gate=None, unreachable=None, started=None, ended=None, extra=None):
+def stage_result(hosts, stage, hostvars, gate=None, unreachable=None, started=None, ended=None, extra=None, plan=None):
     """Publishable result of ``stage`` from the per-host facts ``rollback_host_result_<stage>``."""
     gate = gate or {"run": True}
     if not gate.get("run"):
         return _plan.gated_result(stage, gate, started, ended)
-    key = "rollback_host_result_" + stage
     host_results = {}
     for host in hosts:
-        try:
-            value = hostvars[host].get(key)
-        except KeyError:
-            value = None
+        value = host_result(hostvars, host, stage, plan)
         if value:
-            host_results[host] = dict(value)
+            host_results[host] = value
     extra = dict(extra or {})
     for res in host_results.values():
         for k in _EXTRA_KEYS:
@@ -101,13 +122,9 @@ def batch_halt(hosts, stage, hostvars, max_fail_percentage=0):
     Counts the hosts of earlier batches that published ``rollback_host_result_<stage>``; when the
     failed ones exceed ``max_fail_percentage`` percent of them, the rest are not changed.
     """
-    key = "rollback_host_result_" + stage
     done, failed = [], []
     for host in hosts:
-        try:
-            value = hostvars[host].get(key)
-        except KeyError:
-            value = None
+        value = host_result(hostvars, host, stage)
         if value:
             done.append(host)
             if value.get("status") == "failed":

@@ -58,6 +58,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+ansible_facts:
+  description: Facts set on the host.
+  returned: success
+  type: dict
+  contains:
+    rollback_host_result_code_config:
+      description: The host's result for the stage (the same as RV(host_result)).
+      type: dict
 host_result:
   description: The host's result for the stage.
   returned: always
@@ -179,7 +187,8 @@ def main():
     result["host_result"] = dict(
         status="ok", changed=changed, release=p["target"], msg="on %s%s" % (p["target"], restarted)
     )
-    module.exit_json(changed=changed, **result)
+    facts = {"rollback_host_result_code_config": result["host_result"]}
+    module.exit_json(changed=changed, ansible_facts=facts, **result)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,16 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+ansible_facts:
+  description: Facts set on the host.
+  returned: success
+  type: dict
+  contains:
+    rollback_host_result_assess:
+      description: >-
+        The host's assess result for the plan, every other value returned here (with
+        RV(skipped_releases) as C(skipped)).
+      type: dict
 live:
   description: The live release (the basename of the C(current) link target).
   returned: success
@@ -79,7 +89,7 @@ link_style:
   description: C(relative) or C(absolute).
   returned: success
   type: str
-skipped:
+skipped_releases:
   description: Older releases passed over because they are marked unfinished, rolled back or known-bad.
   returned: success
   type: list
@@ -151,7 +161,11 @@ def main():
         except (ReleaseError, OSError) as exc:  # taken meanwhile by another run
             info["lock_problem"] = str(exc)
     # The lock is bookkeeping of this run, not a change of the host: the assess stage changes nothing.
-    module.exit_json(changed=False, **info)
+    result = dict(info)
+    # A truthy "skipped" is Ansible's own mark of a skipped task (whose facts are dropped): the list
+    # of passed-over releases goes out as skipped_releases; the fact keeps it as "skipped".
+    result["skipped_releases"] = result.pop("skipped")
+    module.exit_json(changed=False, ansible_facts={"rollback_host_result_assess": info}, **result)
 
 
 if __name__ == "__main__":
