@@ -192,29 +192,35 @@ def bench_driver_overhead(work: Path, repeat: int = 3) -> dict:
     from release_rollback.demo import build_fleet
 
     samples: dict[str, list[float]] = {"driver": [], "ansible-playbook": []}
+    pairs = []
     for i in range(repeat):
-        one = _driver_overhead_once(work / f"overhead-{i}", build_fleet)
+        # The two ways take turns going first, so that neither always meets the warmer machine.
+        order = ("driver", "ansible-playbook") if i % 2 == 0 else ("ansible-playbook", "driver")
+        one = _driver_overhead_once(work / f"overhead-{i}", build_fleet, order)
         for way, took in one.items():
             samples[way].append(took)
+        pairs.append(one["driver"] / one["ansible-playbook"])
     results = {way: median(values) for way, values in samples.items()}
-    ratio = results["driver"] / results["ansible-playbook"]
+    ratio = median(pairs)
     print(
         f"  full rollback, 3 hosts: driver {results['driver']:.1f}s, ansible-playbook rollback.yml "
-        f"{results['ansible-playbook']:.1f}s -> overhead {100 * (ratio - 1):+.0f}%   (median of {repeat})",
+        f"{results['ansible-playbook']:.1f}s (medians); overhead {100 * (ratio - 1):+.0f}% "
+        f"(median of {repeat} paired runs: {', '.join(f'{100 * (r - 1):+.0f}%' for r in pairs)})",
         flush=True,
     )
     return {
         "driver_s": results["driver"],
         "playbook_s": results["ansible-playbook"],
         "ratio": ratio,
+        "paired_ratios": pairs,
         "samples": samples,
     }
 
 
-def _driver_overhead_once(work: Path, build_fleet) -> dict:
+def _driver_overhead_once(work: Path, build_fleet, order=("driver", "ansible-playbook")) -> dict:
     work.mkdir(parents=True)
     results = {}
-    for way in ("driver", "ansible-playbook"):
+    for way in order:
         built = build_fleet(work / f"demo-{way}", 3)
         environ = env(work / f"home-{way}")
         try:
