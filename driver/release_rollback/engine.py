@@ -29,6 +29,9 @@ reportlib = content.module_utils("report")
 followup = content.module_utils("followup")
 notifylib = content.module_utils("notify")
 
+# The stages playbooks/execute.yml runs as one job: every execution stage but the report.
+JOB_STAGES = [n for n in stages.EXECUTION_STAGES if n != "report"]
+
 
 class BadInput(Exception):
     """Bad input: exit 2, nothing changed. The message is one sentence with the fix."""
@@ -366,7 +369,7 @@ class Engine:
         }
         aborted = None
         together: set[str] = set()
-        in_scope = [n for n in stages.EXECUTION_STAGES if n != "report" and n in (plan.get("scope") or [])]
+        in_scope = [n for n in JOB_STAGES if n in (plan.get("scope") or [])]
         if not resume and len(in_scope) > 1 and not (self.stop_after_stage.is_set() or self.cancel.is_set()):
             # A run that starts afresh runs the stages from feature_flags to validate as one job (with
             # one stage in scope, that stage's own job is the smaller one); the stages the job did not
@@ -476,10 +479,9 @@ class Engine:
         gate when the operator asks (``request_stop`` writes the stop file the gates look for).
         Returns the stages it finished and, when the operator interrupted it, why the run is aborted.
         """
-        names = [n for n in stages.EXECUTION_STAGES if n != "report"]
         extravars = dict(base)
         # Results of the job's own stages are facts inside the job: extra vars would override them.
-        extravars.update({f"rollback_result_{k}": v for k, v in results.items() if k not in names})
+        extravars.update({f"rollback_result_{k}": v for k, v in results.items() if k not in JOB_STAGES})
         extravars["rollback_stop_file"] = str(self.stop_file)
         finished: set[str] = set()
         clocks: dict[str, float] = {}
@@ -513,7 +515,7 @@ class Engine:
                 )
 
         runs, status, rc, last = run_stages(
-            names,
+            JOB_STAGES,
             state["inventory"],
             extravars,
             self.rundir.events_file,

@@ -223,7 +223,6 @@ def _run_job(
     handler: Callable[[dict[str, Any]], bool],
     cancel: threading.Event,
     limit: str | None = None,
-    check: bool = False,
 ) -> tuple[str, int | None, str]:
     """One ``ansible_runner.run()``: ``(status, rc, last line printed)``."""
     # The private data dir holds the extra vars (which may carry credentials): it lives outside the
@@ -240,7 +239,6 @@ def _run_job(
             cancel_callback=cancel.is_set,
             # The gate and publish plays run on localhost, which a host limit must not exclude.
             limit=f"{limit},localhost" if limit else None,
-            cmdline="--check --diff" if check else None,
             passwords=_EVENT_MARKER,
             quiet=True,
         )
@@ -257,7 +255,6 @@ def run_stage(
     cancel: threading.Event,
     on_change: Callable[[StageRun], None] | None = None,
     limit: str | None = None,
-    check: bool = False,
     playbook: Path | None = None,
 ) -> StageRun:
     """Run ``playbooks/<stage>.yml`` and return its summary and published result."""
@@ -265,7 +262,7 @@ def run_stage(
     sink = EventSink(run, events_file, on_change)
     try:
         run.status, run.rc, last = _run_job(
-            playbook or content.playbook(stage), stage, inventory, extravars, sink, cancel, limit, check
+            playbook or content.playbook(stage), stage, inventory, extravars, sink, cancel, limit
         )
     finally:
         sink.close()
