@@ -26,7 +26,9 @@ def variables(specs: dict) -> str:
         "## Variables",
         "",
         "Every variable of the role, by entry point (`tasks_from`). Defaults live in `defaults/main.yml`, and "
-        "`meta/argument_specs.yml` checks them when the role runs.",
+        "`meta/argument_specs.yml` declares them. ansible-core checks them when the role runs through `main`, or "
+        "through another entry point named without its extension (`tasks_from: gate`); the collection's "
+        "playbooks name task files (`tasks_from: gate.yml`), which ansible-core does not check.",
     ]
     for entry, spec in specs.items():
         out += ["", f"### `{entry}`", ""]
@@ -41,8 +43,10 @@ def variables(specs: dict) -> str:
             if "default" in option:
                 default = option["default"] if isinstance(option["default"], str) else json.dumps(option["default"])
                 shown = f"`{_cell(default) or chr(34) * 2}`"
-            else:
+            elif option.get("required"):
                 shown = "required"
+            else:
+                shown = "unset"  # optional, and the tasks say what its absence means
             desc = option.get("description") or ""
             desc = " ".join(desc) if isinstance(desc, list) else desc
             out.append(f"| `{name}` | {option.get('type', 'str')} | {shown} | {_cell(desc)} |")

@@ -12,7 +12,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
+import yaml
 
 PG_ADMIN = os.environ.get("RR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 MARIADB_ADMIN = os.environ.get("RR_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/")
@@ -30,7 +32,16 @@ ORDERS = """
     )
 """
 
-# name -> (upgrade body, downgrade body); each chain is a1 <- b2 <- c3.
+COUPONS = """
+    op.create_table(
+        "coupons",
+        sa.Column("code", sa.String(20), primary_key=True),
+        sa.Column("percent", sa.Integer, nullable=False),
+    )
+    op.execute("INSERT INTO coupons (code, percent) VALUES ('WELCOME', 10), ('SPRING', 15), ('VIP', 30)")
+"""
+
+# name -> (upgrade body, downgrade body[, helper code of the revision file]); each chain is a1 <- b2 <- c3.
 CHAINS = {
     # Two reversible steps: indexes only, no data lost on the way down.
     "safe": {
@@ -75,7 +86,69 @@ CHAINS = {
         "b2": (
             'op.create_index("ix_orders_created_at", "orders", ["created_at"])',
             'op.drop_index("ix_orders_created_at", table_name="orders")\n'
-            '    op.execute("UPDATE orders SET no_such_column = 1")',
+            '    op.execute("INSERT INTO orders (no_such_column) VALUES (1)")',
+        ),
+        "c3": (
+            'op.create_index("ix_orders_total", "orders", ["total_cents"])',
+            'op.drop_index("ix_orders_total", table_name="orders")',
+        ),
+    },
+    # b2 added the coupons table; its downgrade drops it, then fails: on MariaDB the drop stays.
+    "half": {
+        "a1": (ORDERS, 'op.drop_table("orders")'),
+        "b2": (
+            COUPONS,
+            'op.drop_table("coupons")\n    op.execute("INSERT INTO orders (no_such_column) VALUES (1)")',
+        ),
+        "c3": (
+            'op.create_index("ix_orders_total", "orders", ["total_cents"])',
+            'op.drop_index("ix_orders_total", table_name="orders")',
+        ),
+    },
+    # The classifier's blind spots, one per chain, each in b2's downgrade.
+    "helper_drop": {
+        "a1": (ORDERS, 'op.drop_table("orders")'),
+        "b2": (COUPONS, "_drop_coupons()", 'def _drop_coupons():\n    op.drop_table("coupons")\n'),
+        "c3": (
+            'op.create_index("ix_orders_total", "orders", ["total_cents"])',
+            'op.drop_index("ix_orders_total", table_name="orders")',
+        ),
+    },
+    "set_null": {
+        "a1": (
+            ORDERS + '    op.add_column("orders", sa.Column("legacy_ref", sa.String(40), nullable=True))\n',
+            'op.drop_table("orders")',
+        ),
+        "b2": (
+            "op.execute(\"UPDATE orders SET legacy_ref = 'migrated'\")",
+            'op.execute("UPDATE orders SET legacy_ref = NULL")',
+        ),
+        "c3": (
+            'op.create_index("ix_orders_total", "orders", ["total_cents"])',
+            'op.drop_index("ix_orders_total", table_name="orders")',
+        ),
+    },
+    "raises": {
+        "a1": (ORDERS, 'op.drop_table("orders")'),
+        "b2": (
+            'op.create_index("ix_orders_created_at", "orders", ["created_at"])',
+            "bind = op.get_bind()\n"
+            '    if bind.execute(sa.text("SELECT COUNT(*) FROM orders WHERE total_cents > 100000")).scalar():\n'
+            '        raise RuntimeError("orders above 1000.00 exist: convert them by hand first")\n'
+            '    op.drop_index("ix_orders_created_at", table_name="orders")',
+        ),
+        "c3": (
+            'op.create_index("ix_orders_total", "orders", ["total_cents"])',
+            'op.drop_index("ix_orders_total", table_name="orders")',
+        ),
+    },
+    # b2's downgrade takes its time (to be killed in the middle of it).
+    "slow": {
+        "a1": (ORDERS, 'op.drop_table("orders")'),
+        "b2": (
+            'op.create_index("ix_orders_created_at", "orders", ["created_at"])',
+            'time.sleep(120)\n    op.drop_index("ix_orders_created_at", table_name="orders")',
+            "import time",
         ),
         "c3": (
             'op.create_index("ix_orders_total", "orders", ["total_cents"])',
@@ -83,6 +156,23 @@ CHAINS = {
         ),
     },
 }
+
+# An application's env.py that reads its own variable, and falls back to an SQLite file in the release.
+APP_ENV_PY = '''"""Alembic environment of an application that reads APP_DB_URL."""
+
+import os
+
+from alembic import context
+from sqlalchemy import create_engine
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+url = os.environ.get("APP_DB_URL") or "sqlite:///" + os.path.join(os.path.dirname(HERE), "app.db")
+engine = create_engine(url)
+with engine.connect() as connection:
+    context.configure(connection=connection)
+    with context.begin_transaction():
+        context.run_migrations()
+'''
 
 _REVISION = '''"""{name}
 
@@ -98,7 +188,7 @@ down_revision = {down_repr}
 branch_labels = None
 depends_on = None
 
-
+{helpers}
 def upgrade():
     {upgrade}
 
@@ -108,10 +198,13 @@ def downgrade():
 '''
 
 
-def write_project(root: Path, chain: str) -> Path:
+def write_project(root: Path, chain: str, env_py: str | None = None) -> Path:
     """An Alembic project (alembic.ini, env.py, versions/) for ``chain``; returns alembic.ini."""
     (root / "migrations" / "versions").mkdir(parents=True)
-    shutil.copy2(ENV_PY, root / "migrations" / "env.py")
+    if env_py is None:
+        shutil.copy2(ENV_PY, root / "migrations" / "env.py")
+    else:
+        (root / "migrations" / "env.py").write_text(env_py)
     (root / "alembic.ini").write_text(
         "[alembic]\nscript_location = %(here)s/migrations\nsqlalchemy.url = sqlite:///unused.db\n"
         "[loggers]\nkeys = root\n[handlers]\nkeys = console\n[formatters]\nkeys = generic\n"
@@ -120,7 +213,7 @@ def write_project(root: Path, chain: str) -> Path:
         "[formatter_generic]\nformat = %(levelname)s %(name)s %(message)s\n"
     )
     down = None
-    for name, (upgrade, downgrade) in CHAINS[chain].items():
+    for name, (upgrade, downgrade, *helpers) in CHAINS[chain].items():
         (root / "migrations" / "versions" / f"{name}.py").write_text(
             _REVISION.format(
                 name=name,
@@ -128,6 +221,7 @@ def write_project(root: Path, chain: str) -> Path:
                 down_repr=repr(down),
                 upgrade=upgrade.strip(),
                 downgrade=downgrade.strip(),
+                helpers="".join(h + "\n\n" for h in helpers),
             )
         )
         down = name
@@ -138,7 +232,7 @@ def alembic(config: Path, url: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "alembic", "-c", str(config), *args],
         cwd=config.parent,
-        env=dict(os.environ, DATABASE_URL=url),
+        env=dict(os.environ, DATABASE_URL=url, APP_DB_URL=url),  # APP_DB_URL: for APP_ENV_PY
         capture_output=True,
         text=True,
         check=True,
@@ -312,7 +406,10 @@ def sql_chain(chain: str, dialect: str) -> dict[int, tuple[str, str | None]]:
         },
         "failing": {
             1: (orders, "DROP TABLE orders;\n"),
-            2: (ix_created, _drop_index(dialect, "ix_orders_created_at") + "\nUPDATE orders SET no_such_column = 1;\n"),
+            2: (
+                ix_created,
+                _drop_index(dialect, "ix_orders_created_at") + "\nINSERT INTO orders (no_such_column) VALUES (1);\n",
+            ),
             3: (ix_total, _drop_index(dialect, "ix_orders_total")),
         },
         "guarded": {
@@ -432,3 +529,54 @@ def sqitch_deployed(db: Database, root: Path) -> str | None:
         if line.startswith("# Name:"):
             return line.split(":", 1)[1].strip()
     return None
+
+
+def write_manifest(path: Path, fleet, config: Path, url: str, backup_dir: Path, **extra) -> Path:
+    """A manifest rolling ``fleet``'s database back to a1 with the Alembic project of ``config``."""
+    database = {
+        "tool": "alembic",
+        "config": str(config),
+        "url": url,
+        "python": sys.executable,
+        "target_revision": "a1",
+        "backup_dir": str(backup_dir),
+        "critical_tables": ["orders"],
+        "assertions": [{"name": "orders kept", "sql": "SELECT COUNT(*) FROM orders", "expect": 2}],
+    }
+    database.update(extra)
+    doc = {"rollback_manifest": {"app": "shop", "version": fleet.bad, "database": database}}
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+# ------------------------------------------------------------------------ shared fixtures
+# Imported by the database test modules (``from dbkit import app_host, make_db``).
+
+
+@pytest.fixture
+def make_db(tmp_path, need):
+    """``make_db(dialect, password=None)``: a fresh database on the machine's server, dropped afterwards."""
+    made = []
+
+    def make(dialect: str, password: str | None = None) -> Database:
+        if dialect == "postgresql":
+            need(server_up(PG_ADMIN), "PostgreSQL on 127.0.0.1:5432 (psycopg installed)")
+        if dialect == "mysql":
+            need(server_up(MARIADB_ADMIN), "MariaDB on 127.0.0.1:3306 (PyMySQL installed)")
+        db = create(dialect, tmp_path, password)
+        made.append(db)
+        return db
+
+    yield make
+    for db in made:
+        drop(db)
+
+
+@pytest.fixture
+def app_host(tmp_path):
+    """One application host on the bad release (no service needed for --scope database)."""
+    from release_rollback.demo import build_fleet
+
+    fleet = build_fleet(tmp_path / "fleet", 1, start=False)
+    yield fleet
+    fleet.stop()

@@ -17,24 +17,83 @@ from typing import Any
 
 import click
 
-from . import __version__, content
-from .engine import BadInput, Blocked, Engine, operator_name
-from .rundir import DEFAULT_ROOT, RunDir
-from .view import make_view
+from . import __version__, content, jobs
+from .engine import BadInput, Blocked, Engine, check_inventory, load_manifest, operator_name, parse_window
+from .rundir import RecordError, RunDir, RunFileDamaged, RunsHomeError, record_error_fix
+from .view import make_view, print_summary
 
 stages = content.module_utils("stages")
 reportlib = content.module_utils("report")
 auditlib = content.module_utils("audit")
 followuplib = content.module_utils("followup")
+lifecycle = content.module_utils("lifecycle")
+manifestlib = content.module_utils("manifest")
 
 SCOPES = ("feature_flags", "code_config", "database", "infrastructure", "validate")
 
 
+def runs_home(start: Path | None = None) -> Path:
+    """Where runs go when neither ``--runs-dir`` nor ``$RELEASE_ROLLBACK_RUNS_DIR`` says.
+
+    The project's ``.rollback/runs``: the nearest directory upward from ``start`` (the working
+    directory) that has a ``.rollback`` directory or is a git checkout (``.git``), so every
+    directory of one checkout shares its runs and release record. Outside any project,
+    ``$XDG_STATE_HOME/release-rollback/runs`` (``~/.local/state/release-rollback/runs``).
+    """
+    here = (start or Path.cwd()).absolute()
+    for directory in (here, *here.parents):
+        if (directory / ".rollback").is_dir() or (directory / ".git").exists():
+            return directory / ".rollback" / "runs"
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "release-rollback" / "runs"
+
+
 def runs_root(ctx: click.Context) -> Path:
-    return Path(ctx.obj.get("runs_dir") or os.environ.get("RELEASE_ROLLBACK_RUNS_DIR") or DEFAULT_ROOT)
+    """``--runs-dir`` (on the command or before it), else ``$RELEASE_ROLLBACK_RUNS_DIR``, else ``runs_home``."""
+    given = (ctx.find_root().obj or {}).get("runs_dir") or os.environ.get("RELEASE_ROLLBACK_RUNS_DIR")
+    return Path(given).absolute() if given else runs_home()
 
 
-def fail(msg: str, code: int) -> None:
+def _set_runs_dir(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.find_root().ensure_object(dict)["runs_dir"] = value
+
+
+def runs_dir_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--runs-dir`` on a subcommand too (``release-rollback status --runs-dir X``)."""
+    return click.option(
+        "--runs-dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        expose_value=False,
+        is_eager=True,
+        callback=_set_runs_dir,
+        help="Where run directories are (default: see `release-rollback --help`).",
+    )(func)
+
+
+class RunArg(click.ParamType):
+    """A run given as its directory, a file inside it (the plan), or its run id under the runs directory."""
+
+    name = "run"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if isinstance(value, Path) or os.path.exists(value):
+            return str(value)
+        root = runs_root(ctx) if ctx is not None else runs_home()
+        candidate = root / str(value)
+        if os.sep not in str(value) and (candidate / "state.json").is_file():
+            return str(candidate)
+        self.fail(f"{value} is neither a run directory nor the id of a run under {root}", param, ctx)
+
+
+RUN = RunArg()
+
+
+def fail(msg: str, code: int, json_mode: bool = False, **extra: Any) -> None:
+    """One sentence on stderr and exit ``code``; with ``--json`` the same as JSON on stdout too."""
+    if json_mode:
+        click.echo(json.dumps({"error": msg, "exit_code": code, **extra}, indent=2, default=str))
     click.echo(f"release-rollback: {msg}", err=True)
     sys.exit(code)
 
@@ -44,16 +103,39 @@ def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("json_mode"))
         try:
             return func(*args, **kwargs)
         except BadInput as exc:
-            fail(str(exc), stages.BAD_INPUT_EXIT)
+            fail(str(exc), stages.BAD_INPUT_EXIT, as_json, exit_state="bad input")
         except Blocked as exc:
-            fail(f"blocked: {exc}. Nothing was changed.", stages.EXIT_CODES[stages.RUN_BLOCKED])
+            fail(
+                f"blocked: {exc}. Nothing was changed.",
+                stages.EXIT_CODES[stages.RUN_BLOCKED],
+                as_json,
+                exit_state=stages.RUN_BLOCKED,
+            )
+        except RecordError as exc:
+            fail(record_error_fix(exc), stages.UNEXPECTED_EXIT, as_json, exit_state="unexpected error")
+        except (RunFileDamaged, RunsHomeError, FileExistsError) as exc:
+            fail(str(exc), stages.BAD_INPUT_EXIT, as_json, exit_state="bad input")
         except FileNotFoundError as exc:
-            fail(str(exc), stages.BAD_INPUT_EXIT)
+            fail(str(exc), stages.BAD_INPUT_EXIT, as_json, exit_state="bad input")
+        except RuntimeError as exc:
+            fail(str(exc), stages.UNEXPECTED_EXIT, as_json, exit_state="unexpected error")
+        except KeyboardInterrupt:
+            fail(
+                "interrupted by the operator (Ctrl-C or SIGTERM) before it ended",
+                stages.EXIT_CODES[stages.ABORTED],
+                as_json,
+                exit_state=stages.ABORTED,
+            )
 
     return wrapper
+
+
+def _terminate_like_ctrl_c(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 class Interrupts:
@@ -114,6 +196,8 @@ def print_plan(plan: dict[str, Any]) -> None:
         click.echo(f"    {i}. [{step['stage']}] {step['action']}")
         for flag in step.get("flags") or []:
             click.echo(f"         flag {flag['name']} ({flag['backend']}): now {flag['state']}")
+    for host, why in sorted((plan.get("excluded") or {}).items()):
+        click.echo(f"    {host:<20} left out ({why})")
     for risk in plan.get("risks") or []:
         click.echo(f"  risk:    {risk}")
     for blocker in plan.get("blockers") or []:
@@ -124,6 +208,8 @@ def finish(engine: Engine, exit_state: str, json_mode: bool) -> None:
     rundir = engine.rundir
     report_json = rundir.path / "report.json"
     rep = json.loads(report_json.read_text()) if report_json.is_file() else {}
+    run_state, why = engine.run_state()
+    commands = engine.next_commands()
     if json_mode:
         click.echo(
             json.dumps(
@@ -131,6 +217,8 @@ def finish(engine: Engine, exit_state: str, json_mode: bool) -> None:
                     "run_id": rundir.run_id,
                     "run_dir": str(rundir.path),
                     "exit_state": exit_state,
+                    "run_state": lifecycle.describe(run_state, why),
+                    "next": commands,
                     "exit_code": stages.EXIT_CODES[exit_state],
                     "report": str(rundir.path / "report.md"),
                     "stages": {s["stage"]: s["status"] for s in rep.get("steps", [])},
@@ -138,16 +226,18 @@ def finish(engine: Engine, exit_state: str, json_mode: bool) -> None:
                     "report_html": str(rundir.path / "report.html"),
                     "signoff": rep.get("signoff_status"),
                     "rca": rep.get("rca"),
+                    # The report model's facts: what each stage did, each host, and the report's sections.
+                    "steps": [
+                        {k: s.get(k) for k in ("stage", "status", "duration_s", "done")} for s in rep.get("steps", [])
+                    ],
+                    "hosts": rep.get("hosts", []),
+                    "sections": rep.get("sections", []),
                 },
                 indent=2,
             )
         )
     else:
-        click.echo(f"\nExit state: {exit_state}")
-        for item in rep.get("known_limitations") or []:
-            click.echo(f"  limitation: {item}")
-        for item in rep.get("next_steps") or []:
-            click.echo(f"  next: {item}")
+        print_summary(rep or {"exit_state": exit_state})
         if (rep.get("rca") or {}).get("status") in ("filed", "pending"):
             click.echo(f"  RCA: {reportlib.rca_line(rep['rca'])}")
         click.echo(f"Report: {rundir.path / 'report.md'} (and report.html)")
@@ -160,16 +250,45 @@ def finish(engine: Engine, exit_state: str, json_mode: bool) -> None:
     "--runs-dir",
     type=click.Path(file_okay=False),
     default=None,
-    help="Where run directories go (default .rollback/runs, or $RELEASE_ROLLBACK_RUNS_DIR).",
+    help="Where run directories go; also an option of every subcommand. Default: $RELEASE_ROLLBACK_RUNS_DIR, "
+    "else .rollback/runs in the nearest directory upward that has .rollback/ or .git, else "
+    "$XDG_STATE_HOME/release-rollback/runs.",
 )
 @click.pass_context
 def main(ctx: click.Context, runs_dir: str | None) -> None:
     """Roll a whole release back to the previous known-good release."""
+    # SIGTERM is Ctrl-C for every command; run, resume and plan refine both (``Interrupts``).
+    signal.signal(signal.SIGTERM, _terminate_like_ctrl_c)
     ctx.ensure_object(dict)
     ctx.obj["runs_dir"] = runs_dir
 
 
+def check_input(inventory: str, manifest: str | None, target: str | None, window: str | None) -> None:
+    """Check what a plan is made from before anything is written: bad input leaves no run directory."""
+    load_manifest(manifest)
+    check_inventory(inventory)
+    if target is not None:
+        try:
+            manifestlib.check_version(target, "--target")
+        except manifestlib.ManifestError as exc:
+            raise BadInput(str(exc)) from None
+    if window:
+        parse_window(window)
+
+
 def _plan_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option(
+        "--exclude",
+        default=None,
+        metavar="HOSTS",
+        help="Leave these application hosts out of the plan (ansible host patterns); recorded as a risk.",
+    )(func)
+    func = click.option(
+        "--limit",
+        default=None,
+        metavar="HOSTS",
+        help="Plan only these application hosts (ansible host patterns); the others are recorded as left out.",
+    )(func)
     func = click.option(
         "--separation-of-duties",
         is_flag=True,
@@ -196,19 +315,49 @@ def _plan_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @main.command()
+@runs_dir_option
 @click.option("-i", "--inventory", required=True, help="Ansible inventory of the fleet.")
 @_plan_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Also write the plan here.")
+@click.option(
+    "--break-lock",
+    is_flag=True,
+    help="Break host locks of runs whose driver is gone or that are final (audited).",
+)
 @click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 @handles_errors
-def plan(ctx, inventory, manifest, target, scope, window, separation_of_duties, output, json_mode):
+def plan(
+    ctx, inventory, manifest, target, scope, window, separation_of_duties, limit, exclude, output, break_lock, json_mode
+):
     """Assess the fleet and build the rollback plan (changes nothing)."""
+    check_input(inventory, manifest, target, window)
     view = make_view(json_mode)
     engine = Engine(RunDir.create(runs_root(ctx)), view)
     try:
-        result = engine.plan(
-            inventory, manifest, target, list(scope), window=window, separation_of_duties=separation_of_duties
+        with Interrupts(engine):
+            result = engine.plan(
+                inventory,
+                manifest,
+                target,
+                list(scope),
+                window=window,
+                separation_of_duties=separation_of_duties,
+                limit=limit,
+                exclude=exclude,
+                break_lock=break_lock,
+            )
+    except Blocked as exc:
+        if not json_mode:
+            raise
+        blocked = engine.rundir.read_plan() if engine.rundir.plan_file.is_file() else None
+        fail(
+            f"blocked: {exc}. Nothing was changed.",
+            stages.EXIT_CODES[stages.RUN_BLOCKED],
+            True,
+            exit_state=stages.RUN_BLOCKED,
+            run_dir=str(engine.rundir.path),
+            plan=blocked,
         )
     finally:
         view.close()
@@ -219,11 +368,13 @@ def plan(ctx, inventory, manifest, target, scope, window, separation_of_duties, 
     else:
         print_plan(result)
         click.echo(f"\nPlan written to {engine.rundir.plan_file}")
-        click.echo(f"Approve it: release-rollback approve {engine.rundir.plan_file} --approver NAME")
+        for command in engine.next_commands():
+            click.echo(f"  next: {command}")
 
 
 @main.command()
-@click.argument("plan_file", type=click.Path(exists=True))
+@runs_dir_option
+@click.argument("plan_file", type=RUN)
 @click.option("--approver", required=True, help="Who approves (recorded in the audit trail).")
 @click.option("--reason", default="", help="Why it is approved.")
 @click.option("--destructive", is_flag=True, help="Also approve destructive or irreversible steps.")
@@ -244,13 +395,13 @@ def approve(plan_file, approver, reason, destructive, break_glass):
 
 
 @main.command()
-@click.argument("plan_file", required=False, type=click.Path(exists=True))
+@runs_dir_option
+@click.argument("plan_file", required=False, type=RUN)
 @click.option("-i", "--inventory", default=None, help="Plan first against this inventory.")
 @_plan_options
 @click.option("--approver", default=None, help="Approve as NAME (with --yes, or at the prompt).")
 @click.option("--reason", default="", help="Why it is approved.")
 @click.option("--yes", is_flag=True, help="Approve without a prompt (needs --approver).")
-@click.option("--limit", default=None, help="Run on these hosts only (ansible --limit syntax).")
 @click.option("--break-lock", is_flag=True, help="Break a stale lock left by a dead rollback (audited).")
 @click.option("--override-window", default=None, metavar="REASON", help="Run outside the change window (audited).")
 @click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
@@ -265,10 +416,11 @@ def run(
     scope,
     window,
     separation_of_duties,
+    limit,
+    exclude,
     approver,
     reason,
     yes,
-    limit,
     break_lock,
     override_window,
     json_mode,
@@ -276,22 +428,37 @@ def run(
     """Run an approved plan (or plan, approve and run in one go)."""
     if bool(plan_file) == bool(inventory):
         raise BadInput("give either a PLAN file or -i INVENTORY (to plan first), not both or neither")
+    if plan_file and (limit or exclude):
+        raise BadInput(
+            "a plan covers the hosts it was made for: plan again with --limit/--exclude, or use "
+            "`release-rollback resume RUN_DIR --limit HOSTS` to retry failed hosts of a paused run"
+        )
     view = make_view(json_mode)
     try:
         if plan_file:
             engine = Engine(RunDir.find(plan_file), view)
+            # A plan executes at most once: a run that already started or ended is refused first (a
+            # planned one is approved below, at the prompt or with --approver --yes).
+            if engine.run_state()[0] != lifecycle.PLANNED:
+                engine.check("run")
         else:
+            check_input(inventory, manifest, target, window)
             engine = Engine(RunDir.create(runs_root(ctx)), view)
-            # This run goes on to roll back: the hosts are locked while they are assessed.
-            engine.plan(
-                inventory,
-                manifest,
-                target,
-                list(scope),
-                window=window,
-                separation_of_duties=separation_of_duties,
-                lock_hosts=True,
-            )
+            # This run goes on to roll back: the hosts are locked while they are assessed. Ctrl-C or
+            # SIGTERM while assessing stops before anything changes.
+            with Interrupts(engine):
+                engine.plan(
+                    inventory,
+                    manifest,
+                    target,
+                    list(scope),
+                    window=window,
+                    separation_of_duties=separation_of_duties,
+                    lock_hosts=True,
+                    limit=limit,
+                    exclude=exclude,
+                    break_lock=break_lock,
+                )
         problem = engine.approval_problem()
         try:
             if problem:
@@ -314,7 +481,11 @@ def run(
                     engine.view = view
                 else:
                     engine.rundir.audit("run.refused", reason=problem)
-                    raise Blocked(f"{problem} (no terminal to ask on; pass --approver NAME --yes to approve)")
+                    raise Blocked(
+                        f"{problem} (no terminal to ask on; the plan is {engine.rundir.plan_file}: approve it with "
+                        f'`release-rollback approve {engine.rundir.plan_file} --approver "$USER"`, or pass '
+                        "--approver NAME --yes)"
+                    )
         except BaseException:
             # Not approved (refused, no terminal, Ctrl-C at the prompt): nothing was rolled back, so the
             # host locks this run took while assessing are given back.
@@ -322,7 +493,7 @@ def run(
             raise
         with Interrupts(engine):
             try:
-                exit_state = engine.execute(limit=limit, break_lock=break_lock, override_window=override_window)
+                exit_state = engine.execute(break_lock=break_lock, override_window=override_window)
             except (Blocked, BadInput):
                 # Refused before any stage ran (change window, controller lock): give the host locks back.
                 if set(engine.rundir.read_state().get("stages", {})) <= {"assess"}:
@@ -336,8 +507,13 @@ def run(
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--limit", default=None, help="Re-run failed stages on these hosts only (ansible --limit syntax).")
+@runs_dir_option
+@click.argument("run_dir", type=RUN)
+@click.option(
+    "--limit",
+    default=None,
+    help="Retry only these of the hosts that failed (ansible host patterns); hosts never attempted are still done.",
+)
 @click.option("--break-lock", is_flag=True, help="Break a stale lock left by another dead rollback (audited).")
 @click.option("--override-window", default=None, metavar="REASON", help="Resume outside the change window (audited).")
 @click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
@@ -349,7 +525,7 @@ def resume(run_dir, limit, break_lock, override_window, json_mode):
     try:
         with Interrupts(engine):
             exit_state = engine.execute(
-                resume=True, limit=limit, break_lock=break_lock, override_window=override_window
+                resume=True, retry_hosts=limit, break_lock=break_lock, override_window=override_window
             )
     finally:
         view.close()
@@ -357,7 +533,8 @@ def resume(run_dir, limit, break_lock, override_window, json_mode):
 
 
 @main.command()
-@click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False))
+@runs_dir_option
+@click.argument("run_dir", required=False, type=RUN)
 @click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 @handles_errors
@@ -371,11 +548,25 @@ def status(ctx, run_dir, json_mode):
         run_dir = runs[-1]
     rundir = RunDir.find(run_dir)
     state = rundir.read_state()
+    engine = Engine(rundir, make_view(True))
+    run_state, why = engine.run_state(state)
+    commands = engine.next_commands(state)
     if json_mode:
-        click.echo(json.dumps(state, indent=2, default=str))
+        click.echo(
+            json.dumps(dict(state, run_state=lifecycle.describe(run_state, why), next=commands), indent=2, default=str)
+        )
         return
     click.echo(f"Run {rundir.run_id} ({rundir.path})")
-    click.echo(f"  exit state: {state.get('exit_state') or 'in progress'}")
+    click.echo(
+        f"  state:      {lifecycle.describe(run_state, why)}: {lifecycle.state_info(run_state)['means']}".replace(
+            "{pid}", str((state.get("lifecycle") or {}).get("pid"))
+        )
+    )
+    if state.get("exit_state"):
+        click.echo(f"  exit state: {state['exit_state']}")
+    alive = jobs.processes(engine.job_mark)
+    if alive:
+        click.echo(f"  jobs alive: {jobs.describe(alive)}")
     for name in stages.STAGE_NAMES:
         entry = state.get("stages", {}).get(name)
         if entry is None:
@@ -383,14 +574,20 @@ def status(ctx, run_dir, json_mode):
             continue
         res = entry.get("result") or {}
         click.echo(f"  {name:<15} {res.get('status', entry.get('status', '?')):<12} {res.get('summary') or ''}")
+        for host, hres in sorted((res.get("hosts") or {}).items()):
+            if name != "report" and hres.get("status") not in (stages.OK, stages.SKIPPED):
+                click.echo(f"    {host}: {hres.get('status')} - {hres.get('msg') or 'no detail'}")
     extras = reportlib.read_extras(str(rundir.path))
-    if state.get("exit_state"):
+    if state.get("exit_state") and run_state != lifecycle.BLOCKED:
         click.echo(f"  sign-off:   {reportlib.signoff_status(extras['signoff'])}")
         click.echo(f"  RCA:        {reportlib.rca_line(extras['rca'])}")
+    for command in commands:
+        click.echo(f"  next: {command}")
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@runs_dir_option
+@click.argument("run_dir", type=RUN)
 @click.option("--reason", required=True, help="Why the run is abandoned (recorded in the report and audit trail).")
 @handles_errors
 def abort(run_dir, reason):
@@ -403,12 +600,19 @@ def abort(run_dir, reason):
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@runs_dir_option
+@click.argument("run_dir", type=RUN)
 @click.option("--format", "fmt", type=click.Choice(sorted(reportlib.RENDERERS)), default="md")
 @handles_errors
 def report(run_dir, fmt):
     """Print a run's report, rendering it again from the run's state (and rewrite report.*)."""
     rundir = RunDir.find(run_dir)
+    run_state, _why = Engine(rundir, make_view(True)).run_state()
+    if run_state in (lifecycle.PLANNED, lifecycle.APPROVED):
+        raise BadInput(
+            f"run {rundir.run_id} is {run_state} and has not run, so there is no rollback report: "
+            f"its plan is {rundir.plan_file} (`release-rollback status {rundir.path}`)"
+        )
     rep = rerender_report(rundir)
     click.echo(reportlib.RENDERERS[fmt](rep), nl=False)
 
@@ -431,7 +635,8 @@ def rerender_report(rundir: RunDir) -> dict[str, Any]:
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@runs_dir_option
+@click.argument("run_dir", type=RUN)
 @click.option("--by", "by", required=True, help="Who signs off (the Release Manager or DevOps Lead).")
 @click.option("--role", default="release manager", show_default=True, help="In what role.")
 @click.option("--note", default="", help="A note recorded with the sign-off.")
@@ -441,8 +646,21 @@ def signoff(run_dir, by, role, note, accept_gaps):
     """Confirm the rollback complete; recorded in the audit trail and the report."""
     rundir = RunDir.find(run_dir)
     state = rundir.read_state()
-    if not state.get("exit_state"):
-        raise BadInput("this rollback has not finished: wait for it, or `release-rollback resume RUN_DIR`")
+    engine = Engine(rundir, make_view(True))
+    run_state, why = engine.run_state(state)
+    if not lifecycle.allowed("signoff", run_state):
+        raise BadInput(
+            lifecycle.refusal(
+                "signoff",
+                run_state,
+                rundir.path,
+                plan=rundir.plan_file,
+                why=why,
+                inventory=state.get("inventory"),
+                manifest=state.get("manifest_file"),
+            )
+            or f"run {rundir.run_id} cannot be signed off"
+        )
     rerender_report(rundir)
     try:
         record = followuplib.signoff(str(rundir.path), by, role, note, accept_gaps)
@@ -455,7 +673,8 @@ def signoff(run_dir, by, role, note, accept_gaps):
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@runs_dir_option
+@click.argument("run_dir", type=RUN)
 @handles_errors
 def rca(run_dir):
     """File the root-cause analysis ticket a tracker could not take during the run."""
@@ -480,24 +699,32 @@ def rca(run_dir):
 
 
 @main.group()
+@runs_dir_option
 def audit():
     """The run's hash-chained audit trail."""
 
 
 @audit.command("verify")
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@runs_dir_option
+@click.argument("run_dir", type=RUN)
 @handles_errors
 def audit_verify(run_dir):
     """Check that no audit line was edited, removed or reordered."""
     rundir = RunDir.find(run_dir)
     result = auditlib.verify(str(rundir.audit_file), rundir.read_state().get("audit_head"))
     if result["ok"]:
-        click.echo(f"audit trail intact: {result['entries']} entries")
+        anchored = (
+            f"anchored in {auditlib.anchor_file(str(rundir.audit_file))}, every line keyed"
+            if result["anchored"]
+            else "not anchored: recorded without the controller key, so the chain alone was checked"
+        )
+        click.echo(f"audit trail intact: {result['entries']} entries ({anchored})")
         return
     fail(f"audit trail broken at line {result['broken_at']}: {result['problem']}", 1)
 
 
 @main.command()
+@runs_dir_option
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False),
@@ -505,7 +732,7 @@ def audit_verify(run_dir):
     help="Where to build the demo fleet (default: a new temporary directory).",
 )
 @click.option("--hosts", "host_count", type=click.IntRange(1, 50), default=3, help="How many demo hosts.")
-@click.option("--keep", is_flag=True, help="Leave the demo services running afterwards.")
+@click.option("--keep", is_flag=True, help="Keep the demo fleet (its directory and running services) afterwards.")
 @click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 @handles_errors

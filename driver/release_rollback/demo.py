@@ -257,16 +257,25 @@ def _write_manifest(fleet: Fleet, live: str, releases: tuple[str, ...]) -> None:
 def run_demo(
     workdir: str | None, host_count: int, keep: bool, runs_root: Path | None, json_mode: bool, operator: str
 ) -> int:
-    """Build the fleet, plan, approve as the demo approver, run, and print what changed."""
+    """Build the fleet, plan, approve as the demo approver, run, and print what changed.
+
+    The fleet (its directory and services) is removed afterwards unless ``keep``; the run directory
+    with its report stays where runs go.
+    """
     from .engine import Engine
     from .rundir import RunDir
     from .view import make_view
 
     stages = content.module_utils("stages")
-    root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="release-rollback-demo-"))
+    root = Path(workdir).absolute() if workdir else Path(tempfile.mkdtemp(prefix="release-rollback-demo-"))
     say = (lambda *a: print(*a, file=sys.stderr)) if json_mode else print
     say(f"Building a demo fleet of {host_count} host(s) in {root} ...")
-    fleet = build_fleet(root, host_count)
+    try:
+        fleet = build_fleet(root, host_count)
+    except BaseException:
+        if not workdir:
+            shutil.rmtree(root, ignore_errors=True)
+        raise
     try:
         say(f"Fleet on the bad release {fleet.bad} (its /health answers 500); previous good release {fleet.good}.")
         view = make_view(json_mode)
@@ -287,6 +296,7 @@ def run_demo(
             "flag": {FLAG: "off" if fleet.flag()["defaultVariant"] == "off" else "on"},
             "load_balancer_release": fleet.lb_release(),
             "fleet": str(root),
+            "fleet_kept": keep,
         }
         if json_mode:
             print(json.dumps(summary, indent=2))
@@ -303,8 +313,10 @@ def run_demo(
     finally:
         if keep:
             say(
-                f"Demo services left running (--keep); stop them with: "
-                f"{sys.executable} -m release_rollback.demo_service stop HOST_DIR"
+                f"Demo fleet kept in {root} with its services running (--keep); stop them with: "
+                f"{sys.executable} -m release_rollback.demo_service stop {root}/hosts/HOST"
             )
         else:
             fleet.stop()
+            shutil.rmtree(root, ignore_errors=True)
+            say(f"Demo fleet {root} stopped and removed (--keep leaves it).")

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import json
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
-
-from . import content, locks
-from .rundir import PlanFileError, RunDir, read_plan_file, utcnow
+from . import boundedyaml, content, jobs, locks
+from .rundir import PlanFileError, RecordError, RunDir, read_plan_file, utcnow
 from .runner import StageRun, run_stage, run_stages
 
 stages = content.module_utils("stages")
@@ -28,6 +26,7 @@ manifestlib = content.module_utils("manifest")
 reportlib = content.module_utils("report")
 followup = content.module_utils("followup")
 notifylib = content.module_utils("notify")
+lifecycle = content.module_utils("lifecycle")
 
 # The stages playbooks/execute.yml runs as one job: every execution stage but the report.
 JOB_STAGES = [n for n in stages.EXECUTION_STAGES if n != "report"]
@@ -60,17 +59,19 @@ def load_manifest(path: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
     if not path:
         return {}, manifestlib.parse_manifest(None)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        # Bounded before anything is built: size, nesting, aliases and list lengths (boundedyaml.MANIFEST).
+        raw = boundedyaml.load_file(path, boundedyaml.MANIFEST)
     except FileNotFoundError:
         raise BadInput(f"the manifest {path} does not exist: check the path given with -m") from None
+    except boundedyaml.TooLarge as exc:
+        raise BadInput(
+            f"the manifest {path} {exc}, over the limit for a release manifest: give the manifest the deploy wrote"
+        ) from None
+    except boundedyaml.YAMLSyntax as exc:
+        where = f" at line {exc.mark.line + 1}, column {exc.mark.column + 1}" if exc.mark else ""
+        raise BadInput(f"the manifest {path} is not valid YAML{where}: fix the syntax there") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInput(f"the manifest {path} cannot be read ({exc.__class__.__name__}): check the file") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise BadInput(f"the manifest {path} is not valid YAML{where}: fix the syntax there") from None
     try:
         parsed = manifestlib.parse_manifest(raw)
     except manifestlib.ManifestError as exc:
@@ -106,6 +107,81 @@ class Engine:
         with contextlib.suppress(OSError):
             self.stop_file.write_text(utcnow() + "\n")
 
+    @property
+    def job_mark(self) -> str:
+        """The mark every process of this run's jobs carries (``jobs.py``)."""
+        return f"{self.rundir.run_id}:"
+
+    # ------------------------------------------------------------------------------- lifecycle
+    def run_state(self, state: dict[str, Any] | None = None) -> tuple[str, str | None]:
+        """The run's lifecycle state and, when paused, why. A run recorded as running whose driver is
+        gone is paused (interrupted)."""
+        state = state if state is not None else self.rundir.read_state()
+        life = state.get("lifecycle") or {}
+        name = life.get("state")
+        if name is None:
+            return _legacy_state(state, self.rundir)
+        if name == lifecycle.RUNNING and not _driver_alive(life):
+            return lifecycle.PAUSED, lifecycle.INTERRUPTED
+        return name, life.get("why")
+
+    def next_commands(self, state: dict[str, Any] | None = None) -> list[str]:
+        """What the operator runs next, ready to paste."""
+        state = state if state is not None else self.rundir.read_state()
+        name, _why = self.run_state(state)
+        return lifecycle.next_commands(
+            name,
+            self.rundir.path,
+            plan=self.rundir.plan_file,
+            pid=(state.get("lifecycle") or {}).get("pid"),
+            inventory=state.get("inventory"),
+            manifest=state.get("manifest_file"),
+        )
+
+    def _move(self, state: dict[str, Any], to: str, why: str | None = None, **detail: Any) -> None:
+        """Record a lifecycle transition in the state file and the audit trail."""
+        previous = (state.get("lifecycle") or {}).get("state")
+        state["lifecycle"] = {"state": to, "why": why, "since": utcnow(), **detail}
+        if to == lifecycle.RUNNING:
+            state["lifecycle"].update(pid=os.getpid(), host=socket.gethostname())
+        self.rundir.write_state(state)
+        self.rundir.audit("run.state", state=to, why=why, previous=previous)
+
+    def _allow(self, command: str, state: dict[str, Any]) -> tuple[str, str | None]:
+        """Raise Blocked, saying what to do instead, unless ``command`` may be given to the run now."""
+        name, why = self.run_state(state)
+        problem = lifecycle.refusal(
+            command,
+            name,
+            self.rundir.path,
+            plan=self.rundir.plan_file,
+            pid=(state.get("lifecycle") or {}).get("pid"),
+            why=why,
+            inventory=state.get("inventory"),
+            manifest=state.get("manifest_file"),
+        )
+        if problem:
+            self.rundir.audit(f"{command}.refused", reason=problem, state=name)
+            raise Blocked(problem)
+        return name, why
+
+    def check(self, command: str) -> None:
+        """Raise Blocked, saying what to do instead, unless the run's state allows ``command``."""
+        self._allow(command, self.rundir.read_state())
+
+    def _no_live_jobs(self, command: str) -> None:
+        """Refuse while any process of this run's jobs is alive (a driver killed with its guard)."""
+        alive = jobs.processes(self.job_mark)
+        if alive:
+            pids = " ".join(str(p.pid) for p in alive)
+            problem = (
+                f"a job of run {self.rundir.run_id} is still running ({jobs.describe(alive)}): wait for it to end, "
+                f"or stop it with `kill -TERM {pids}`, then {command} again"
+            )
+            self.rundir.audit(f"{command}.refused", reason=problem)
+            raise Blocked(problem)
+        jobs.sweep(self.job_mark)
+
     # ---------------------------------------------------------------------------------- assess
     def plan(
         self,
@@ -117,11 +193,16 @@ class Engine:
         window: str | None = None,
         separation_of_duties: bool = False,
         lock_hosts: bool = False,
+        limit: str | None = None,
+        exclude: str | None = None,
+        break_lock: bool = False,
     ) -> dict[str, Any]:
         """Run the assess stage and write plan.yml. Raises Blocked when the plan has blockers.
 
         With ``lock_hosts`` (a run that goes on to roll back) the hosts' locks are taken while they are
         assessed, so that the code stage needs no lock pass; a blocked plan gives them back.
+        ``limit``/``exclude`` (host patterns) take application hosts out of the plan; they are listed in
+        it, as a risk, and in the report.
         """
         raw, parsed = load_manifest(manifest_file)
         inventory = check_inventory(inventory)
@@ -145,14 +226,17 @@ class Engine:
             "stages": {},
             "exit_state": None,
         }
-        self.rundir.write_state(state)
         self.rundir.audit(
             "run.created",
             run_id=self.rundir.run_id,
             operator=operator,
             inventory=inventory,
             manifest_file=state["manifest_file"],
+            limit=limit,
+            exclude=exclude,
         )
+        # Assessing: a driver that dies now leaves a run that can only be aborted (which frees its locks).
+        self._move(state, lifecycle.RUNNING, stage="assess")
         extravars = {
             "rollback_manifest": raw,
             "rollback_run_id": self.rundir.run_id,
@@ -165,38 +249,57 @@ class Engine:
             "rollback_window": window_doc,
             "rollback_separation_of_duties": separation_of_duties,
             "rollback_lock_at_assess": lock_hosts,
+            "rollback_plan_limit": limit or "",
+            "rollback_plan_exclude": exclude or "",
         }
-        result = self._run("assess", inventory, extravars, state)
+        if break_lock:
+            # Host locks of runs that cannot be working any more go at once (each one audited); a holder
+            # this controller cannot check waits for the hour (rollback_break_stale_lock).
+            extravars["rollback_break_lock_runs"] = self.breakable_runs()
+            self.rundir.audit("lock.break_requested", breakable_runs=len(extravars["rollback_break_lock_runs"]))
+        results: dict[str, Any] = {}
+        self._job(["assess"], inventory, extravars, state, results, owed={"assess": []})
+        result = results.get("assess") or {}
         plan = result.get("plan")
         if not plan:
-            raise RuntimeError(f"the assess stage published no plan: {result.get('summary')}")
+            self._move(state, lifecycle.PAUSED, lifecycle.INTERRUPTED)
+            why = result.get("summary") or self._last_line or "no output"
+            raise RuntimeError(
+                f"the assess stage ended without a plan ({why}); see {self.rundir.events_file('assess')}, "
+                f"then end this run with `release-rollback abort {self.rundir.path} --reason failed` and plan again"
+            )
         self.rundir.write_plan(plan)
         state["plan_hash"] = plan["hash"]
-        self.rundir.write_state(state)
         self.rundir.audit(
             "plan.built",
             plan_hash=plan["hash"],
             from_version=plan.get("from_version"),
             to_version=plan.get("to_version"),
             scope=plan.get("scope"),
+            excluded=plan.get("excluded"),
             blockers=plan.get("blockers"),
         )
         if plan.get("blockers"):
             state["exit_state"] = stages.RUN_BLOCKED
-            self.rundir.write_state(state)
+            self._move(state, lifecycle.BLOCKED)
             self.rundir.audit("run.end", exit_state=stages.RUN_BLOCKED, reason=plan["blockers"][0])
             rep = self._write_report(plan, None, {"assess": result})
             followup.after_run(str(self.rundir.path), parsed, rep)
             self._write_report(plan, None, {"assess": result})
             self.rundir.write_state(state)
             raise Blocked("the plan is blocked: " + "; ".join(plan["blockers"]))
+        self._move(state, lifecycle.PLANNED)
         return plan
 
     # --------------------------------------------------------------------------------- approve
     def approve(
         self, approver: str, reason: str | None = None, destructive: bool = False, break_glass: str | None = None
     ) -> dict[str, Any]:
+        state = self.rundir.read_state()
         plan = self.load_plan()
+        if plan.get("blockers"):
+            raise Blocked("the plan has blockers and cannot be approved: " + plan["blockers"][0])
+        current, _why = self._allow("approve", state)
         if plan.get("hash") != planlib.plan_hash(plan):
             self.rundir.audit("approval.refused", approver=approver, reason="plan edited after it was built")
             raise BadInput(
@@ -219,24 +322,22 @@ class Engine:
             destructive=approval["destructive"],
             break_glass=approval.get("break_glass"),
         )
+        if current in (lifecycle.PLANNED, lifecycle.APPROVED):
+            self._move(state, lifecycle.APPROVED)
         return approval
 
+    # ----------------------------------------------------------------------------------- abort
     def abort(self, reason: str) -> str:
-        """End a run that is not running (paused, blocked or partial) as aborted, with the reason."""
+        """End an unfinished run (planned, approved, paused or partially completed) as aborted."""
         state = self.rundir.read_state()
+        self._allow("abort", state)
+        self._no_live_jobs("abort")
         plan = self.load_plan() if self.rundir.plan_file.is_file() else {}
-        lock_file = self.lock_dir() / f"{locks.lock_name(plan.get('app'), state.get('inventory'))}.lock"
-        if lock_file.is_file():
-            holder = json.loads(lock_file.read_text())
-            if holder.get("run_id") == self.rundir.run_id and locks.alive(int(holder.get("pid", -1))):
-                raise Blocked(
-                    f"run {self.rundir.run_id} is running ({locks.describe(holder)}): stop it with Ctrl-C, "
-                    f"or SIGTERM to pid {holder.get('pid')}"
-                )
         results = {n: e["result"] for n, e in state.get("stages", {}).items() if e.get("result")}
         state.update(exit_state=stages.ABORTED, aborted=reason, aborted_by_command=True)
         self.rundir.audit("run.aborted", reason=reason, by=operator_name())
         self.release_host_locks(plan, state, why="the run was aborted")
+        self._move(state, lifecycle.ABORTED)
         self._write_report(plan, self.rundir.read_approval(), results, aborted=reason)
         self.rundir.audit("run.end", exit_state=stages.ABORTED)
         self.rundir.write_state(state)
@@ -244,15 +345,23 @@ class Engine:
 
     def release_host_locks(self, plan: dict[str, Any], state: dict[str, Any], why: str) -> None:
         """Give back the host locks this run may hold (taken at assess, or kept by hosts that failed)."""
-        if not plan.get("hosts") or not (plan.get("locked") or "code_config" in state.get("stages", {})):
+        assessing = "assess" in ((state.get("lifecycle") or {}).get("stage") or "") and not plan
+        if not assessing and (
+            not plan.get("hosts") or not (plan.get("locked") or "code_config" in state.get("stages", {}))
+        ):
             return
+        extravars: dict[str, Any] = {"rollback_plan": plan or {"run_id": self.rundir.run_id, "hosts": {}}}
+        if assessing:
+            # Killed while it assessed: there is no plan, so every application host is asked.
+            extravars["rollback_unlock_hosts"] = "app"
         run = run_stage(
             "unlock",
             state["inventory"],
-            {"rollback_plan": plan},
+            extravars,
             self.rundir.events_file("unlock"),
             threading.Event(),
             playbook=content.playbook("unlock"),
+            mark=f"{self.job_mark}unlock",
         )
         self.rundir.audit("host_locks.released", reason=why, runner_status=run.status, hosts=sorted(run.hosts))
 
@@ -269,26 +378,41 @@ class Engine:
     def execute(
         self,
         resume: bool = False,
-        limit: str | None = None,
+        retry_hosts: str | None = None,
         break_lock: bool = False,
         override_window: str | None = None,
     ) -> str:
-        """Run every execution stage in order, applying the stage table. Returns the exit state."""
+        """Run (or resume) the plan: every stage it still owes, in order, under the stage table.
+        Returns the exit state. ``retry_hosts`` (``resume --limit``) narrows which failed hosts the
+        code stage tries again; hosts it never attempted are always finished."""
+        command = "resume" if resume else "run"
+        state = self.rundir.read_state()
+        if not self.rundir.plan_file.is_file():
+            raise Blocked(
+                f"run {self.rundir.run_id} has no plan (it stopped while it assessed the hosts): end it with "
+                f"`release-rollback abort {self.rundir.path} --reason interrupted`, which gives its host locks back, "
+                "then plan again"
+            )
+        self._allow(command, state)
+        if resume:
+            self._no_live_jobs("resume")
         plan = self.load_plan()
         approval = self.rundir.read_approval()
         problem = planlib.approval_problem(plan, approval)
-        state = self.rundir.read_state()
         if problem:
             self.rundir.audit("run.refused", reason=problem)
             raise Blocked(problem)
-        if state.get("exit_state") == stages.ABORTED and state.get("aborted_by_command"):
-            raise Blocked(f"run {self.rundir.run_id} was aborted ({state.get('aborted')}): start a new plan")
+        raw, parsed = load_manifest(state.get("manifest_file"))
+        problem = planlib.binding_problem(plan, planlib.manifest_digest(parsed))
+        if problem:
+            self.rundir.audit("run.refused", reason=problem)
+            raise Blocked(problem)
         self._check_window(plan, override_window)
         lock = self._lock(plan, state, break_lock)
         if not self.stop_after_stage.is_set():
             self.stop_file.unlink(missing_ok=True)
         try:
-            return self._execute(plan, approval, state, resume, limit)
+            return self._execute(plan, approval, state, raw, parsed, resume, retry_hosts)
         finally:
             self.stop_file.unlink(missing_ok=True)
             lock.release()
@@ -305,6 +429,7 @@ class Engine:
                 self.rundir.run_id,
                 state.get("operator") or operator_name(),
                 break_stale=break_lock,
+                run_dir=str(self.rundir.path),
             )
         except locks.LockHeld as exc:
             self.rundir.audit("lock.refused", reason=str(exc))
@@ -332,7 +457,14 @@ class Engine:
         )
 
     def _execute(
-        self, plan: dict[str, Any], approval: dict[str, Any], state: dict[str, Any], resume: bool, limit: str | None
+        self,
+        plan: dict[str, Any],
+        approval: dict[str, Any],
+        state: dict[str, Any],
+        raw: dict[str, Any],
+        parsed: dict[str, Any],
+        resume: bool,
+        retry_hosts: str | None,
     ) -> str:
         for name, entry in state.get("stages", {}).items():
             if entry.get("status") == "running" and not entry.get("result"):
@@ -340,21 +472,20 @@ class Engine:
                     "run.interrupted",
                     stage=name,
                     started=entry.get("started"),
-                    note="the driver stopped during this stage; it runs again",
+                    note="the driver stopped during this stage; what it still owes runs again",
                 )
-        raw, parsed = load_manifest(state.get("manifest_file"))
         results: dict[str, Any] = {name: s["result"] for name, s in state["stages"].items() if s.get("result")}
         self.rundir.audit(
             "run.resumed" if resume else "run.started",
             plan_hash=plan["hash"],
             approver=approval["approver"],
-            limit=limit,
+            retry_hosts=retry_hosts,
         )
         started = reportlib.build(plan, approval, results, run_id=self.rundir.run_id)
         followup.announce(str(self.rundir.path), parsed.get("notify"), notifylib.STARTED, started)
         state["exit_state"] = None
         state["aborted"] = None
-        self.rundir.write_state(state)
+        self._move(state, lifecycle.RUNNING, resumed=resume)
         base = {
             "rollback_manifest": raw,
             "rollback_plan": plan,
@@ -366,72 +497,86 @@ class Engine:
             "rollback_report_followup": False,
             # A resumed run locks the hosts again in the code stage (the locks taken at assess may be gone).
             "rollback_resumed": resume,
+            "rollback_retry_hosts": retry_hosts or "",
+            "rollback_stop_file": str(self.stop_file),
         }
         aborted = None
-        together: set[str] = set()
-        in_scope = [n for n in JOB_STAGES if n in (plan.get("scope") or [])]
-        if not resume and len(in_scope) > 1 and not (self.stop_after_stage.is_set() or self.cancel.is_set()):
-            # A run that starts afresh runs the stages from feature_flags to validate as one job (with
-            # one stage in scope, that stage's own job is the smaller one); the stages the job did not
-            # finish (it stopped or died before them) are run below, one job each.
-            together, aborted = self._run_together(plan, state, results, base)
-        for name in stages.EXECUTION_STAGES:
-            if name in together:
-                continue
-            if aborted:
+        attempted: set[str] = set()
+        while not aborted:
+            todo = [n for n in JOB_STAGES if n not in attempted and not _done(n, results)]
+            if not todo:
                 break
-            done = results.get(name)
-            # Validation that passed before a stage changed something again (on resume) runs again.
-            revalidate = name == "validate" and stages.stale_validation(results)
-            if resume and done and _finished(done) and name != "report" and not revalidate:
-                continue
             if self.stop_after_stage.is_set() or self.cancel.is_set():
-                aborted = f"stopped by the operator before stage {name}"
+                aborted = f"stopped by the operator before stage {todo[0]}"
                 break
-            gate = planlib.stage_gate(name, results, plan, approval)
-            if not gate["run"]:
-                now = utcnow()
-                results[name] = self._stage_skipped(name, gate, planlib.gated_result(name, gate, now, now), state)
-                if name == "code_config" and plan.get("locked"):
-                    # The hosts were locked while they were assessed; nothing rolls them back now.
-                    self.release_host_locks(plan, state, why=f"stage code_config does not run: {gate['reason']}")
-                continue
-            extravars = dict(base)
-            extravars.update({f"rollback_result_{k}": v for k, v in results.items() if k != name})
-            # --limit re-runs a stage on some hosts only when the stage already ran on the others;
-            # a stage that never ran runs everywhere.
-            stage_limit = limit if (limit and name != "report" and done and done.get("hosts")) else None
-            if name == "report":
-                # The report is written on the controller: the driver does the report stage's work
-                # itself (the same code as the rollback_report module) instead of starting a playbook.
-                result = self._bookkeep(name, state, lambda: self._report_stage(plan, approval, results))
-            else:
-                result = self._run(name, state["inventory"], extravars, state, limit=stage_limit)
-            if stage_limit:
-                result = merge_limited(done, result)
-                state["stages"][name]["result"] = result
-                self.rundir.write_state(state)
-            results[name] = result
+            if not self._worth_a_job(todo, results, plan, approval):
+                # Nothing left can run (the stage table, the scope or the approval says so): record why
+                # without starting ansible.
+                for name in todo:
+                    gate = planlib.stage_gate(name, results, plan, approval)
+                    now = utcnow()
+                    results[name] = self._stage_skipped(name, gate, planlib.gated_result(name, gate, now, now), state)
+                break
+            extravars = dict(base, rollback_prior_results=dict(results))
+            owed = {n: self._owed_hosts(n, plan, results) for n in todo}
+            job = self._job(todo if len(todo) > 1 else todo[:1], state["inventory"], extravars, state, results, owed)
+            attempted.update(job)
             if self.cancel.is_set():
-                aborted = f"interrupted by the operator during stage {name}"
-                break
-            self._decide(name, result)
+                aborted = f"interrupted by the operator during stage {self._unfinished or todo[0]}"
+            elif self.stop_after_stage.is_set() and [n for n in todo if n not in attempted]:
+                aborted = f"stopped by the operator before stage {next(n for n in todo if n not in attempted)}"
+            elif not job:
+                # The job ended before any stage began (it could not start): the first stage failed.
+                name = todo[0]
+                attempted.add(name)
+                clock = self._stage_begin(name, state)
+                result = _no_result(StageRun(stage=name), "failed", self._last_line, utcnow(), owed[name])
+                results[name] = self._stage_finish(
+                    name, state, result, clock, {"runner_status": "failed", "rc": None, "events": 0}
+                )
+                self._decide(name, result)
         if aborted:
             state["aborted"] = aborted
             self.rundir.audit("run.aborted", reason=aborted)
+            if "code_config" not in results and plan.get("locked") and not self._locks_given_back:
+                self.release_host_locks(plan, state, why=f"the run was stopped before stage code_config: {aborted}")
+        elif "report" in stages.EXECUTION_STAGES:
+            results["report"] = self._bookkeep("report", state, lambda: self._report_stage(plan, approval, results))
         # The report stage wrote the report; render it once more with the report stage's own result
         # (same renderer), or write it here when the stage could not.
-        rep = self._write_report(plan, approval, results, aborted=aborted)
         exit_state = stages.exit_state(results, aborted=bool(aborted))
+        halted = any(
+            r.get("status") == stages.PENDING or stages.decide(n, r.get("status", stages.FAILED))["halt"]
+            for n, r in results.items()
+            if n in JOB_STAGES and r.get("status") not in (stages.BLOCKED, stages.STALE)
+        )
+        blocked = any(r.get("status") in (stages.BLOCKED, stages.STALE) for n, r in results.items() if n in JOB_STAGES)
         state["exit_state"] = exit_state
-        self.rundir.write_state(state)
-        self.rundir.audit("run.end", exit_state=exit_state)
+        to, why = lifecycle.after_execution(exit_state, halted, bool(aborted), blocked)
+        self._move(state, to, why)
+        rep = self._write_report(plan, approval, results, aborted=aborted)
+        self.rundir.audit("run.end", exit_state=exit_state, state=to, why=why)
         # Notifications and the RCA ticket never change the exit state: a channel or tracker that is
         # down is recorded (RCA pending) and retried with `release-rollback rca RUN_DIR`.
         followup.after_run(str(self.rundir.path), parsed, rep)
         self._write_report(plan, approval, results, aborted=aborted, audit=False)
         self.rundir.write_state(state)
         return exit_state
+
+    def _worth_a_job(self, todo: list[str], results: dict[str, Any], plan: dict[str, Any], approval: Any) -> bool:
+        """Whether any stage still owed may run; a code stage that does not run but holds host locks taken
+        at assess needs its job too (it gives them back)."""
+        if "code_config" in todo and plan.get("locked"):
+            return True
+        return any(planlib.stage_gate(n, results, plan, approval)["run"] for n in todo)
+
+    def _owed_hosts(self, name: str, plan: dict[str, Any], results: dict[str, Any]) -> list[str]:
+        """The hosts a stage works on in this attempt (for a stage that ends without a result)."""
+        if name == "code_config":
+            return planlib.hosts_owed(plan, results.get(name))
+        if name == "validate":
+            return sorted(plan.get("hosts") or {})
+        return []
 
     def _write_report(self, plan, approval, results, aborted=None, audit=True) -> dict[str, Any]:
         rep = reportlib.build_for_run(
@@ -442,104 +587,145 @@ class Engine:
             self.rundir.audit("report.written", exit_state=rep["exit_state"], by="driver")
         return rep
 
-    # ------------------------------------------------------------------------------- one stage
-    def _run(
+    # ------------------------------------------------------------------------------ one job
+    def _job(
         self,
-        name: str,
+        names: list[str],
         inventory: str,
         extravars: dict[str, Any],
         state: dict[str, Any],
-        limit: str | None = None,
-    ) -> dict[str, Any]:
-        """Run one stage playbook through ansible-runner."""
-
-        def work() -> tuple[dict[str, Any], dict[str, Any]]:
-            started = utcnow()
-            run = run_stage(
-                name,
-                inventory,
-                extravars,
-                self.rundir.events_file(name),
-                self.cancel,
-                on_change=self.view.stage_progress,
-                limit=limit,
-            )
-            result = run.result or _no_result(run, run.status, run.last_error, started)
-            return result, {"runner_status": run.status, "rc": run.rc, "events": run.events}
-
-        return self._bookkeep(name, state, work)
-
-    def _run_together(
-        self, plan: dict[str, Any], state: dict[str, Any], results: dict[str, Any], base: dict[str, Any]
-    ) -> tuple[set[str], str | None]:
-        """Run feature_flags to validate as one ansible-runner job (``playbooks/execute.yml``).
-
-        One ansible-playbook start instead of five; each stage is still begun, ended, audited and
-        written to the state file as it happens, from the job's events. The job stops at the next
-        gate when the operator asks (``request_stop`` writes the stop file the gates look for).
-        Returns the stages it finished and, when the operator interrupted it, why the run is aborted.
-        """
-        extravars = dict(base)
-        # Results of the job's own stages are facts inside the job: extra vars would override them.
-        extravars.update({f"rollback_result_{k}": v for k, v in results.items() if k not in JOB_STAGES})
-        extravars["rollback_stop_file"] = str(self.stop_file)
-        finished: set[str] = set()
+        results: dict[str, Any],
+        owed: dict[str, list[str]],
+    ) -> set[str]:
+        """Run ``names`` as one ansible-runner job: ``playbooks/execute.yml`` for several stages, the
+        stage's own playbook for one. Each stage is begun, ended, audited and written to the state file
+        as it happens, from the job's events; a stage the job began but never published ends failed,
+        with every host it owed ``unknown``. The one path every stage runs by, for run and resume.
+        Returns the stages the job began or published."""
         clocks: dict[str, float] = {}
+        seen: set[str] = set()
+        stage_list = JOB_STAGES if len(names) > 1 else names
+        mark = f"{self.job_mark}{'execute' if len(names) > 1 else names[0]}"
 
+        def unrecorded(callback):
+            """A run file that cannot be written (a full disk) stops the job at once: nothing may change
+            that the run cannot record. The error is raised once the job is stopped."""
+
+            def call(run: StageRun) -> None:
+                try:
+                    callback(run)
+                    if run.write_error:
+                        raise run.write_error
+                except RecordError as exc:
+                    if self._record_error is None:
+                        self._record_error = exc
+                        self.cancel.set()
+
+            return call
+
+        @unrecorded
+        def on_change(run: StageRun) -> None:
+            self.view.stage_progress(run)
+            if run.stage == "assess":
+                self._record_host_locks(run)
+
+        @unrecorded
         def on_gate(run: StageRun) -> None:
             gate = run.gate or {}
-            if gate.get("run") and not gate.get("stop"):
+            if gate.get("run") and not gate.get("stop") and not gate.get("done"):
                 clocks[run.stage] = self._stage_begin(run.stage, state)
+                seen.add(run.stage)
 
+        @unrecorded
         def on_result(run: StageRun) -> None:
             gate, result = run.gate or {"run": True}, run.result or {}
-            if gate.get("stop"):
-                # Stopped before this stage: nothing of it ran and nothing is recorded (resume runs it).
-                pass
-            elif not gate.get("run"):
-                results[run.stage] = self._stage_skipped(run.stage, gate, result, state)
-                finished.add(run.stage)
-            else:
-                clock = clocks.get(run.stage) or self._stage_begin(run.stage, state)
-                facts = {"runner_status": "published", "rc": None, "events": run.events, "job": "execute"}
-                results[run.stage] = self._stage_finish(run.stage, state, result, clock, facts)
-                finished.add(run.stage)
-                self._decide(run.stage, result)
-            if run.stage == "code_config" and not gate.get("run") and plan.get("locked"):
+            if run.stage == "code_config" and not gate.get("run") and extravars["rollback_plan"].get("locked"):
                 # The job gave back the locks taken at assess (code_config.yml imports unlock.yml).
+                self._locks_given_back = True
                 self.rundir.audit(
                     "host_locks.released",
                     reason=f"stage code_config does not run: {gate.get('reason')}",
                     runner_status="published",
                     hosts=sorted(h for h, t in run.hosts.items() if h != "localhost" and t.ok),
                 )
+            if gate.get("stop") or gate.get("done"):
+                # Stopped before this stage (resume runs it), or done by an earlier attempt: nothing new.
+                return
+            seen.add(run.stage)
+            if not gate.get("run"):
+                results[run.stage] = self._stage_skipped(run.stage, gate, result, state)
+            else:
+                clock = clocks.pop(run.stage, None) or self._stage_begin(run.stage, state)
+                facts = {"runner_status": "published", "rc": None, "events": run.events, "job": mark}
+                results[run.stage] = self._stage_finish(run.stage, state, result, clock, facts)
+                self._decide(run.stage, result)
 
-        runs, status, rc, last = run_stages(
-            JOB_STAGES,
-            state["inventory"],
+        state["job"] = {"mark": mark, "stages": list(names), "started": utcnow()}
+        self.rundir.write_state(state)
+        self.rundir.audit("job.start", mark=mark, stages=list(names))
+        job = run_stages(
+            stage_list,
+            inventory,
             extravars,
             self.rundir.events_file,
             self.cancel,
             on_gate,
             on_result,
-            on_change=self.view.stage_progress,
+            on_change=on_change,
+            mark=mark,
         )
-        for name in finished:
-            if "job" in state["stages"][name]:
-                state["stages"][name].update(runner_status=status, rc=rc, events=runs[name].events)
+        if self._record_error is not None:
+            # The job was stopped: the run stays as last recorded (the stage running), paused (interrupted)
+            # once this driver has exited; `resume` does what the stage still owes.
+            raise self._record_error
+        self._last_line = job.last
+        state.pop("job", None)
+        for name in seen:
+            if name in state["stages"] and "job" in state["stages"][name]:
+                state["stages"][name].update(runner_status=job.status, rc=job.rc)
         self.rundir.write_state(state)
-        for name, run in runs.items():
-            if name in finished or name not in clocks:
-                continue
+        self.rundir.audit("job.end", mark=mark, runner_status=job.status, rc=job.rc)
+        self._unfinished = next(iter(clocks), None)
+        for name, clock in list(clocks.items()):
             # The stage began but published nothing: the job died (or was interrupted) inside it.
-            result = _no_result(run, status, last, state["stages"][name]["started"])
-            facts = {"runner_status": status, "rc": rc, "events": run.events, "job": "execute"}
-            results[name] = self._stage_finish(name, state, result, clocks[name], facts)
-            finished.add(name)
-            if self.cancel.is_set():
-                return finished, f"interrupted by the operator during stage {name}"
-            self._decide(name, result)
-        return finished, None
+            run = job.runs[name]
+            result = _no_result(run, job.status, job.last, state["stages"][name]["started"], owed.get(name, []))
+            facts = {"runner_status": job.status, "rc": job.rc, "events": run.events, "job": mark}
+            results[name] = self._stage_finish(name, state, result, clock, facts)
+            if not self.cancel.is_set():
+                self._decide(name, result)
+        return seen
+
+    def _record_host_locks(self, run: StageRun) -> None:
+        """Every host lock this run takes while assessing is recorded in the run as soon as its event
+        arrives (``host-locks.jsonl``), and a lock it broke (``--break-lock``) is audited with its holder."""
+        for host, tally in run.hosts.items():
+            if tally.locked and host not in self._locks_recorded:
+                self._locks_recorded.add(host)
+                self.rundir.note_host_lock(host, tally.locked, broke=tally.lock_broken)
+                if tally.lock_broken:
+                    self.rundir.audit("host_lock.broken", host=host, app_root=tally.locked, holder=tally.lock_broken)
+
+    def breakable_runs(self) -> list[str]:
+        """The runs under this runs root that cannot be working any more (their driver is gone on this
+        machine, or the run is final): ``--break-lock`` replaces their host locks at once."""
+        out = []
+        for run_dir in sorted(self.rundir.path.parent.iterdir()):
+            if run_dir == self.rundir.path or not (run_dir / "state.json").is_file():
+                continue
+            try:
+                name, _why = Engine(RunDir(run_dir), self.view).run_state()
+            except (ValueError, OSError):
+                continue
+            if name != lifecycle.RUNNING:
+                out.append(run_dir.name)
+        return out
+
+    _last_line: str = ""
+    _unfinished: str | None = None  # the stage the last job began and never published
+    _locks_given_back: bool = False  # a job's code stage gave back the host locks taken at assess
+    _record_error: OSError | None = None  # a run file could not be written during the job (a full disk)
+    _locks_recorded: set[str] = field(default_factory=set)  # hosts whose lock this run recorded taking
 
     def _report_stage(self, plan: dict[str, Any], approval: dict[str, Any], results: dict[str, Any]):
         """The report stage on the controller: report files, release record, audit entry."""
@@ -563,7 +749,10 @@ class Engine:
 
     def _stage_begin(self, name: str, state: dict[str, Any]) -> float:
         self.current_stage = name
+        attempts = _attempts(state["stages"].get(name))
         state["stages"][name] = {"started": utcnow(), "status": "running"}
+        if attempts:
+            state["stages"][name]["attempts"] = attempts
         state["current_stage"] = name
         self.rundir.write_state(state)
         self.rundir.audit("stage.start", stage=name)
@@ -573,6 +762,10 @@ class Engine:
     def _stage_finish(
         self, name: str, state: dict[str, Any], result: dict[str, Any], clock: float, facts: dict[str, Any]
     ) -> dict[str, Any]:
+        attempts = (state["stages"].get(name) or {}).get("attempts")
+        if attempts:
+            # Every earlier attempt stays in the result beside this one: the report shows them all.
+            result = dict(result, attempts=attempts)
         state["stages"][name] = dict(result=result, seconds=round(time.monotonic() - clock, 3), **facts)
         state["current_stage"] = None
         self.rundir.write_state(state)
@@ -592,7 +785,8 @@ class Engine:
         self, name: str, gate: dict[str, Any], result: dict[str, Any], state: dict[str, Any]
     ) -> dict[str, Any]:
         """A stage its gate kept from running: recorded, audited and shown, with the gate's reason."""
-        state["stages"][name] = {"result": result}
+        attempts = _attempts(state["stages"].get(name))
+        state["stages"][name] = {"result": dict(result, attempts=attempts) if attempts else result}
         self.rundir.write_state(state)
         self.rundir.audit("stage.skipped", stage=name, status=result["status"], reason=gate["reason"])
         self.view.stage_end(name, result)
@@ -610,14 +804,59 @@ class Engine:
         )
 
 
-def merge_limited(previous: dict[str, Any], limited: dict[str, Any]) -> dict[str, Any]:
-    """The stage result after a ``--limit`` run: the limited hosts' new results over the previous ones."""
-    hosts = dict(previous.get("hosts") or {})
-    hosts.update(limited.get("hosts") or {})
-    extra = {k: v for k, v in limited.items() if k not in ("stage", "status", "changed", "summary", "hosts", "reached")}
-    merged = stages.aggregate(limited["stage"], hosts, sorted(hosts), extra=extra)
-    merged["changed"] = bool(previous.get("changed") or limited.get("changed"))
-    return merged
+def _attempts(entry: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """A stage's earlier attempts, the one in ``entry`` (its state file entry) last: a result it published,
+    or an attempt interrupted before it published one (the driver died in it)."""
+    if not entry:
+        return []
+    earlier = list((entry.get("result") or {}).get("attempts") or entry.get("attempts") or [])
+    if entry.get("result"):
+        last = {k: v for k, v in entry["result"].items() if k != "attempts"}
+    elif entry.get("status") == "running":
+        last = {
+            "status": "interrupted",
+            "summary": "the driver stopped during this stage before it published a result; what it did is "
+            "in the run's records and the stage's events",
+            "started": entry.get("started"),
+            "ended": None,
+        }
+    else:
+        return earlier
+    return [*earlier, last]
+
+
+def _done(name: str, results: dict[str, Any]) -> bool:
+    """A stage this execution does not need to attempt again: finished, and not a validation that a
+    later change made stale."""
+    res = results.get(name)
+    if not res or not planlib.finished(res):
+        return False
+    return not (name == "validate" and stages.stale_validation(results))
+
+
+def _driver_alive(life: dict[str, Any]) -> bool:
+    """Whether the driver that recorded a run as running is still alive (on this machine)."""
+    if life.get("host") not in (None, socket.gethostname()):
+        return True  # another controller's process: it cannot be checked from here
+    return bool(life.get("pid")) and locks.alive(int(life["pid"]))
+
+
+def _legacy_state(state: dict[str, Any], rundir: RunDir) -> tuple[str, str | None]:
+    """The lifecycle state of a run recorded before runs kept one."""
+    exit_state = state.get("exit_state")
+    if exit_state == stages.ABORTED:
+        return lifecycle.ABORTED, None
+    if exit_state == stages.COMPLETED:
+        return lifecycle.COMPLETED, None
+    if exit_state == stages.PARTIAL:
+        return lifecycle.PARTIAL, None
+    if exit_state == stages.RUN_BLOCKED and not any(k != "assess" for k in state.get("stages", {})):
+        return lifecycle.BLOCKED, None
+    if not rundir.plan_file.is_file():
+        return lifecycle.PAUSED, lifecycle.INTERRUPTED
+    if not state.get("stages") or set(state["stages"]) == {"assess"}:
+        return (lifecycle.APPROVED if rundir.read_approval() else lifecycle.PLANNED), None
+    return lifecycle.PAUSED, lifecycle.INTERRUPTED
 
 
 def parse_window(text: str) -> dict[str, str]:
@@ -640,21 +879,40 @@ def parse_window(text: str) -> dict[str, str]:
     return {"start": out[0], "end": out[1]}
 
 
-def _no_result(run: StageRun, status: str, last_error: str, started: str) -> dict[str, Any]:
-    """The result of a stage whose playbook ended (or was killed) before it published one."""
+def _no_result(run: StageRun, status: str, last_error: str, started: str, owed: list[str]) -> dict[str, Any]:
+    """The result of a stage whose playbook ended (or was killed) before it published one.
+
+    Every host the stage owed is ``unknown``: nothing read it back, so nothing says it is ok.
+    """
     why = "cancelled" if status == "canceled" else (run.last_error or last_error or f"ansible-runner ended {status}")
+    task = next((t.task for h, t in run.hosts.items() if h != "localhost" and t.task), "") or run.task
+    hosts = {}
+    for host in owed:
+        tally = run.hosts.get(host)
+        if tally and tally.read_back:
+            # The host's module read its state back before the stage ended: that is what it runs.
+            hosts[host] = dict(tally.read_back, msg=f"{tally.read_back.get('msg')} (read back before the stage ended)")
+            continue
+        failed = bool(tally and (tally.failed or tally.unreachable))
+        hosts[host] = {
+            "status": stages.FAILED if failed else stages.UNKNOWN,
+            "changed": None,
+            # Not read back: which release it runs is not known (resume reads it again).
+            "release": "unknown",
+            "msg": (
+                "failed before the stage ended: " + (run.last_error or why)
+                if failed
+                else f"not read back: the stage ended ({why}) before this host reported"
+                + (f" (last task: {task})" if task else "")
+            ),
+        }
     return {
         "stage": run.stage,
         "status": stages.FAILED,
         "changed": None,
         "summary": f"the stage playbook ended without a result: {why}",
-        "hosts": {h: {"status": "failed" if t.failed or t.unreachable else "unknown"} for h, t in run.hosts.items()},
+        "hosts": hosts,
         "reached": True,
         "started": started,
         "ended": utcnow(),
     }
-
-
-def _finished(result: dict[str, Any]) -> bool:
-    """A stage that resume does not run again."""
-    return result.get("status") == stages.OK or (result.get("status") == stages.SKIPPED and result.get("reached"))

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .rundir import make_private_dirs
+
 
 class LockHeld(Exception):
     """Another rollback holds the environment; the message names the holder and the way out."""
@@ -39,9 +41,10 @@ def alive(pid: int) -> bool:
 
 def describe(holder: dict[str, Any]) -> str:
     age = int(time.time() - float(holder.get("since", time.time())))
+    where = f"; see `release-rollback status {holder['run_dir']}`" if holder.get("run_dir") else ""
     return (
         f"run {holder.get('run_id')} by {holder.get('operator')} (pid {holder.get('pid')} on {holder.get('host')}, "
-        f"{age // 60} min {age % 60} s ago)"
+        f"{age // 60} min {age % 60} s ago{where})"
     )
 
 
@@ -74,12 +77,15 @@ def check(lock_dir: Path, name: str) -> None:
         )
 
 
-def acquire(lock_dir: Path, name: str, run_id: str, operator: str, break_stale: bool = False) -> Lock:
+def acquire(
+    lock_dir: Path, name: str, run_id: str, operator: str, break_stale: bool = False, run_dir: str | None = None
+) -> Lock:
     """Take the lock ``name`` or raise LockHeld."""
-    lock_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(lock_dir)
     path = lock_dir / f"{name}.lock"
     holder = {
         "run_id": run_id,
+        "run_dir": run_dir,
         "operator": operator,
         "pid": os.getpid(),
         "host": socket.gethostname(),
@@ -108,7 +114,9 @@ def acquire(lock_dir: Path, name: str, run_id: str, operator: str, break_stale: 
                 ) from None
             # Replace the stale lock atomically, then check that nobody else replaced it meanwhile.
             tmp = path.with_suffix(f".{holder['token']}")
-            tmp.write_text(json.dumps(holder))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(holder, fh)
             os.replace(tmp, path)
             if json.loads(path.read_text()).get("token") == holder["token"]:
                 return Lock(path, holder, taken_over=current)

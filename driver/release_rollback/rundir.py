@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -12,9 +13,10 @@ from typing import Any
 
 import yaml
 
-from . import content
+from . import boundedyaml, content
 
 audit = content.module_utils("audit")
+safefs = content.module_utils("safefs")
 
 DEFAULT_ROOT = Path(".rollback") / "runs"
 
@@ -43,16 +45,50 @@ def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
         raise
 
 
+class RunsHomeError(ValueError):
+    """The runs home cannot hold a new run; the message is one sentence with the fix."""
+
+
+def make_private_dirs(path: Path) -> None:
+    """Create ``path`` and its missing parents with mode 0700, whatever the umask (existing ones are kept)."""
+    missing = []
+    for parent in [path, *path.parents]:
+        if os.path.lexists(parent):
+            break
+        missing.append(parent)
+    for directory in reversed(missing):
+        safefs.make_private_dir(str(directory))
+
+
 @dataclass
 class RunDir:
     path: Path
 
     @classmethod
     def create(cls, root: Path | None = None, run_id: str | None = None) -> RunDir:
+        """A new run directory under ``root``, mode 0700 whatever the umask. Its name is predictable, so
+        anything already there (a directory, a planted link) is refused, never followed."""
         root = Path(root or DEFAULT_ROOT).absolute()
         run_id = run_id or new_run_id()
         path = root / run_id
-        (path / "events").mkdir(parents=True, exist_ok=False, mode=0o700)
+        try:
+            make_private_dirs(root)
+            # The controller key that anchors every run's audit trail, outside the run directories.
+            audit.ensure_key(str(root.parent))
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            what = f"a symbolic link to {os.readlink(path)}" if path.is_symlink() else "something"
+            raise FileExistsError(
+                f"{path} already exists ({what}), and a new run never writes into what it did not create: "
+                "remove it, or plan again in a second"
+            ) from None
+        except OSError as exc:
+            raise RunsHomeError(
+                f"the runs home {root} cannot be written ({exc.strerror or exc}), so nothing was done: pass "
+                "--runs-dir (or set RELEASE_ROLLBACK_RUNS_DIR) to a writable directory, or free space there"
+            ) from None
+        os.chmod(path, 0o700)
+        safefs.make_private_dir(str(path / "events"))
         return cls(path)
 
     @classmethod
@@ -88,13 +124,15 @@ class RunDir:
     def write_plan(self, plan: dict[str, Any]) -> None:
         header = "# Rollback plan. Review it, then approve it with `release-rollback approve`.\n"
         header += "# Any edit changes its hash and voids an approval.\n"
-        write_atomic(self.plan_file, header + yaml.safe_dump(plan, sort_keys=False, width=110))
+        with recording(self.plan_file):
+            write_atomic(self.plan_file, header + yaml.safe_dump(plan, sort_keys=False, width=110))
 
     def read_plan(self) -> dict[str, Any]:
         return read_plan_file(self.plan_file)
 
     def write_approval(self, approval: dict[str, Any]) -> None:
-        write_atomic(self.approval_file, json.dumps(approval, indent=2) + "\n")
+        with recording(self.approval_file):
+            write_atomic(self.approval_file, json.dumps(approval, indent=2) + "\n")
 
     def read_approval(self) -> dict[str, Any] | None:
         if not self.approval_file.is_file():
@@ -109,15 +147,91 @@ class RunDir:
         path = self.path / "state.json"
         if not path.is_file():
             return {"run_id": self.run_id, "stages": {}, "created": utcnow()}
-        return json.loads(path.read_text(encoding="utf-8"))
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(state, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as exc:
+            prev = path.with_name("state.json.prev")
+            fix = (
+                f"its previous version is kept as {prev}: `cp {prev} {path}`, then give the command again"
+                if prev.is_file()
+                else f"restore it from a backup, or end the run with a new plan (its audit trail {self.audit_file} "
+                "says what it did)"
+            )
+            raise RunFileDamaged(f"the run's state {path} is damaged ({exc}), so nothing was done: {fix}") from None
+        return state
 
     def write_state(self, state: dict[str, Any]) -> None:
         state["audit_head"] = dict(zip(("hash", "seq"), audit.head(str(self.audit_file)), strict=True))
         state["updated"] = utcnow()
-        write_atomic(self.path / "state.json", json.dumps(state, indent=2, sort_keys=True, default=str) + "\n")
+        path = self.path / "state.json"
+        text = json.dumps(state, indent=2, sort_keys=True, default=str) + "\n"
+        with recording(path):
+            if path.is_file():
+                # The version before this one stays as state.json.prev (a hard link: no space, no copy).
+                prev_tmp = path.with_name(".state.json.prev")
+                prev_tmp.unlink(missing_ok=True)
+                os.link(path, prev_tmp)
+                os.replace(prev_tmp, path.with_name("state.json.prev"))
+            write_atomic(path, text)
+
+    def note_host_lock(self, host: str, app_root: str, broke: dict[str, Any] | None = None) -> None:
+        """Record a host lock this run holds (``host-locks.jsonl``), as soon as it is taken."""
+        line = json.dumps({"host": host, "app_root": app_root, "time": utcnow(), "broke": broke}) + "\n"
+        path = self.path / "host-locks.jsonl"
+        with recording(path):
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            try:
+                os.write(fd, line.encode("utf-8"))
+            finally:
+                os.close(fd)
+
+    def host_locks(self) -> dict[str, str]:
+        """The host locks this run recorded taking: host -> app root."""
+        path = self.path / "host-locks.jsonl"
+        out: dict[str, str] = {}
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    entry = json.loads(line)
+                    out[entry["host"]] = entry["app_root"]
+        return out
 
     def audit(self, event: str, **fields: Any) -> None:
-        audit.append(str(self.audit_file), event, **fields)
+        with recording(self.audit_file):
+            audit.append(str(self.audit_file), event, **fields)
+
+
+class RunFileDamaged(ValueError):
+    """A file of the run that cannot be read as written (edited, or damaged on disk): one sentence with the fix."""
+
+
+class RecordError(OSError):
+    """A file of the run (or its runs home) could not be written; what was written before stays valid."""
+
+
+@contextlib.contextmanager
+def recording(path: Path):
+    """Turn a failed write of ``path`` (a full disk, a read-only or unwritable directory) into RecordError."""
+    try:
+        yield
+    except RecordError:
+        raise
+    except OSError as exc:
+        raise RecordError(exc.errno, f"{path} could not be written ({exc.strerror or exc})", str(path)) from None
+
+
+def record_error_fix(exc: RecordError) -> str:
+    """The sentence for a run file that could not be written, with the command that goes on."""
+    path = Path(exc.filename or ".")
+    run_dir = path.parent.parent if path.parent.name == "events" else path.parent
+    then = (
+        f"`release-rollback resume {run_dir}` (or `release-rollback abort {run_dir} --reason ...`)"
+        if (run_dir / "state.json").is_file()
+        else "plan again"
+    )
+    return f"{exc.strerror}; everything written before is intact: free space there (or make it writable), then {then}"
 
 
 class PlanFileError(ValueError):
@@ -126,11 +240,13 @@ class PlanFileError(ValueError):
 
 def read_plan_file(path: Path) -> dict[str, Any]:
     try:
-        plan = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        plan = boundedyaml.load_file(path, boundedyaml.PLAN)
     except FileNotFoundError:
         raise PlanFileError(f"the plan {path} does not exist: build one with `release-rollback plan`") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+    except boundedyaml.TooLarge as exc:
+        raise PlanFileError(f"the plan {path} {exc}: build a new one with `release-rollback plan`") from None
+    except (boundedyaml.YAMLSyntax, UnicodeDecodeError) as exc:
+        mark = getattr(exc, "mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise PlanFileError(
             f"the plan {path} is not valid YAML{where}: build a new one with `release-rollback plan`"

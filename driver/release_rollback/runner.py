@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import sys
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +16,8 @@ from typing import Any
 
 import ansible_runner
 
-from . import content
+from . import content, jobs
+from .rundir import RecordError
 
 # Event fields worth keeping on disk; the rest (stdout duplicates, uuids of parents) is dropped.
 _KEEP = ("event", "counter", "created", "stdout")
@@ -37,6 +38,9 @@ class HostTally:
     unreachable: int = 0
     skipped: int = 0
     task: str = ""
+    read_back: dict[str, Any] | None = None  # the host's result as its module reported it (read back)
+    locked: str | None = None  # the app root whose lock this run holds on the host (assess took it)
+    lock_broken: dict[str, Any] | None = None  # the holder whose lock assess replaced (--break-lock)
 
 
 @dataclass
@@ -53,6 +57,7 @@ class StageRun:
     events: int = 0
     last_error: str = ""
     gate: dict[str, Any] | None = None  # the stage's gate decision, when it ran inside a job of several
+    write_error: OSError | None = None  # its events could not be written (a full disk): the job is stopped
 
 
 class EventSink:
@@ -63,10 +68,26 @@ class EventSink:
 
     def __init__(self, run: StageRun, path: Path, on_change: Callable[[StageRun], None] | None = None):
         self.run = run
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self.fh = os.fdopen(fd, "a", encoding="utf-8")
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         self.on_change = on_change
         self.lock = threading.Lock()
+
+    def _write(self, line: bytes) -> None:
+        """One event, written at once (a driver killed with SIGKILL loses none it received). A write that
+        fails (a full disk) leaves no half line, and stops the job: what it does could not be recorded."""
+        if self.run.write_error:
+            return
+        size = os.fstat(self.fd).st_size
+        try:
+            if os.write(self.fd, line) != len(line):
+                raise OSError(28, "No space left on device")
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, size)
+            self.run.write_error = RecordError(
+                exc.errno, f"{self.path} could not be written ({exc.strerror})", str(self.path)
+            )
 
     def __call__(self, event: dict[str, Any]) -> bool:
         data = event.get("event_data") or {}
@@ -78,7 +99,7 @@ class EventSink:
         if kind in ("runner_on_failed", "runner_on_unreachable") and isinstance(data.get("res"), dict):
             record["msg"] = str(data["res"].get("msg", ""))[:2000]
         with self.lock:
-            self.fh.write(json.dumps(record, default=str) + "\n")
+            self._write((json.dumps(record, default=str) + "\n").encode("utf-8"))
             self._tally(kind, data)
         if self.on_change is not None:
             self.on_change(self.run)
@@ -99,9 +120,19 @@ class EventSink:
             return
         tally = run.hosts.setdefault(host, HostTally())
         tally.task = data.get("task", "")
+        res = data.get("res") if isinstance(data.get("res"), dict) else {}
+        reported = res.get("host_result") or (res.get("ansible_facts") or {}).get(f"rollback_host_result_{run.stage}")
+        if host != "localhost" and isinstance(reported, dict) and reported.get("status"):
+            # What the host's module read back, kept as it arrives: a stage that dies before it publishes
+            # still knows these hosts' states.
+            tally.read_back = {k: reported.get(k) for k in ("status", "changed", "release", "msg")}
+        if res.get("locked") is True and res.get("app_root"):
+            tally.locked = res["app_root"]
+        if isinstance(res.get("lock_broken"), dict):
+            tally.lock_broken = res["lock_broken"]
         if kind == "runner_on_ok":
             tally.ok += 1
-            tally.changed += bool((data.get("res") or {}).get("changed"))
+            tally.changed += bool(res.get("changed"))
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
             tally.failed += 1
             run.last_error = str((data.get("res") or {}).get("msg", ""))[:500]
@@ -111,7 +142,7 @@ class EventSink:
             tally.skipped += 1
 
     def close(self) -> None:
-        self.fh.close()
+        os.close(self.fd)
 
 
 # Every stage playbook opens with this play; in a job of several stages it marks where one begins.
@@ -185,6 +216,10 @@ def ansible_env() -> dict[str, str]:
     bindir = str(Path(sys.executable).parent)
     env = {
         "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
+        "RELEASE_ROLLBACK_ANSIBLE_PLAYBOOK": shutil.which(
+            "ansible-playbook", path=bindir + os.pathsep + os.environ.get("PATH", "")
+        )
+        or "ansible-playbook",
         "ANSIBLE_COLLECTIONS_PATH": os.pathsep.join(
             [str(content.collections_path())]
             + [p for p in os.environ.get("ANSIBLE_COLLECTIONS_PATH", "").split(os.pathsep) if p]
@@ -215,6 +250,27 @@ def _last_stdout_line(private: Path, tail: int = 65536) -> str:
     return ""
 
 
+def _guarded(private: Path, mark: str) -> dict[str, str]:
+    """The environment that runs the job under the job guard (``jobguard.py``): an ``ansible-playbook``
+    first on the PATH that starts the real one and stops the whole job if the driver dies."""
+    bindir = private / "bin"
+    bindir.mkdir(mode=0o700)
+    shim = bindir / "ansible-playbook"
+    shim.write_text(f"#!{sys.executable}\nfrom release_rollback.jobguard import main\n\nmain()\n")
+    shim.chmod(0o700)
+    (private / "job.mark").write_text(mark + "\n")
+    env = ansible_env()
+    env["PATH"] = str(bindir) + os.pathsep + env["PATH"]
+    env.update(
+        {
+            jobs.MARK: mark,
+            "RELEASE_ROLLBACK_PRIVATE": str(private),
+            "RELEASE_ROLLBACK_DRIVER_PID": str(os.getpid()),
+        }
+    )
+    return env
+
+
 def _run_job(
     playbook: Path,
     prefix: str,
@@ -223,26 +279,45 @@ def _run_job(
     handler: Callable[[dict[str, Any]], bool],
     cancel: threading.Event,
     limit: str | None = None,
+    mark: str | None = None,
 ) -> tuple[str, int | None, str]:
-    """One ``ansible_runner.run()``: ``(status, rc, last line printed)``."""
+    """One ``ansible_runner.run()``: ``(status, rc, last line printed)``.
+
+    ``mark`` (``<run id>:<job>``) marks every process of the job, so that the job guard, a cancel and
+    ``resume`` find all of them (``jobs.py``).
+    """
     # The private data dir holds the extra vars (which may carry credentials): it lives outside the
-    # run directory, readable by this user only, and is removed when the job ends.
-    private = tempfile.mkdtemp(prefix=f"rollback-{prefix}-")
+    # run directory, in memory where the machine has /dev/shm, readable by this user only, and is
+    # removed when the job ends (by the job guard when the driver dies; ``jobs.sweep`` otherwise).
+    private = jobs.make_private(prefix)
+    mark = mark or f"adhoc:{private.name}"
+
+    def cancelled() -> bool:
+        if cancel.is_set():
+            # ansible's workers are in sessions of their own: ansible-runner's kill of the job's process
+            # group would miss them and what they run. Stop every process of the job first.
+            jobs.stop(mark)
+            return True
+        return False
+
     try:
         result = ansible_runner.run(
-            private_data_dir=private,
+            private_data_dir=str(private),
             playbook=str(playbook),
             inventory=inventory,
             extravars=extravars,
-            envvars=ansible_env(),
+            envvars=_guarded(private, mark),
             event_handler=handler,
-            cancel_callback=cancel.is_set,
+            cancel_callback=cancelled,
             # The gate and publish plays run on localhost, which a host limit must not exclude.
             limit=f"{limit},localhost" if limit else None,
             passwords=_EVENT_MARKER,
+            # How often ansible-runner asks whether to cancel while the job prints nothing (a long restart
+            # or migration): a third Ctrl-C stops the job within this many seconds.
+            settings={"pexpect_timeout": 0.25},
             quiet=True,
         )
-        return result.status, result.rc, _last_stdout_line(Path(private))
+        return result.status, result.rc, _last_stdout_line(private)
     finally:
         shutil.rmtree(private, ignore_errors=True)
 
@@ -256,19 +331,31 @@ def run_stage(
     on_change: Callable[[StageRun], None] | None = None,
     limit: str | None = None,
     playbook: Path | None = None,
+    mark: str | None = None,
 ) -> StageRun:
-    """Run ``playbooks/<stage>.yml`` and return its summary and published result."""
+    """Run one playbook (``playbooks/<stage>.yml``) and return its summary and published result."""
     run = StageRun(stage=stage)
     sink = EventSink(run, events_file, on_change)
     try:
         run.status, run.rc, last = _run_job(
-            playbook or content.playbook(stage), stage, inventory, extravars, sink, cancel, limit
+            playbook or content.playbook(stage), stage, inventory, extravars, sink, cancel, limit, mark
         )
     finally:
         sink.close()
     if run.result is None and not run.last_error:
         run.last_error = last
     return run
+
+
+@dataclass
+class Job:
+    """What one job of one or more stages left: each stage's run (those it reached, in order), and
+    how the job ended."""
+
+    runs: dict[str, StageRun]
+    status: str
+    rc: int | None
+    last: str
 
 
 def run_stages(
@@ -281,17 +368,19 @@ def run_stages(
     on_result: Callable[[StageRun], None],
     on_change: Callable[[StageRun], None] | None = None,
     playbook: Path | None = None,
-) -> tuple[dict[str, StageRun], str, int | None, str]:
-    """Run the stages of ``playbooks/execute.yml`` as one job: ``(stage runs, status, rc, last line)``.
+    mark: str | None = None,
+) -> Job:
+    """Run stages as one job: ``playbooks/execute.yml`` (several), or the stage's own playbook (one).
 
-    One ansible-playbook start instead of one per stage; ``on_gate``/``on_result`` see each stage
-    begin and end while the job runs. The stage runs hold the stages the job reached, in order.
+    ``on_gate``/``on_result`` see each stage begin and end while the job runs.
     """
+    if playbook is None:
+        playbook = content.playbook("execute" if len(stages) > 1 else stages[0])
     splitter = StageSplitter(stages, events_file, on_gate, on_result, on_change)
     try:
         status, rc, last = _run_job(
-            playbook or content.playbook("execute"), "execute", inventory, extravars, splitter, cancel
+            playbook, "execute" if len(stages) > 1 else stages[0], inventory, extravars, splitter, cancel, mark=mark
         )
     finally:
         splitter.close()
-    return splitter.runs, status, rc, last
+    return Job(splitter.runs, status, rc, last)

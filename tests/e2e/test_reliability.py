@@ -99,6 +99,9 @@ def test_sigterm_stops_at_the_stage_boundary_and_ends_aborted(cli, fleet):
     assert rep["exit_state"] == "aborted"
     assert "before stage database" in rep["known_limitations"][0]
     assert statuses(run_dir)["database"] == "not run"
+    # Stopped, not given up: the run is paused, and says how to go on or end it.
+    status = cli("status", str(run_dir)).stdout
+    assert "paused (stopped by the operator)" in status and f"next: release-rollback resume {run_dir}" in status
 
 
 def test_sigterm_during_the_flags_stage_changes_no_host_and_resume_finishes(cli, fleet):

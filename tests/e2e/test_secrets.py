@@ -10,7 +10,6 @@ import glob
 import json
 import os
 import subprocess
-import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import dbkit
 import pytest
 from helpers import edit_manifest, report, statuses
+from release_rollback import jobs
 
 TOKEN = "tok-PLANTED-7d1c2f90b6"
 PASSWORD = "pw-PLANTED-4e8a11c3d2"
@@ -134,8 +134,9 @@ def run_files(cli) -> list[Path]:
 
 
 def runner_dirs() -> list[Path]:
-    """ansible-runner private data dirs still on disk (the driver removes its own after each stage)."""
-    return [Path(p) for p in glob.glob(os.path.join(tempfile.gettempdir(), "rollback-*-*"))]
+    """ansible-runner private data dirs still there (the driver removes its own after each job), in
+    memory (/dev/shm) or in the temporary directory."""
+    return [Path(p) for root in jobs.private_roots() for p in glob.glob(os.path.join(root, "rollback-*-*"))]
 
 
 def test_a_planted_token_and_db_password_reach_no_file_on_the_success_path(cli, fleet, pg):
@@ -161,7 +162,7 @@ def test_a_planted_token_and_db_password_reach_no_file_on_the_failure_path(cli, 
     migration.write_text(
         migration.read_text().replace(
             'op.drop_index("ix_orders_created_at", table_name="orders")',
-            f'raise RuntimeError("cannot connect as {PASSWORD}")',
+            f"op.execute(\"SELECT 'cannot connect as {PASSWORD}' FROM no_such_table\")",  # fails when it runs
         )
     )
     try:

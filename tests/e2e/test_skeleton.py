@@ -57,8 +57,9 @@ def test_happy_path_rolls_every_stage_back_and_completes(cli, fleet):
     # The report is written on the controller: the driver does the report stage itself, no playbook.
     state = json.loads((run_dir / "state.json").read_text())
     for stage in ("feature_flags", "code_config", "database", "infrastructure", "validate"):
-        assert state["stages"][stage]["job"] == "execute" and state["stages"][stage]["runner_status"] == "successful"
-    assert "job" not in state["stages"]["assess"]
+        job = state["stages"][stage]["job"]
+        assert job == f"{run_dir.name}:execute" and state["stages"][stage]["runner_status"] == "successful"
+    assert state["stages"]["assess"]["job"] == f"{run_dir.name}:assess"
     assert state["stages"]["report"]["runner_status"] == "in-process"
     assert state["stages"]["report"]["result"]["hosts"]["localhost"]["exit_state"] == "completed"
     assert not (run_dir / "events" / "report.jsonl").exists()
@@ -109,7 +110,8 @@ def test_database_failure_goes_on_to_infrastructure_and_validation(cli, fleet):
     migration = fleet.app_root("web1") / "releases" / fleet.bad / "migrations" / "versions" / "b2_orders_index.py"
     migration.write_text(
         migration.read_text().replace(
-            'op.drop_index("ix_orders_created_at", table_name="orders")', 'raise RuntimeError("lock timeout")'
+            'op.drop_index("ix_orders_created_at", table_name="orders")',
+            'op.execute("SELECT no_such_column FROM orders")',  # fails when it runs, unlike a raise the plan sees
         )
     )
     proc = run(cli, fleet)

@@ -296,6 +296,10 @@ def test_a_host_lost_mid_stage_stops_the_batches_and_is_named(cli, ssh_fleet):
     assert rep["exit_state"] == "partially completed"
     step = next(s for s in rep["steps"] if s["stage"] == "code_config")
     assert step["status"] == "failed" and "web2" in step["summary"] and "unreachable" in step["summary"]
+    # Unreachable means unreachable, with the transport's own error: never "no result", never a lock error.
+    lost = step["hosts"]["web2"]
+    assert lost["status"] == "failed" and "unreachable" in lost["msg"] and "Connection refused" in lost["msg"], lost
+    assert "no result" not in lost["msg"] and "lock" not in lost["msg"]
     # Which host is on which release: web1 rolled back, web2 lost, web3 left alone on the bad release.
     assert rep["host_releases"] == {"web1": GOOD, "web2": BAD, "web3": BAD}
     assert fleet.live("web1") == f"./releases/{GOOD}" and sup.version("web1") == GOOD

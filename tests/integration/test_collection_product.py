@@ -167,8 +167,10 @@ def test_role_readme_documents_every_variable_with_its_default(role):
                 shown = option["default"] if isinstance(option["default"], str) else json.dumps(option["default"])
                 shown = shown.replace("|", "&#124;") or '""'
                 assert any(f"`{shown}`" in row for row in rows), f"{role}: README shows another default for {name}"
-            else:
+            elif option.get("required"):
                 assert any("| required |" in row for row in rows), f"{role}: README must say {name} is required"
+            else:
+                assert any("| unset |" in row for row in rows), f"{role}: README must say {name} is optional"
 
 
 def test_rollback_runs_from_the_installed_collection_against_a_fleet(installed, fleet, tmp_path):

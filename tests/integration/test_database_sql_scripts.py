@@ -6,52 +6,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import dbkit
 import pytest
 import sqlalchemy as sa
 import yaml
 from dbkit import (
-    MARIADB_ADMIN,
-    PG_ADMIN,
-    create,
-    drop,
     migrate_up,
     migration_state,
     restore,
-    server_up,
     write_sql_project,
 )
 
 pytestmark = pytest.mark.integration
 
+make_db, app_host = dbkit.make_db, dbkit.app_host  # the shared fixtures
+
 DIALECTS = ["postgresql", "mysql", "sqlite"]
 SECRET = "Sql-pw-never-logged-41d9"
-
-
-@pytest.fixture
-def make_db(tmp_path, need):
-    made = []
-
-    def make(dialect: str, password: str | None = None):
-        if dialect == "postgresql":
-            need(server_up(PG_ADMIN), "PostgreSQL on 127.0.0.1:5432 (psycopg installed)")
-        if dialect == "mysql":
-            need(server_up(MARIADB_ADMIN), "MariaDB on 127.0.0.1:3306 (PyMySQL installed)")
-        db = create(dialect, tmp_path, password)
-        made.append(db)
-        return db
-
-    yield make
-    for db in made:
-        drop(db)
-
-
-@pytest.fixture
-def app_host(tmp_path):
-    from release_rollback.demo import build_fleet
-
-    fleet = build_fleet(tmp_path / "fleet", 1, start=False)
-    yield fleet
-    fleet.stop()
 
 
 def plain_url(db) -> str:
@@ -154,11 +125,15 @@ def test_missing_and_destructive_down_scripts_are_guarded(make_db, app_host, cli
     migrations = write_sql_project(tmp_path / "migrations", "guarded", "sqlite")
     migrate_up(db, migrations, 3)
 
-    plan, _run_dir, res = plan_approve_run(cli, app_host, manifest(tmp_path, app_host, migrations, db), "--destructive")
+    # A step that cannot run whatever the approval blocks the plan itself, before anyone approves it.
+    res = cli("plan", "-i", str(app_host.inventory), "-m", str(manifest(tmp_path, app_host, migrations, db)), "--json")
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "3 -> 2 cannot run (there is no down script)" in res.stderr
+    plan = yaml.safe_load((cli.run_dirs()[-1] / "plan.yml").read_text())
     risks = " ".join(plan["risks"])
     assert "3 -> 2 is irreversible and cannot run (there is no down script)" in risks
-    assert "2 -> 1 is destructive (drops column coupon)" in risks
-    assert res.returncode == 3, res.stdout + res.stderr
+    assert "2 -> 1 is destructive (drops column orders.coupon)" in risks
+    assert any("3 -> 2 cannot run (there is no down script): no approval lets it run" in b for b in plan["blockers"])
     assert migration_state(db) == (3, False)
 
     # Going back one version only: the missing script is out of the way; the destructive one is

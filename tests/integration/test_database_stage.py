@@ -4,62 +4,19 @@ through the CLI people use: plan, approve, run, resume. Each test gets its own d
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+import dbkit
 import pytest
 import yaml
-from dbkit import MARIADB_ADMIN, PG_ADMIN, alembic, create, drop, restore, server_up, write_project
+from dbkit import alembic, restore, write_manifest, write_project
 
 pytestmark = pytest.mark.integration
 
+make_db, app_host = dbkit.make_db, dbkit.app_host  # the shared fixtures
+
 DIALECTS = ["postgresql", "mysql", "sqlite"]
 SECRET = "Pw-never-in-logs-7c1e"
-
-
-@pytest.fixture
-def make_db(tmp_path, need):
-    made = []
-
-    def make(dialect: str, password: str | None = None):
-        if dialect == "postgresql":
-            need(server_up(PG_ADMIN), "PostgreSQL on 127.0.0.1:5432 (psycopg installed)")
-        if dialect == "mysql":
-            need(server_up(MARIADB_ADMIN), "MariaDB on 127.0.0.1:3306 (PyMySQL installed)")
-        db = create(dialect, tmp_path, password)
-        made.append(db)
-        return db
-
-    yield make
-    for db in made:
-        drop(db)
-
-
-@pytest.fixture
-def app_host(tmp_path):
-    """One application host on the bad release (no service needed for --scope database)."""
-    from release_rollback.demo import build_fleet
-
-    fleet = build_fleet(tmp_path / "fleet", 1, start=False)
-    yield fleet
-    fleet.stop()
-
-
-def write_manifest(path: Path, fleet, config: Path, url: str, backup_dir: Path, **extra) -> Path:
-    database = {
-        "tool": "alembic",
-        "config": str(config),
-        "url": url,
-        "python": sys.executable,
-        "target_revision": "a1",
-        "backup_dir": str(backup_dir),
-        "critical_tables": ["orders"],
-        "assertions": [{"name": "orders kept", "sql": "SELECT COUNT(*) FROM orders", "expect": 2}],
-    }
-    database.update(extra)
-    doc = {"rollback_manifest": {"app": "shop", "version": fleet.bad, "database": database}}
-    path.write_text(yaml.safe_dump(doc))
-    return path
 
 
 def plan(cli, fleet, manifest, *extra):
@@ -162,7 +119,10 @@ def test_destructive_step_is_refused_without_approval_and_runs_with_it(dialect, 
     assert db.scalar("SELECT coupon FROM orders WHERE id = 1") == "WELCOME"
     assert not backups.exists() or not list(backups.iterdir())
     rep = report(run_dir)
-    assert "approve PLAN --approver NAME --destructive" in " ".join(rep["next_steps"])
+    # The command to approve the destructive steps, with the plan's real path, ready to paste.
+    assert f'release-rollback approve {run_dir / "plan.yml"} --approver "$USER" --destructive' in " ".join(
+        rep["next_steps"]
+    )
 
     res = cli("approve", str(run_dir / "plan.yml"), "--approver", "dba", "--destructive")
     assert res.returncode == 0
@@ -172,7 +132,7 @@ def test_destructive_step_is_refused_without_approval_and_runs_with_it(dialect, 
     assert res.returncode == 0, res.stdout + res.stderr
     assert db.revision() == "a1"
     assert "coupon" not in {c[0] for c in db.schema()["orders"]["columns"]}
-    assert len(list(backups.iterdir())) == 1
+    assert len([p for p in backups.iterdir() if not p.name.startswith(".")]) == 1  # beside the run's record
 
 
 def test_irreversible_downgrade_is_refused_with_a_clear_reason_even_when_approved(make_db, app_host, cli, tmp_path):
@@ -181,16 +141,23 @@ def test_irreversible_downgrade_is_refused_with_a_clear_reason_even_when_approve
     alembic(config, db.url, "upgrade", "c3")
     manifest = write_manifest(tmp_path / "m.yml", app_host, config, db.url, tmp_path / "backups")
 
-    run_dir, the_plan = plan(cli, app_host, manifest, "--scope", "database")
+    # Sure to be refused whatever the approval: the plan is blocked before anyone approves it.
+    res = cli("plan", "-i", str(app_host.inventory), "-m", str(manifest), "--scope", "database", "--json")
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "c3 -> b2 cannot run (downgrade() raises NotImplementedError)" in res.stderr
+    run_dir = cli.run_dirs()[-1]
+    the_plan = yaml.safe_load((run_dir / "plan.yml").read_text())
     risks = " ".join(the_plan["risks"])
     assert "c3 -> b2 is irreversible and cannot run (downgrade() raises NotImplementedError)" in risks
-    assert cli("approve", str(run_dir / "plan.yml"), "--approver", "dba", "--destructive").returncode == 0
-    res, _out = run(cli, run_dir / "plan.yml", "run")
-    assert res.returncode == 3, res.stdout + res.stderr
+    assert the_plan["blockers"] == [
+        "database step c3 -> b2 cannot run (downgrade() raises NotImplementedError): no approval lets it run. "
+        "With a DBA, restore the database from a backup taken before the release or roll the schema forward "
+        "with a new migration"
+    ]
+    assert "plan ready" not in res.stdout + res.stderr
+    res = cli("approve", str(run_dir / "plan.yml"), "--approver", "dba", "--destructive")
+    assert res.returncode == 3 and "cannot run" in res.stderr
     assert db.revision() == "c3"
-    summary = report(run_dir)["steps"][3]
-    assert summary["stage"] == "database" and summary["status"] == "blocked"
-    assert "c3 -> b2 is irreversible" in summary["summary"] and "NotImplementedError" in summary["summary"]
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
@@ -216,7 +183,8 @@ def test_failing_down_step_stops_there_and_reports_the_revision_reached(dialect,
     if dialect == "mysql":
         # MariaDB's DDL is not transactional: the index drop stayed, and the report says so.
         assert not index_left
-        assert dbrep["half_applied"] == {"revision": "b2", "changes": ["index ix_orders_created_at on orders dropped"]}
+        assert dbrep["half_applied"]["revision"] == "b2"
+        assert dbrep["half_applied"]["changes"] == ["index ix_orders_created_at on orders dropped"]
     elif dialect == "postgresql":
         assert index_left
         assert "half_applied" not in dbrep

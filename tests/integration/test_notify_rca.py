@@ -120,7 +120,7 @@ def test_slack_gets_the_exit_state_reason_action_and_report_link(http, tmp_path,
     text = body["text"]
     assert text.startswith("Rollback partially completed: shop 2.0.0 -> 1.9.3")
     assert "Reason: checkout errors after the deploy. database: failed on db1" in text
-    assert "Required action: Stage database: fix the cause above, then `release-rollback resume RUN_DIR`." in text
+    assert "Required action: Stage database: fix the cause above, then resume the run." in text
     assert "Report: https://ops.example.com/rollbacks/20261126T101500-0001" in text
     assert body["blocks"][0] == {
         "type": "header",
@@ -348,7 +348,7 @@ def test_an_aborted_rollback_is_announced_with_the_abort_reason_and_what_to_chec
     text = req.json()["text"]
     assert text.startswith("Rollback aborted: shop 2.0.0 -> 1.9.3")
     assert "Reason: checkout errors. aborted: stopped by the operator before stage code_config" in text
-    assert "Required action: Check the hosts listed above, then `release-rollback resume RUN_DIR`" in text
+    assert "Required action: Check the hosts listed above." in text
 
 
 @pytest.mark.parametrize(

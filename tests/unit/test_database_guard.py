@@ -65,6 +65,7 @@ def test_downgrades_that_keep_data_are_reversible(body):
         "destructive": False,
         "irreversible": False,
         "runnable": True,
+        "unclassified": False,
         "reasons": [],
     }
 
@@ -79,6 +80,111 @@ def test_not_implemented_and_empty_and_missing_downgrades_are_irreversible():
     assert missing["irreversible"] and not missing["runnable"]
     assert dbm.classify_sql_script(None)["reasons"] == ["there is no down script"]
     assert dbm.classify_sql_script("-- nothing\n;")["irreversible"]
+
+
+HELPERS = (
+    "from alembic import op\nimport sqlalchemy as sa\n\nTABLE = 'coupons'\nCOLUMN = \"code\"\n"
+    "CLEANUP = 'DELETE FROM ' + TABLE\n\n"
+    "def _drop(name, schema=None):\n    op.drop_table(name, schema=schema)\n\n"
+    "def _clear():\n    _drop(TABLE)\n\n"
+    "def upgrade():\n    pass\n\ndef downgrade():\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        # Helper functions of the file are followed, with their arguments and the file's constants.
+        ("    _drop('orders')\n", "drops table orders"),
+        ("    _clear()\n", "drops table coupons"),
+        ("    _drop(TABLE, schema='shop')\n", "drops table shop.coupons"),
+        ("    op.drop_column(TABLE, COLUMN)\n", "drops column coupons.code"),
+        ("    op.drop_column(table_name='orders', column_name='coupon')\n", "drops column orders.coupon"),
+        ("    op.execute(CLEANUP)\n", "deletes rows from coupons"),
+        ("    op.execute(f'TRUNCATE {TABLE}')\n", "truncates table coupons"),
+        ("    for t in ('a', 'b'):\n        op.drop_table(t)\n", "drops table b"),
+        # UPDATE ... SET col = NULL, in SQL text or built with SQLAlchemy.
+        ("    op.execute('UPDATE orders SET coupon = NULL WHERE id > 1')\n", "sets column orders.coupon to NULL"),
+        (
+            "    orders = sa.table('orders', sa.column('coupon'))\n"
+            "    op.execute(orders.update().values(coupon=None))\n",
+            "sets column orders.coupon to NULL",
+        ),
+        ("    op.get_bind().execute(sa.text('UPDATE orders SET total = 0'))\n", "overwrites column orders.total"),
+        # Quoted, qualified names are named in full.
+        ('    op.execute(\'DROP TABLE "public"."orders"\')\n', "drops table public.orders"),
+    ],
+)
+def test_helpers_constants_and_every_kind_of_data_loss_are_followed(body, reason):
+    verdict = dbm.classify_alembic_source(HELPERS + body)
+    assert verdict["destructive"] is True, verdict
+    assert any(r.startswith(reason) for r in verdict["reasons"]), verdict["reasons"]
+    assert not any("None" in r or r.endswith(" public") for r in verdict["reasons"])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "    from myapp.migrations import cleanup\n    cleanup()\n",
+        "    op.execute(build_sql())\n",
+        "    op.execute('DO $$ BEGIN EXECUTE format(''DROP TABLE %I'', t); END $$')\n",
+        "    getattr(op, 'drop_' + 'table')('orders')\n",
+    ],
+)
+def test_what_the_classifier_cannot_read_is_unclassified_and_needs_the_destructive_approval(body):
+    verdict = dbm.classify_alembic_source(downgrade(body))
+    assert verdict["unclassified"] is True and verdict["destructive"] is True, verdict
+    step = dict(verdict, id="b2", revision="b2", to="a1")
+    assert dbm.needs_approval(step)
+    assert "--destructive" in dbm.guard_problem([step], [])
+    assert dbm.guard_problem([step], ["b2"]) is None
+
+
+def test_any_raise_is_irreversible_and_an_unconditional_one_cannot_run():
+    always = dbm.classify_alembic_source(downgrade('    raise RuntimeError("amounts were converted")\n'))
+    assert always["irreversible"] and not always["runnable"]
+    assert always["reasons"] == ["downgrade() raises RuntimeError"]
+    sometimes = dbm.classify_alembic_source(
+        downgrade(
+            "    bind = op.get_bind()\n"
+            "    if bind.execute(sa.text('SELECT COUNT(*) FROM orders')).scalar():\n"
+            "        raise RuntimeError('orders exist')\n"
+            "    op.drop_index('ix_orders_total', table_name='orders')\n"
+        )
+    )
+    assert sometimes["irreversible"] and sometimes["runnable"]
+    assert sometimes["reasons"] == ["downgrade() may raise RuntimeError: the schema may not be reverted"]
+    assert "--destructive" in dbm.guard_problem([dict(sometimes, id="b2", revision="b2", to="a1")], [])
+    in_helper = dbm.classify_alembic_source(
+        HELPERS.replace("def upgrade", "def _fail():\n    raise ValueError('x')\n\ndef upgrade") + "    _fail()\n"
+    )
+    assert in_helper["irreversible"] and not in_helper["runnable"]
+    assert in_helper["reasons"] == ["downgrade() raises ValueError in _fail() (called from downgrade())"]
+
+
+@pytest.mark.parametrize(
+    ("sql", "reasons"),
+    [
+        (
+            "UPDATE orders o SET total = 1, coupon = NULL WHERE id = 1",
+            ["overwrites column orders.total (its old values are lost)", "sets column orders.coupon to NULL"],
+        ),
+        (
+            "ALTER TABLE `shop`.`orders` MODIFY COLUMN note VARCHAR(20);",
+            ["changes the type of column shop.orders.note to VARCHAR(20) (may narrow it)"],
+        ),
+        (
+            "ALTER TABLE orders ALTER COLUMN note TYPE varchar(10)",
+            ["changes the type of column orders.note to varchar(10) (may narrow it)"],
+        ),
+        ("ALTER TABLE orders DROP coupon, DROP INDEX ix_a", ["drops column orders.coupon"]),
+        ("TRUNCATE a, b CASCADE", ["truncates table a", "truncates table b"]),
+        ("INSERT INTO audit (note) VALUES ('DROP TABLE orders')", []),
+        ("CALL purge_orders()", ["runs CALL, whose SQL cannot be read before it runs"]),
+    ],
+)
+def test_sql_text_is_read_statement_by_statement(sql, reasons):
+    assert dbm.classify_sql(sql) == reasons
 
 
 def test_sql_classifier_ignores_comments():
@@ -189,3 +295,122 @@ def test_the_plan_lists_the_down_steps_in_order_with_their_risks():
     assert any("b2 -> a1 is destructive (drops column orders.coupon)" in r for r in plan["risks"])
     assert plan["database"]["url"] == "postgresql://u:***@h/db"
     assert "pw" not in str(plan["database"]) and "pw" not in str(plan["steps"])
+
+
+SQLALCHEMY_REFUSED = """Traceback (most recent call last):
+  File "/srv/app/.venv/lib/python3.11/site-packages/psycopg/connection.py", line 130, in connect
+    raise last_ex.with_traceback(None)
+psycopg.OperationalError: connection failed: connection to server at "127.0.0.1", port 5499 failed: Connection refused
+\tIs the server running on that host and accepting TCP/IP connections?
+
+The above exception was the direct cause of the following exception:
+
+Traceback (most recent call last):
+  File "<string>", line 50, in <module>
+  File "/srv/app/.venv/lib/python3.11/site-packages/sqlalchemy/engine/base.py", line 3273, in connect
+    return self._connection_cls(self)
+sqlalchemy.exc.OperationalError: (psycopg.OperationalError) connection failed: connection to server at "127.0.0.1", \
+port 5499 failed: Connection refused
+\tIs the server running on that host and accepting TCP/IP connections?
+(Background on this error at: https://sqlalche.me/e/20/e3q8)
+"""
+
+
+def test_error_tails_keep_the_drivers_words_not_the_sqlalchemy_link_and_hide_secrets():
+    tail = dbm.error_tail(SQLALCHEMY_REFUSED)
+    assert "Connection refused" in tail and "Is the server running" in tail
+    assert "sqlalche.me" not in tail and "File " not in tail
+    pg_dump = (
+        'pg_dump: error: connection to server at "db" (10.0.0.5), port 5432 failed: Connection refused\n'
+        "\tIs the server running on that host and accepting TCP/IP connections?\n"
+    )
+    assert "Connection refused" in dbm.error_tail(pg_dump)
+    leaked = (
+        "sqlalchemy.exc.OperationalError: cannot connect to postgresql://shop:hunter2@db/shop as shop/hunter2\n"
+        "[parameters: {'card': '4111111111111111'}]\n"
+    )
+    tail = dbm.error_tail(leaked, ["hunter2"])
+    assert "hunter2" not in tail and "4111" not in tail and "postgresql://shop:***@db/shop" in tail
+
+
+def test_identities_compare_the_server_and_the_database_not_the_url():
+    a = dbm.identity_from_row("postgresql", ["7715126699881629824", "shop", "16384", "false"])
+    b = dbm.identity_from_row("postgresql", ["7715126699881629824", "shop_old", "16390", "false"])
+    assert dbm.same_database(a, dict(a)) is True and dbm.same_database(a, b) is False
+    assert dbm.same_database(a, None) is None
+    assert dbm.describe_identity(a) == (
+        "PostgreSQL database shop (oid 16384) on the cluster with system identifier 7715126699881629824"
+    )
+    m = dbm.identity_from_row("mysql", ["db1", "3306", "/var/lib/mysql/", "shop"])
+    assert "MariaDB/MySQL database shop on server db1:3306" in dbm.describe_identity(m)
+
+
+@pytest.mark.parametrize("tool", ["alembic", "sqitch"])
+def test_an_unquoted_numeric_revision_is_refused_for_revision_ids(tool):
+    manifest = content.module_utils("manifest")
+    key = "config" if tool == "alembic" else "migrations"
+    with pytest.raises(manifest.ManifestError, match=r"read as a number.*quote it"):
+        manifest.parse_manifest({"database": {"tool": tool, key: "/srv/a/x", "target_revision": 1}})
+    ok = manifest.parse_manifest({"database": {"tool": tool, key: "/srv/a/x", "target_revision": "0001"}})
+    assert ok["database"]["target_revision"] == "0001"
+    sql = manifest.parse_manifest({"database": {"tool": "sql", "migrations": "/srv/m", "target_revision": 3}})
+    assert sql["database"]["target_revision"] == "3"
+    env = manifest.parse_manifest(
+        {"database": {"config": "/srv/a/alembic.ini", "url_env": "APP_DB_URL", "target_revision": "a1"}}
+    )
+    assert env["database"]["url_env"] == "APP_DB_URL"
+    with pytest.raises(manifest.ManifestError, match="url_env"):
+        manifest.parse_manifest({"database": {"config": "/a/alembic.ini", "url_env": "A B", "target_revision": "a1"}})
+
+
+def _db_plan(steps, scope, facts=None, target=None, record=None):
+    manifest = content.module_utils("manifest").parse_manifest(
+        {
+            "version": "3",
+            "database": {"config": "/srv/a/alembic.ini", "url": "postgresql://u@h/db", "target_revision": "a1"},
+        }
+    )
+    facts = facts or {
+        "web1": {"live": "3", "previous": "2", "releases": ["1", "2", "3"], "record": record, "previous_source": "x"}
+    }
+    options = {"scope": scope, "target": target}
+    return planlib.build_plan(manifest, facts, {"current": "c3", "steps": steps, "identity": {"x": 1}}, options)
+
+
+def test_a_step_that_cannot_run_blocks_the_plan_and_one_needing_approval_says_which():
+    unrunnable = dict(STEPS[0], irreversible=True, runnable=False, reasons=["downgrade() raises RuntimeError"])
+    plan = _db_plan([unrunnable, STEPS[1]], ["code_config", "database"])
+    assert plan["blockers"] == [
+        "database step c3 -> b2 cannot run (downgrade() raises RuntimeError): no approval lets it run. With a DBA, "
+        "restore the database from a backup taken before the release or roll the schema forward with a new "
+        "migration; to roll back the rest now, plan again with --scope code_config"
+    ]
+    plan = _db_plan(STEPS, ["code_config", "database"])
+    assert plan["blockers"] == []
+    step = next(s for s in plan["steps"] if s["stage"] == "database")
+    assert step["approval"] == "needs `approve --destructive` for b2 -> a1"
+    assert plan["database"]["identity"] == {"x": 1}
+
+
+def test_the_plan_warns_when_code_and_database_targets_disagree():
+    only_db = _db_plan(STEPS[:1], ["database"])
+    assert any("only the database is rolled back" in r and "code stays on release 3" in r for r in only_db["risks"])
+    both = _db_plan(STEPS[:1], ["code_config", "database"])
+    assert not any("only the database" in r or "more than one release back" in r for r in both["risks"])
+    far = _db_plan(STEPS[:1], ["code_config", "database"], target="1", record={"db_revision_before": "b2"})
+    assert any(
+        "--target 1 is more than one release back (the previous release is 2), but the database goes to revision a1"
+        in r
+        and "recorded b2" in r
+        for r in far["risks"]
+    )
+
+
+def test_an_unreadable_database_is_a_blocker_that_does_not_repeat_nothing_was_changed():
+    manifest = content.module_utils("manifest").parse_manifest(
+        {"database": {"config": "/srv/a/alembic.ini", "target_revision": "a1"}}
+    )
+    facts = {"web1": {"live": "2", "previous": "1", "releases": ["1", "2"]}}
+    status = {"failed": True, "msg": "schema_migrations is dirty at version 3: fix it; nothing was changed"}
+    plan = planlib.build_plan(manifest, facts, status, {"scope": ["database"]})
+    assert plan["blockers"] == ["the database could not be assessed: schema_migrations is dirty at version 3: fix it"]

@@ -99,9 +99,13 @@ def test_the_plan_lists_each_flag_with_its_backend_and_state():
             "c": {"error": "reading flag c: HTTP 404"},
         }
     }
-    assert plan.flag_rows(flags, states) == [
+    rows = plan.flag_rows(flags, states)
+    assert [{k: r[k] for k in ("name", "backend", "state")} for r in rows] == [
         {"name": "a", "backend": "launchdarkly", "state": "on"},
         {"name": "b", "backend": "launchdarkly", "state": "off"},
         {"name": "c", "backend": "launchdarkly", "state": "unknown: reading flag c: HTTP 404"},
     ]
+    # Each row keeps the digest of the state read (the flags stage's compare-and-swap "from"); a flag
+    # that could not be read has none, so the stage will not touch it.
+    assert rows[0]["from"] == plan.state_digest({"off": False}) and rows[2]["from"] is None
     assert plan.flag_system(flags) == "launchdarkly (project shop, environment production)"

@@ -68,3 +68,92 @@ def test_signoff_and_rca_lines_in_markdown():
     md = report.render_markdown(report.build(PLAN, None, _results(), signoff=signed, rca=rca))
     assert "- **Sign-off:** signed off by Rita at 2026-11-26T11:00:00Z" in md
     assert "RCA pending (Jira answered 503): retry with `release-rollback rca RUN_DIR`" in md
+
+
+def _every_format(rep):
+    render = content.module_utils("report_render")
+    return {fmt: render.RENDERERS[fmt](rep) for fmt in ("md", "html", "json", "text")}
+
+
+def test_a_stage_not_reached_after_a_halt_has_no_rule_and_no_duration():
+    results = _results()
+    for name in ("database", "infrastructure", "validate"):
+        results[name] = {
+            "stage": name,
+            "status": "skipped",
+            "reached": False,
+            "summary": "stage code_config failed and halts the rollback",
+            "started": "2026-11-26T10:00:40Z",
+            "ended": "2026-11-26T10:00:40Z",
+        }
+    rep = report.build(PLAN, None, results)
+    lims = [x for x in rep["known_limitations"] if x.startswith(("database", "infrastructure", "validate"))]
+    assert lims == [
+        f"{n}: stage code_config failed and halts the rollback" for n in ("database", "infrastructure", "validate")
+    ]
+    step = next(s for s in rep["steps"] if s["stage"] == "database")
+    assert step["duration_s"] is None
+    assert "| database | skipped | 2026-11-26T10:00:40Z | 2026-11-26T10:00:40Z |  |" in report.render_markdown(rep)
+
+
+def test_a_failed_config_file_reads_not_restored_in_every_format():
+    results = _results()
+    results["code_config"] = dict(results["feature_flags"], stage="code_config")
+    results["infrastructure"] = {
+        "stage": "infrastructure",
+        "status": "failed",
+        "summary": "failed on lb1: validation failed",
+        "hosts": {"lb1": {"status": "failed", "msg": "validation failed"}},
+        "infrastructure": {
+            "kind": "config_file",
+            "path": "/etc/lb/up.conf",
+            "snapshot": "/etc/lb/releases/1.9.conf",
+            "restored": False,
+            "error": "line 2 is not 'server IP:PORT;'",
+        },
+    }
+    for fmt, text in _every_format(report.build(PLAN, None, results)).items():
+        assert "/etc/lb/up.conf not restored" in text, fmt
+        assert "restored from" not in text, fmt
+        assert "line 2 is not" in text.replace("&#x27;", "'").replace("\\u0027", "'"), fmt
+
+
+def test_a_restore_point_and_further_backups_of_the_database_stage_are_facts_of_every_format():
+    results = _results()
+    results["database"] = {
+        "stage": "database",
+        "status": "ok",
+        "summary": "ok on 1 host(s)",
+        "hosts": {"db1": {"status": "ok", "msg": "at a1"}},
+        "database": {
+            "tool": "alembic",
+            "from_revision": "b2",
+            "to_revision": "a1",
+            "current": "a1",
+            "applied": ["b2 -> a1"],
+            "backups": [
+                {
+                    "path": "/backups/first.dump",
+                    "sha256": "sha256:1111",
+                    "restore_command": "pg_restore -d shop /backups/first.dump",
+                },
+                {
+                    "path": "/backups/retry.dump",
+                    "sha256": "sha256:2222",
+                    "restore_command": "pg_restore -d shop /backups/retry.dump",
+                },
+            ],
+            "restore_point": {
+                "path": "/backups/point.dump",
+                "sha256": "sha256:3333",
+                "verified": True,
+                "restore_command": "pg_restore -d shop /backups/point.dump",
+                "revision": "b2",
+            },
+        },
+    }
+    rendered = _every_format(report.build(PLAN, None, results))
+    for fmt, text in rendered.items():
+        for fact in ("/backups/first.dump", "sha256:2222", "pg_restore -d shop /backups/point.dump", "sha256:3333"):
+            assert fact in text, (fmt, fact)
+    assert rendered["md"].count("pg_restore") == rendered["html"].count("pg_restore") == 3

@@ -16,9 +16,12 @@ options:
       - C(systemd) runs C(systemctl restart <service>); C(supervisor) runs
         C(supervisorctl [-c <supervisor_config>] restart <service>) and fails unless the program ends RUNNING;
         C(command) runs O(restart_command), or O(stop_command) then O(start_command); C(none) does not restart.
+      - C(auto) is C(command) when O(restart_command) (or O(stop_command) and O(start_command)) is set,
+        C(systemd) when O(service) is, and C(none) otherwise (the application is not restarted, as
+        ansistrano's own rollback does; the plan states it as a risk).
     type: str
-    choices: [command, systemd, supervisor, none]
-    default: command
+    choices: [auto, command, systemd, supervisor, none]
+    default: auto
   service:
     description: The unit (systemd) or program (supervisor) name.
     type: str

@@ -19,6 +19,8 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import quote
 from urllib.request import Request, urlopen
 
+from ansible_collections.release.rollback.plugins.module_utils.digest import state_digest
+
 USER_AGENT = "release-rollback"
 _RETRY_STATUSES = (429, 502, 503, 504)
 
@@ -35,14 +37,19 @@ def utcnow():
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def each_flag(backend, names, read, write, check_mode=False, read_back=True):
-    """Turn ``names`` off one by one. Returns ``{"changed", "flags", "errors", "unavailable"}``.
+def each_flag(backend, names, read, write, check_mode=False, read_back=True, expected=None):
+    """Turn ``names`` off one by one. Returns ``{"changed", "flags", "errors", "unavailable", "stale"}``.
 
     ``flags`` maps each name to ``backend``, ``before``, ``after``, ``read_back``, ``time`` (when it
     was turned off), ``changed`` and, when it could not be turned off, ``left_on`` and ``error``.
     Once the flag system is unavailable the remaining flags are not tried.
+
+    ``expected`` (compare-and-swap): flag name -> digest of the state the plan found. A flag that is
+    on and whose state is not the one the plan found is left as it is, marked ``stale``. A flag the
+    plan could not read (None: the flag system was down) is turned off: the approval covered turning
+    it off whatever its state, as the plan says, so the procedure's "retry later" can finish.
     """
-    result = {"changed": False, "flags": {}, "errors": {}, "unavailable": False}
+    result = {"changed": False, "flags": {}, "errors": {}, "unavailable": False, "stale": []}
     down = None
     for name in names:
         entry = {"backend": backend, "changed": False}
@@ -55,6 +62,16 @@ def each_flag(backend, names, read, write, check_mode=False, read_back=True):
             entry["before"] = read(name)
             if entry["before"].get("off"):
                 entry["after"] = entry["read_back"] = entry["before"]
+                continue
+            if (expected or {}).get(name) and expected[name] != state_digest(entry["before"]):
+                entry.update(
+                    stale=True,
+                    left_on=True,
+                    error="flag %s was not touched: its state changed since the plan was made (%s now): make a new plan"
+                    % (name, entry["before"].get("state")),
+                )
+                result["errors"][name] = entry["error"]
+                result["stale"].append(name)
                 continue
             if check_mode:
                 entry["would_change"] = True

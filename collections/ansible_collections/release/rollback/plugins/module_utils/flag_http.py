@@ -70,6 +70,7 @@ def turn_off(
     check_mode=False,
     timeout=10,
     validate_certs=True,
+    expected=None,
 ):
     values = {"environment": environment, "project": project}
     secret = {"token": token}
@@ -99,4 +100,4 @@ def turn_off(
         resp = request(spec.get("method") or "POST", target, headers, body, timeout, validate_certs)
         expect(resp, "turning flag %s off" % name, target, ok=ok)
 
-    return each_flag("http", names, read, write, check_mode=check_mode)
+    return each_flag("http", names, read, write, check_mode=check_mode, expected=expected)

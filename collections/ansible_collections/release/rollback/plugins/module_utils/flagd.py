@@ -131,7 +131,7 @@ def _render_like(original, value, text, start):
     return rendered.replace("\n", newline + base)
 
 
-def turn_off(path, names, check_mode=False, strict=True):
+def turn_off(path, names, check_mode=False, strict=True, expected=None):
     """Turn ``names`` off in the flagd file at ``path``.
 
     Returns ``{"changed", "flags", "errors", "unavailable"}``: per flag ``before``, ``after``,
@@ -139,14 +139,14 @@ def turn_off(path, names, check_mode=False, strict=True):
     other flags are still turned off). Raises FlagError when the file itself cannot be read, and,
     when ``strict``, for the first flag that could not be turned off.
     """
-    result = _turn_off(path, names, check_mode)
+    result = _turn_off(path, names, check_mode, expected)
     if strict and result["errors"]:
         first = next(n for n in names if n in result["errors"])
         raise FlagError(result["errors"][first], unavailable=result["unavailable"])
     return result
 
 
-def _turn_off(path, names, check_mode):
+def _turn_off(path, names, check_mode, expected=None):
     text = _read_text(path)
     doc = _parse(path, text)
     flags = doc["flags"]
@@ -168,7 +168,7 @@ def _turn_off(path, names, check_mode):
         flag.pop("targeting", None)
         edits[name] = flag
 
-    result = each_flag("flagd", names, read, write, check_mode=check_mode, read_back=False)
+    result = each_flag("flagd", names, read, write, check_mode=check_mode, read_back=False, expected=expected)
     if edits and not check_mode:
         new_text = text
         for name, (start, end) in sorted(spans.items(), key=lambda kv: kv[1][0], reverse=True):

@@ -25,7 +25,7 @@ from ansible_collections.release.rollback.plugins.module_utils.flag_common impor
 DEFAULT_URL = "https://api.flagsmith.com"
 
 
-def turn_off(url, environment, names, token, check_mode=False, timeout=10, validate_certs=True):
+def turn_off(url, environment, names, token, check_mode=False, timeout=10, validate_certs=True, expected=None):
     base = (url or DEFAULT_URL).rstrip("/")
     headers = {"Authorization": "Api-Key %s" % (token or "")}
     states_url = "%s/api/v1/environments/%s/featurestates/" % (base, path_part(environment))
@@ -76,4 +76,4 @@ def turn_off(url, environment, names, token, check_mode=False, timeout=10, valid
         )
         expect(resp, "disabling flag %s" % name, target)
 
-    return each_flag("flagsmith", names, read, write, check_mode=check_mode)
+    return each_flag("flagsmith", names, read, write, check_mode=check_mode, expected=expected)

@@ -126,9 +126,7 @@ def signoff(run_dir, by, role="release manager", note="", accept_gaps=False, now
     }
     _write_json(os.path.join(run_dir, SIGNOFF_FILE), record)
     _audit.append(os.path.join(run_dir, "audit.jsonl"), "signoff.recorded", **record)
-    rep["signoff"] = record
-    rep["signoff_status"] = _report.signoff_status(record)
-    _report.write(run_dir, rep)
+    _report.write(run_dir, _report.refresh(rep, record))
     return record
 
 

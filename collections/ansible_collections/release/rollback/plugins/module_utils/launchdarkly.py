@@ -26,7 +26,18 @@ DEFAULT_URL = "https://app.launchdarkly.com"
 SEMANTIC_PATCH = "application/json; domain-model=launchdarkly.semanticpatch"
 
 
-def turn_off(url, project, environment, names, token, check_mode=False, timeout=10, validate_certs=True, comment=None):
+def turn_off(
+    url,
+    project,
+    environment,
+    names,
+    token,
+    check_mode=False,
+    timeout=10,
+    validate_certs=True,
+    comment=None,
+    expected=None,
+):
     base = (url or DEFAULT_URL).rstrip("/")
     headers = {"Authorization": token or ""}
 
@@ -66,4 +77,4 @@ def turn_off(url, project, environment, names, token, check_mode=False, timeout=
         )
         expect(resp, "turning flag %s off" % name, target)
 
-    return each_flag("launchdarkly", names, read, write, check_mode=check_mode)
+    return each_flag("launchdarkly", names, read, write, check_mode=check_mode, expected=expected)

@@ -4,18 +4,23 @@
 """The release manifest: what the deployment of the bad release recorded.
 
 Parsed at the edge into a normalised dict; every error is one sentence that says what is wrong
-and how to fix it. Pure Python, standard library only.
+and how to fix it. The keys and their types are declared once, in ``manifest_schema.SCHEMA``, and
+checked there at every depth (unknown keys first, with a suggestion); this module checks the values
+(release names, paths, URLs, secrets) and normalises them. Pure Python (standard library and
+ansible-core's argument spec validator).
 """
 
 from __future__ import annotations
 
 import re
 
+from ansible_collections.release.rollback.plugins.module_utils import manifest_schema as _schema
+from ansible_collections.release.rollback.plugins.module_utils import names as _release_names
 from ansible_collections.release.rollback.plugins.module_utils import notify as _notify
 from ansible_collections.release.rollback.plugins.module_utils import rca as _rca
 
 # Release names: ansistrano timestamps, Capistrano timestamps, semantic versions, git shas.
-_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+_VERSION_RE = _release_names.VERSION_RE
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 FLAG_BACKENDS = ("flagd", "unleash", "launchdarkly", "flagsmith", "http")
@@ -38,18 +43,7 @@ _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 DB_TOOLS = ("alembic", "sql", "sqitch")
 INFRA_KINDS = ("config_file", "terraform", "tasks")
-KNOWN_KEYS = {
-    "app",
-    "version",
-    "previous_version",
-    "reason",
-    "flags",
-    "database",
-    "infrastructure",
-    "validation",
-    "notify",  # stakeholder notifications (notify.py)
-    "rca",  # the root-cause analysis ticket (rca.py)
-}
+KNOWN_KEYS = set(_schema.SCHEMA)
 
 
 class ManifestError(ValueError):
@@ -57,13 +51,11 @@ class ManifestError(ValueError):
 
 
 def check_version(value, what="version"):
-    """Return ``value`` if it is a safe release name, else raise ManifestError."""
-    if not isinstance(value, str) or not _VERSION_RE.match(value) or value in (".", ".."):
-        raise ManifestError(
-            "%s %r is not a release name: use letters, digits, '.', '_', '+' or '-' "
-            "(at most 128 characters, no '/' or spaces)" % (what, _short(value))
-        )
-    return value
+    """Return ``value`` if it is a safe release name (``names.check_version``), else raise ManifestError."""
+    try:
+        return _release_names.check_version(value, what)
+    except _release_names.NameRuleError as exc:
+        raise ManifestError(str(exc)) from None
 
 
 def _short(value):
@@ -135,13 +127,17 @@ def parse_manifest(data):
     data = _mapping(data, "the manifest")
     if "rollback_manifest" in data:
         data = _mapping(data["rollback_manifest"], "rollback_manifest")
-    return _normalise(data)
+    try:
+        checked = _schema.validate(data)
+        _schema.check_keys(checked)
+        out = _normalise(data)
+        _schema.check_types(checked)
+    except _schema.SchemaError as exc:
+        raise ManifestError(str(exc)) from None
+    return out
 
 
 def _normalise(data):
-    unknown = sorted(set(data) - KNOWN_KEYS)
-    if unknown:
-        raise ManifestError("unknown manifest key %r: the keys are %s" % (unknown[0], ", ".join(sorted(KNOWN_KEYS))))
     out = {
         "app": data.get("app") or "app",
         "version": None,
@@ -180,6 +176,15 @@ def _normalise(data):
         target = db.get("target_revision")
         if target is None:
             raise ManifestError("database.target_revision is missing: give the previous release's revision")
+        if tool != "sql" and not isinstance(target, str):
+            # YAML reads an unquoted 0001 as the number 1 (and 0010 as 8): the revision id would be lost.
+            raise ManifestError(
+                "database.target_revision %r was read as a number, not a revision id: quote it "
+                '(target_revision: "0001")' % (target,)
+            )
+        url_env = _string(db, "url_env", "database", required=False)
+        if url_env is not None and not _ENV_NAME_RE.match(url_env):
+            raise ManifestError("database.url_env must name an environment variable, not %r" % _short(url_env))
         out["database"] = {
             "tool": tool,
             # alembic: the application's alembic.ini; sql: the directory of NNN_name.down.sql scripts.
@@ -188,6 +193,8 @@ def _normalise(data):
             "registry": _string(db, "registry", "database", required=False),
             # The URL may instead come from the inventory or Vault (rollback_db_url) or the environment.
             "url": _string(db, "url", "database", required=False),
+            # The variable the application's env.py reads its URL from (besides DATABASE_URL).
+            "url_env": url_env,
             "target_revision": check_version(str(target), "database.target_revision"),
             "python": _abs_path(db, "python", "database", required=False),
             "backup_dir": _abs_path(db, "backup_dir", "database", required=False),
@@ -217,12 +224,6 @@ def _normalise(data):
             out["validation"]["alertmanager"] = _alertmanager(
                 _mapping(val["alertmanager"], "validation.alertmanager"), out["app"]
             )
-        unknown = sorted(set(val) - {"retries", "delay", "timeout", "smoke", "prometheus", "alertmanager"})
-        if unknown:
-            raise ManifestError(
-                "unknown key validation.%s: the keys are retries, delay, timeout, smoke, prometheus, alertmanager"
-                % unknown[0]
-            )
     try:
         out["notify"] = _notify.parse_notify(data.get("notify"))
         out["rca"] = _rca.parse_rca(data.get("rca"))
@@ -242,10 +243,6 @@ def _url(section, key, where, required=True):
 
 def _http_call(section, where, read):
     section = _mapping(section, where)
-    allowed = {"method", "url", "headers"} | ({"field", "off_value"} if read else {"body", "status"})
-    unknown = sorted(set(section) - allowed)
-    if unknown:
-        raise ManifestError("unknown key %s.%s: the keys are %s" % (where, unknown[0], ", ".join(sorted(allowed))))
     url = _url(section, "url", where)
     if "{token}" in url:
         raise ManifestError("%s.url must not contain {token}: put the token in a header" % where)
@@ -286,11 +283,6 @@ def _flags(section):
     if backend not in FLAG_BACKENDS:
         raise ManifestError(
             "flags.backend %r is not supported: use one of %s" % (_short(backend), ", ".join(FLAG_BACKENDS))
-        )
-    if "token" in flags:
-        raise ManifestError(
-            "flags.token: never put a token in the manifest; name the environment variable that holds it with "
-            "flags.token_env, or set rollback_flags_token (e.g. from Ansible Vault)"
         )
     unknown = sorted(set(flags) - {"backend", "names"} - set(_FLAG_KEYS[backend]))
     if unknown:

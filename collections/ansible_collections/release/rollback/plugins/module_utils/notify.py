@@ -172,7 +172,10 @@ def required_action(event, rep):
     if event == STARTED:
         return "None yet: follow the run; the next message says how it ended."
     if event == COMPLETED:
-        return "Watch the service's monitoring, then sign off: release-rollback signoff RUN_DIR --by NAME."
+        signoff = [s for s in (rep or {}).get("next_steps") or [] if s.startswith("`release-rollback signoff")]
+        return "Watch the service's monitoring, then sign off: %s." % (
+            signoff[0] if signoff else "`release-rollback signoff RUN_DIR --by NAME`"
+        )
     if event == RCA_INITIATED:
         return "Start the root-cause analysis in the ticket."
     steps = list((rep or {}).get("next_steps") or [])
@@ -193,6 +196,9 @@ def message(event, rep, link, rca=None):
     lines = [subject, "Run: %s" % rep.get("run_id"), "Reason: %s" % reason, "Required action: %s" % action]
     if event == RCA_INITIATED and rca:
         lines.append("Ticket: %s %s" % (rca.get("key"), rca.get("url")))
+    if event != STARTED and rep.get("digest"):
+        # What each stage did, as the report model words it.
+        lines += ["What was done:"] + ["- %s" % line for line in rep["digest"]]
     lines.append("Report: %s" % link)
     return {
         "event": event,

@@ -9,13 +9,15 @@ the driver checks approvals with the same functions.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from datetime import datetime, timezone
 
 from ansible_collections.release.rollback.plugins.module_utils import dbmigrate as _dbm
+from ansible_collections.release.rollback.plugins.module_utils import lifecycle as _lifecycle
+from ansible_collections.release.rollback.plugins.module_utils import service as _service
 from ansible_collections.release.rollback.plugins.module_utils import stages as _stages
+from ansible_collections.release.rollback.plugins.module_utils.digest import state_digest
 
 PLAN_SCHEMA = 1
 _URL_PASSWORD = re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?P<post>@)")
@@ -32,14 +34,10 @@ def redact_url(url):
     return _URL_PASSWORD.sub(lambda m: m.group("pre") + "***" + m.group("post"), url)
 
 
-def canonical(obj):
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
-
-
 def plan_hash(plan):
     """sha256 of the plan's content; the ``hash`` and ``approval`` fields are not part of it."""
     body = {k: v for k, v in plan.items() if k not in ("hash", "approval")}
-    return "sha256:" + hashlib.sha256(canonical(body).encode("utf-8")).hexdigest()
+    return state_digest(body)
 
 
 def _version_key(name):
@@ -96,7 +94,8 @@ def flag_system(flags):
 
 
 def flag_rows(flags, flag_states=None):
-    """One row per flag for the plan: name, backend and the current state when assess could read it."""
+    """One row per flag for the plan: name, backend, the current state when assess could read it, and
+    the digest of that state, which the flags stage compares before it changes the flag."""
     found = (flag_states or {}).get("flags") or {}
     rows = []
     for name in flags["names"]:
@@ -106,8 +105,17 @@ def flag_rows(flags, flag_states=None):
             state = "off" if before.get("off") else "on"
         else:
             state = "unknown" + (": %s" % entry["error"] if entry.get("error") else "")
-        rows.append({"name": name, "backend": flags["backend"], "state": state})
+        digest = state_digest(before) if before else None
+        rows.append({"name": name, "backend": flags["backend"], "state": state, "from": digest})
     return rows
+
+
+def flag_expectations(plan):
+    """``{flag: digest of its state when planned}`` for the flags stage's compare-and-swap (None: unknown)."""
+    for step in (plan or {}).get("steps") or []:
+        if step.get("stage") == "feature_flags":
+            return {row["name"]: row.get("from") for row in step.get("flags") or []}
+    return {}
 
 
 def build_plan(manifest, host_facts, db_status=None, options=None):
@@ -130,16 +138,25 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
     bad = manifest.get("version")
     accept_mixed = bool(options.get("accept_disagreement"))
     records, no_record = {}, []
+    passed_over = []
+    blockers.extend(options.get("inventory_problems") or [])
+    settings = options.get("host_settings") or {}
+    no_restart, no_http = [], []
     for host in sorted(host_facts or {}):
         facts = host_facts[host] or {}
         if facts.get("failed") or facts.get("unreachable"):
-            blockers.append("host %s could not be assessed: %s" % (host, facts.get("msg", "unreachable")))
-            hosts[host] = {"live": None, "target": None, "error": facts.get("msg", "unreachable")}
+            why = facts.get("msg") or "unreachable"
+            blockers.append(
+                "host %s could not be assessed: %s; fix it, or plan again without it (`--exclude %s`), which "
+                "records it as a risk" % (host, why, host)
+            )
+            hosts[host] = {"live": None, "target": None, "error": why}
             continue
         live = facts.get("live")
         target = _previous_not_known_bad(facts, known_bad, host, risks)
         if facts.get("lock_problem"):
-            blockers.append("host %s: %s" % (host, facts["lock_problem"]))
+            blockers.append("host %s: %s%s" % (host, facts["lock_problem"], _holder_hint(facts.get("lock"), options)))
+        service = _service_preflight(host, settings.get(host), blockers, no_restart, no_http)
         if wanted_target and wanted_target in known_bad:
             why = (
                 "target release %s is recorded as rolled back (known-bad) by run %s: pick another release, or "
@@ -149,7 +166,13 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
                 blockers.append(why)
         elif wanted_target:
             target = wanted_target if wanted_target in (facts.get("releases") or []) else None
-            if target is None:
+            refused = (facts.get("passed_over") or {}).get(wanted_target)
+            if refused:
+                blockers.append(
+                    "target release %s on host %s is refused: releases/%s is %s"
+                    % (wanted_target, host, wanted_target, refused)
+                )
+            elif target is None:
                 blockers.append(
                     "target release %s is not on host %s (it has: %s)"
                     % (wanted_target, host, ", ".join(facts.get("releases") or []) or "none")
@@ -170,8 +193,16 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
             "link_style": facts.get("link_style"),
             "app_root": facts.get("app_root"),
         }
+        if service:
+            hosts[host]["service"] = service
         if facts.get("skipped"):
             hosts[host]["skipped"] = facts["skipped"]
+        if facts.get("passed_over"):
+            # Entries of releases/ that are not releases (links, hostile names): never a target.
+            hosts[host]["passed_over"] = dict(facts["passed_over"])
+            passed_over.append(
+                "%s: %s" % (host, "; ".join("releases/%s is %s" % kv for kv in sorted(facts["passed_over"].items())))
+            )
         if "previous_source" in facts:
             hosts[host]["target_source"] = "--target" if wanted_target else facts["previous_source"]
             if facts.get("record"):
@@ -180,8 +211,30 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
                 no_record.append(host)
         lives.add(live)
         targets.add(target)
-    if not host_facts:
+    if not host_facts and not options.get("inventory_problems"):
         blockers.append("no application hosts were found: put them in the inventory group 'app'")
+    if no_restart:
+        risks.append(
+            "no restart is configured on %s: the application is not restarted after the switch (as "
+            "ansistrano's own rollback does); set rollback_restart_command or rollback_service_name to restart it"
+            % ", ".join(no_restart)
+        )
+    if no_http:
+        risks.append(
+            "no health or version URL is configured on %s: the switch is verified by current/REVISION only; set "
+            "rollback_health_url and rollback_version_url to verify the running application" % ", ".join(no_http)
+        )
+    if passed_over:
+        risks.append(
+            "entries of releases/ that are not releases were passed over and are never a target (check who put "
+            "them there): %s" % " | ".join(passed_over)
+        )
+    excluded = dict(options.get("excluded") or {})
+    if excluded:
+        risks.append(
+            "left out of this rollback, and not validated: %s; they stay on the release they run"
+            % "; ".join("%s (%s)" % hv for hv in sorted(excluded.items()))
+        )
     if no_record:
         risks.append(
             "no deployment record of the live release on %s: the previous release was discovered from the "
@@ -245,10 +298,13 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
                 "flags": flag_rows(fl, flag_states),
             }
         )
-        if flag_states.get("error"):
+        if flag_states.get("blocker"):
+            blockers.append(flag_states["error"])
+        elif flag_states.get("error"):
             risks.append(
-                "the flag system could not be read while planning (%s): the feature_flags stage may end "
-                "unavailable; the code rollback still goes on" % flag_states["error"]
+                "the flag system could not be read while planning (%s): the flags whose state is unknown are "
+                "turned off whatever state they are in when the flag system answers (approving this plan approves "
+                "that); the code rollback still goes on" % flag_states["error"]
             )
         validation_points.append("flags %s read back off" % ", ".join(fl["names"]))
     if "code_config" in scope:
@@ -290,14 +346,29 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
             }
         )
         if db_status and db_status.get("failed"):
-            blockers.append("the database revision could not be read: %s" % db_status.get("msg"))
+            # The CLI says "Nothing was changed" once for the whole plan: not again for this line.
+            why = re.sub(r"[;.]\s*nothing was changed\.?$", "", str(db_status.get("msg")), flags=re.I)
+            blockers.append("the database could not be assessed: %s" % why)
         elif current == db["target_revision"]:
             risks.append("the database is already at revision %s: the database stage will change nothing" % current)
         risks.extend(_db_risks(down))
+        blockers.extend(_db_blockers(down, scope))
+        needs = [_dbm.step_label(s) for s in down if _dbm.needs_approval(s) and s.get("runnable", True)]
+        if needs:
+            steps[-1]["approval"] = "needs `approve --destructive` for %s" % ", ".join(needs)
+        risks.extend(_db_target_risks(db, current, scope, hosts, host_facts, record, wanted_target, from_version))
         validation_points.append("database revision == %s" % db["target_revision"])
+    infra_state = options.get("infra_state") or {}
     if "infrastructure" in scope:
         infra = manifest["infrastructure"]
         steps.append({"stage": "infrastructure", "kind": infra["kind"], "action": _infra_action(infra, to_version)})
+        if infra_state.get("error"):
+            blockers.append("the infrastructure cannot be rolled back: %s" % infra_state["error"])
+        if infra["kind"] == "tasks":
+            risks.append(
+                "the custom revert tasks change what they change without a compare-and-swap: the tool cannot read "
+                "their \"from\" state, so nothing stops them if the infrastructure changed after this plan"
+            )
         if infra["kind"] == "terraform":
             risks.append(
                 "the infrastructure stage applies a Terraform/OpenTofu plan: if it destroys resources it is "
@@ -322,6 +393,8 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
         db_plan = dict(manifest["database"], url=redact_url(manifest["database"]["url"]))
         db_plan["current_revision"] = (db_status or {}).get("current")
         db_plan["steps"] = list((db_status or {}).get("steps") or [])
+        # The database the plan was made for, by identity (not URL text): the approval binds it.
+        db_plan["identity"] = (db_status or {}).get("identity") or None
     plan = {
         "schema": PLAN_SCHEMA,
         "run_id": options.get("run_id"),
@@ -347,8 +420,19 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
         "max_fail_percentage": int(options.get("max_fail_percentage") or 0),
         "flags": manifest.get("flags"),
         "database": db_plan,
-        "infrastructure": manifest.get("infrastructure"),
+        "infrastructure": dict(manifest["infrastructure"], from_checksum=infra_state.get("checksum"))
+        if manifest.get("infrastructure")
+        else None,
         "validation": manifest.get("validation"),
+        # Hosts left out with --limit/--exclude (or an ansible-playbook --limit), and why.
+        "excluded": excluded,
+        # What the approval binds besides the plan itself: the manifest and the inventory facts the plan
+        # was made from. A change to either voids the approval (``binding_problem``).
+        "inventory_facts": options.get("inventory_facts"),
+        "bindings": {
+            "manifest": options.get("manifest_digest") or manifest_digest(manifest),
+            "inventory": inventory_digest(options.get("inventory_facts")),
+        },
         "window": options.get("window") or None,
         "separation_of_duties": bool(options.get("separation_of_duties")),
         "steps": steps,
@@ -356,6 +440,165 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
         "validation_points": validation_points,
         "blockers": blockers,
     }
+    plan["hash"] = plan_hash(plan)
+    return plan
+
+
+def manifest_digest(parsed):
+    """sha256 of a checked manifest (``manifest.parse_manifest``), secrets included: what an approval binds."""
+    return state_digest(parsed or {})
+
+
+def inventory_facts(hosts, get, db_host=None, flags_host=None, db_url=None):
+    """The inventory facts a plan is made from, which its approval binds.
+
+    ``hosts``: the application hosts the plan covers; ``get(host, name)``: an inventory variable of a
+    host (None when unset); ``db_host``: the host that runs the migrations (when there is a database
+    section); ``db_url``: the database URL when the inventory gives it (``rollback_db_url``), bound by
+    its digest only. Secrets never enter the plan.
+    """
+    facts = {
+        "hosts": {
+            h: {"app_root": get(h, "rollback_app_root"), "layout": get(h, "rollback_layout") or "auto"}
+            for h in sorted(hosts)
+        },
+        "db_host": db_host,
+        "flags_host": flags_host or "localhost",
+    }
+    if db_url:
+        facts["db_url"] = state_digest(db_url)[:23]
+    return facts
+
+
+def inventory_digest(facts):
+    return state_digest(facts) if facts is not None else None
+
+
+def binding_problem(plan, manifest_now=None, facts_now=None):
+    """None while the approval still binds what it was given for; otherwise one sentence saying what
+    changed since the plan was made. ``manifest_now`` is the digest of the manifest as it reads now,
+    ``facts_now`` the inventory facts as they read now (``inventory_facts``); None skips that check."""
+    bound = (plan or {}).get("bindings") or {}
+    if manifest_now is not None and bound.get("manifest") and manifest_now != bound["manifest"]:
+        return (
+            "the release manifest changed after the plan was made, so its approval is void and nothing was "
+            "changed: build a new plan from the manifest as it is now (release-rollback plan)"
+        )
+    if facts_now is not None and bound.get("inventory") and inventory_digest(facts_now) != bound["inventory"]:
+        return (
+            "the inventory changed after the plan was made (%s), so its approval is void and nothing was changed: "
+            "build a new plan (release-rollback plan)" % _fact_changes(plan.get("inventory_facts") or {}, facts_now)
+        )
+    return None
+
+
+def _fact_changes(before, after):
+    changes = []
+    hb, ha = before.get("hosts") or {}, after.get("hosts") or {}
+    for host in sorted(set(hb) | set(ha)):
+        if host not in ha:
+            changes.append("%s is no longer in the inventory" % host)
+        elif host not in hb:
+            changes.append("%s is new" % host)
+        else:
+            for key in sorted(set(hb[host]) | set(ha[host])):
+                if hb[host].get(key) != ha[host].get(key):
+                    changes.append(
+                        "%s's rollback_%s was %s, is %s" % (host, key, hb[host].get(key), ha[host].get(key))
+                    )
+    for key in ("db_host", "flags_host", "db_url"):
+        if before.get(key) != after.get(key):
+            if key == "db_url":
+                changes.append("db_url changed")
+            else:
+                changes.append("%s was %s, is %s" % (key, before.get(key), after.get(key)))
+    return "; ".join(changes[:5]) or "its facts differ"
+
+
+def _holder_hint(lock, options):
+    """How to move on the run that holds a host's lock, when it is a run of this controller."""
+    run_id = (lock or {}).get("run_id")
+    root = options.get("runs_root")
+    if not run_id or not root or "/" in str(run_id) or run_id == options.get("run_id"):
+        return ""
+    run_dir = "%s/%s" % (str(root).rstrip("/"), run_id)
+    try:
+        with open(run_dir + "/state.json", encoding="utf-8") as fh:
+            state = (json.load(fh).get("lifecycle") or {}).get("state")
+    except (OSError, ValueError):
+        return ""
+    if state in _lifecycle.FINAL:
+        return (
+            "; that run is %s, so its lock is left over: `release-rollback abort %s --reason cleanup` gives it "
+            "back" % (state, run_dir)
+        ) if state != _lifecycle.COMPLETED else ""
+    commands = _lifecycle.next_commands(state, run_dir) if state in (_lifecycle.PAUSED, _lifecycle.PARTIAL) else []
+    gone = "; or, if its driver is gone, plan again with --break-lock (audited)"
+    if not commands:
+        return "; that run is %s: see `release-rollback status %s`%s" % (state, run_dir, gone)
+    return "; that run is %s: finish it with `%s`, or end it with `%s`%s" % (state, commands[0], commands[-1], gone)
+
+
+def _service_preflight(host, settings, blockers, no_restart, no_http):
+    """The service manager a host will be restarted with, checked before anyone approves the plan."""
+    if settings is None:
+        return None
+    manager = _service.effective_manager(settings)
+    problem = _service.argument_problem(dict(settings, restart=True))
+    if problem:
+        blockers.append(
+            "host %s cannot be restarted: %s (set them in the inventory, or rollback_service_manager: none)"
+            % (host, problem)
+        )
+    if manager == "none":
+        no_restart.append(host)
+    if not settings.get("health_url") and not settings.get("version_url"):
+        no_http.append(host)
+    return manager
+
+
+def hosts_owed(plan, prior=None, retry=None):
+    """The plan's application hosts the code stage still owes: every host without an ``ok`` result in
+    ``prior`` (the stage's earlier result). ``retry`` (a list of host names, from ``resume --limit``)
+    narrows the hosts that were tried and failed; hosts never attempted (pending, unknown) are always
+    owed, so a resume finishes what the plan still owes."""
+    planned = sorted((plan or {}).get("hosts") or {})
+    done = ((prior or {}).get("hosts") or {}) if prior else {}
+    owed = []
+    for host in planned:
+        status = (done.get(host) or {}).get("status")
+        if status == _stages.OK:
+            continue
+        tried = status in (_stages.FAILED, _stages.BLOCKED, _stages.STALE, _stages.UNAVAILABLE)
+        if retry is not None and tried and host not in retry:
+            continue
+        owed.append(host)
+    return owed
+
+
+def with_infra_state(plan, state):
+    """The plan with what the infrastructure host showed while planning: the live config's digest (the
+    infrastructure stage's compare-and-swap "from") and whether the file to restore is there."""
+    infra = (plan or {}).get("infrastructure")
+    if not infra or "infrastructure" not in (plan.get("scope") or []) or not state:
+        return plan
+    plan = dict(plan, infrastructure=dict(infra), blockers=list(plan.get("blockers") or []))
+    if infra.get("kind") == "config_file":
+        live, snapshot = state.get("live") or {}, state.get("snapshot") or {}
+        plan["infrastructure"]["from_checksum"] = ("sha256:" + live["checksum"]) if live.get("checksum") else None
+        if state.get("unreachable") or state.get("failed"):
+            plan["blockers"].append(
+                "the infrastructure host could not be read: %s" % (state.get("msg") or "unreachable")
+            )
+        elif not snapshot.get("exists") and plan.get("to_version"):
+            plan["blockers"].append(
+                "the config to restore, %s, does not exist on the infrastructure host: check infrastructure.snapshot"
+                % state.get("snapshot_path")
+            )
+        elif live.get("exists") and not live.get("isreg"):
+            plan["blockers"].append(
+                "%s is not a regular file on the infrastructure host: check infrastructure.path" % infra.get("path")
+            )
     plan["hash"] = plan_hash(plan)
     return plan
 
@@ -374,8 +617,67 @@ def _db_risks(down):
             out.append(
                 "database step %s is irreversible (%s): it runs only with `approve --destructive`" % (label, why)
             )
+        elif step.get("unclassified"):
+            out.append(
+                "database step %s is unclassified: it cannot be proven safe (%s): it runs only with "
+                "`approve --destructive`" % (label, why)
+            )
         elif step.get("destructive"):
             out.append("database step %s is destructive (%s): it runs only with `approve --destructive`" % (label, why))
+    return out
+
+
+def _db_blockers(down, scope):
+    """A down step that cannot run at all would be refused whatever the approval: the plan says so now."""
+    out = []
+    for step in down:
+        if step.get("runnable", True):
+            continue
+        others = [n for n in scope if n != "database"]
+        out.append(
+            "database step %s cannot run (%s): no approval lets it run. With a DBA, restore the database from a "
+            "backup taken before the release or roll the schema forward with a new migration%s"
+            % (
+                _dbm.step_label(step),
+                "; ".join(step.get("reasons") or ["irreversible"]),
+                "; to roll back the rest now, plan again with %s" % " ".join("--scope %s" % n for n in others)
+                if others
+                else "",
+            )
+        )
+    return out
+
+
+def _db_target_risks(db, current, scope, hosts, host_facts, record, wanted_target, from_version):
+    """Where the database's target and the code's target disagree."""
+    out = []
+    target = db.get("target_revision")
+    if "code_config" not in scope:
+        out.append(
+            "only the database is rolled back (code_config is not in scope): the code stays on release %s, "
+            "whose schema the database leaves (revision %s -> %s): check that release runs on revision %s"
+            % (from_version, current, target, target)
+        )
+    if wanted_target and "code_config" in scope:
+        previous = {(host_facts.get(h) or {}).get("previous") for h in hosts}
+        previous.discard(None)
+        if previous and wanted_target not in previous:
+            recorded = (record or {}).get("db_revision_before")
+            out.append(
+                "--target %s is more than one release back (the previous release is %s), but the database goes "
+                "to revision %s, the manifest's%s: the code would run on another release's schema; set "
+                "database.target_revision to release %s's revision"
+                % (
+                    wanted_target,
+                    ", ".join(sorted(previous)),
+                    target,
+                    " (the deploy of the live release recorded %s before it migrated: the previous release's)"
+                    % recorded
+                    if recorded
+                    else "",
+                    wanted_target,
+                )
+            )
     return out
 
 
@@ -452,14 +754,28 @@ def approval_problem(plan, approval):
     return None
 
 
-def stage_gate(stage, results, plan=None, approval=None):
+def stage_gate(stage, results, plan=None, approval=None, binding=None):
     """Whether ``stage`` runs: the stage table's rules, the plan's scope and the approval.
 
     Returns ``{"run": bool, "reason": str, "status": status to publish when it does not run,
-    "reached": bool}``. Used by the playbooks (through a filter) and by the driver alike.
+    "reached": bool}``; ``"done": True`` when ``results`` already hold a finished result of this
+    stage (an earlier attempt of the same run did it: it is not done twice). ``binding``: why the
+    approval no longer binds the manifest or the inventory (``binding_problem``), or None. Used by the
+    playbooks (through a filter) and by the driver alike.
     """
     if stage == "assess":
         return {"run": True, "reason": "assess always runs", "status": None, "reached": True}
+    earlier = (results or {}).get(stage)
+    if stage != "report" and earlier and finished(earlier) and not (
+        stage == "validate" and _stages.stale_validation(results)
+    ):
+        return {
+            "run": False,
+            "done": True,
+            "reason": "already done by an earlier attempt of this run",
+            "status": earlier.get("status"),
+            "reached": True,
+        }
     verdict = _stages.gate(stage, results)
     if not verdict["run"]:
         return {"run": False, "reason": verdict["reason"], "status": _stages.SKIPPED, "reached": False}
@@ -467,7 +783,7 @@ def stage_gate(stage, results, plan=None, approval=None):
         return {"run": True, "reason": verdict["reason"], "status": None, "reached": True}
     if stage not in (plan or {}).get("scope", []):
         return {"run": False, "reason": "not in the plan's scope", "status": _stages.SKIPPED, "reached": True}
-    problem = approval_problem(plan or {}, approval)
+    problem = approval_problem(plan or {}, approval) or binding
     if problem:
         return {"run": False, "reason": problem, "status": _stages.BLOCKED, "reached": True}
     if stage == "database":
@@ -487,8 +803,18 @@ def stage_gate(stage, results, plan=None, approval=None):
     }
 
 
-def gated_result(stage, gate, started=None, ended=None):
-    """The result a stage publishes when its gate kept it from running."""
+def finished(result):
+    """Whether a stage result needs no further attempt: it ended ok, or out of scope."""
+    return result.get("status") == _stages.OK or (
+        result.get("status") == _stages.SKIPPED and result.get("reached") is not False
+    )
+
+
+def gated_result(stage, gate, started=None, ended=None, prior=None):
+    """The result a stage publishes when its gate kept it from running (an earlier attempt's own
+    result, ``prior``, when that attempt already did the stage)."""
+    if gate.get("done") and prior:
+        return prior
     return {
         "stage": stage,
         "status": gate.get("status") or _stages.SKIPPED,

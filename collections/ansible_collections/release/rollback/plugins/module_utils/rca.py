@@ -99,7 +99,7 @@ def ticket(rep, link):
         lines += ["- %s" % g for g in gaps]
     lines += ["", "Stages:"]
     for step in rep.get("steps") or []:
-        lines.append("- %s: %s (%s)" % (step["stage"], step["status"], step.get("summary")))
+        lines.append("- %s: %s (%s)" % (step["stage"], step["status"], step.get("done") or step.get("summary")))
     return summary, lines
 
 

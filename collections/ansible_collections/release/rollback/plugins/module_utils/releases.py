@@ -16,12 +16,17 @@ they all look like versions), never by mtime. Pure Python, standard library only
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import socket
+import stat
 from datetime import datetime, timezone
+
+from ansible_collections.release.rollback.plugins.module_utils import safefs
+from ansible_collections.release.rollback.plugins.module_utils.names import NameRuleError, check_version
 
 UNFINISHED_MARK = "DEPLOY_UNFINISHED"  # the convention of Ansible's deploy_helper
 ROLLED_BACK_MARK = "ROLLED_BACK"  # written by a rollback into the release it rolled back
@@ -91,18 +96,76 @@ def _is_release_name(name, layout):
 def _marks(release_dir):
     marks = []
     for mark in (UNFINISHED_MARK, ROLLED_BACK_MARK, BAD_MARK):
-        if os.path.exists(os.path.join(release_dir, mark)):
+        # lexists: a mark that is a link (even a dangling one) still marks the release.
+        if os.path.lexists(os.path.join(release_dir, mark)):
             marks.append(mark)
     return marks
+
+
+MAX_PASSED_OVER = 20  # entries of releases/ named in the plan as passed over (the rest are counted)
+
+
+def shown(name, limit=80):
+    """A name found on a host, as messages show it: escaped (newlines, control characters) and short."""
+    text = repr(name) if not isinstance(name, str) or not name.isprintable() else name
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def release_problem(rel_root, name):
+    """Why the entry ``name`` of ``releases/`` is not a release, or None when it is one.
+
+    A release is a real directory directly inside ``releases/`` whose name passes the manifest's
+    release-name rules: a link (to a directory anywhere) or a name with a newline, a ``/`` or shell
+    metacharacters is passed over, whatever it points to or contains.
+    """
+    path = os.path.join(rel_root, name)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return "gone"
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            to = os.readlink(path)
+        except OSError:
+            to = "?"
+        return "a symbolic link (to %s), not a release directory" % shown(to, 300)
+    if not stat.S_ISDIR(st.st_mode):
+        return "not a directory"
+    try:
+        check_version(name, "release")
+    except NameRuleError:
+        return "not a release name (letters, digits, '.', '_', '+' or '-' only)"
+    return None
+
+
+def _release_entries(rel_root, live, layout):
+    """``(names, passed_over)``: the releases of ``rel_root`` oldest first, and the entries that look
+    like releases but are not (links, hostile names), with why."""
+    names, passed_over = [], {}
+    for name in os.listdir(rel_root):
+        why = release_problem(rel_root, name)
+        if why == "not a directory" or why == "gone":
+            continue
+        if why:
+            if len(passed_over) < MAX_PASSED_OVER:
+                passed_over[shown(name)] = why
+            else:
+                passed_over["..."] = "and more entries that are not releases"
+            continue
+        if name == live or _is_release_name(name, layout):
+            names.append(name)
+    return sorted(names, key=sort_key), passed_over
 
 
 def read_lock(app_root, now=None, stale_after=STALE_LOCK_SECONDS):
     """The lock held on ``app_root`` (its holder, and whether it looks stale), or None."""
     path = os.path.join(app_root, LOCK_FILE)
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read(4096)
-    except FileNotFoundError:
+        text = safefs.read_text(path, 4096)
+    except safefs.UnsafePath:
+        # Never read through a link: its target could be any file of the host.
+        text = "a symbolic link to %s, not a lock" % shown(os.readlink(path), 200)
+    if text is None:
         return None
     try:
         holder = json.loads(text)
@@ -111,7 +174,7 @@ def read_lock(app_root, now=None, stale_after=STALE_LOCK_SECONDS):
     except ValueError:
         holder = {"raw": text.strip()[:200]}
     now = now if now is not None else datetime.now(timezone.utc).timestamp()
-    age = now - os.path.getmtime(path)
+    age = now - os.lstat(path).st_mtime
     return dict(holder, path=path, age_seconds=int(age), stale=age > stale_after)
 
 
@@ -151,7 +214,8 @@ def acquire_lock(app_root, run_id, operator=None, break_stale=False):
         "host": socket.gethostname(),
     }
     try:
-        fd = os.open(os.path.join(app_root, LOCK_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(os.path.join(app_root, LOCK_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        os.fchmod(fd, 0o644)
     except FileExistsError:
         raise ReleaseError(lock_problem(read_lock(app_root), run_id) or "the lock was taken meanwhile") from None
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -185,29 +249,29 @@ def discover(app_root, layout="auto", releases_dir="releases", current="current"
     live = os.path.basename(os.path.normpath(link))
     target_dir = link if os.path.isabs(link) else os.path.normpath(os.path.join(app_root, link))
     if os.path.dirname(os.path.normpath(target_dir)) != os.path.normpath(rel_root):
-        raise ReleaseError("%s points to %s, which is not under %s" % (current_path, link, rel_root))
-    if not os.path.isdir(target_dir):
-        raise ReleaseError("%s points to %s, which does not exist" % (current_path, link))
+        raise ReleaseError("%s points to %s, which is not under %s" % (current_path, shown(link), rel_root))
+    if not os.path.lexists(target_dir):
+        raise ReleaseError("%s points to %s, which does not exist" % (current_path, shown(link)))
+    problem = release_problem(rel_root, live)
+    if problem:
+        raise ReleaseError(
+            "%s points to %s, which is %s: the live release must be a real directory directly inside %s"
+            % (current_path, shown(link, 300), problem, rel_root)
+        )
     detected = detect_layout(app_root, link)
     if layout in (None, "", "auto"):
         layout = detected
-    names = sorted(
-        (
-            n
-            for n in os.listdir(rel_root)
-            if os.path.isdir(os.path.join(rel_root, n)) and (n == live or _is_release_name(n, layout))
-        ),
-        key=sort_key,
-    )
+    names, passed_over = _release_entries(rel_root, live, layout)
     marks = {n: _marks(os.path.join(rel_root, n)) for n in names}
     older = [n for n in names if sort_key(n) < sort_key(live)]
     candidates = [n for n in older if not marks[n]]
     previous = candidates[-1] if candidates else None
     revision = None
-    rev_file = os.path.join(target_dir, "REVISION")
-    if os.path.isfile(rev_file):
-        with open(rev_file, encoding="utf-8", errors="replace") as fh:
-            revision = fh.read(200).strip()
+    try:
+        # Never read through a link: its target could be any file of the host, and this goes into the plan.
+        revision = (safefs.read_text(os.path.join(target_dir, "REVISION"), 200) or "").strip() or None
+    except OSError:
+        revision = None
     lock = read_lock(app_root)
     record = read_record(app_root, live)
     previous_source = "discovered"
@@ -225,6 +289,8 @@ def discover(app_root, layout="auto", releases_dir="releases", current="current"
         "releases": names,
         "marks": {n: m for n, m in marks.items() if m},
         "skipped": [n for n in older if marks[n]],
+        # Entries of releases/ that are not releases (links, hostile names): never a target.
+        "passed_over": passed_over,
         "previous": previous,
         "previous_source": previous_source,
         "record": record,
@@ -233,17 +299,39 @@ def discover(app_root, layout="auto", releases_dir="releases", current="current"
     }
 
 
+def _check_target(info, rel_root, target):
+    """Raise ReleaseError unless ``target`` is one of the host's releases, a real directory right now."""
+    problem = None
+    if target in info["releases"]:
+        problem = release_problem(rel_root, target)
+    elif shown(target) in (info.get("passed_over") or {}):
+        problem = info["passed_over"][shown(target)]
+    else:
+        raise ReleaseError("release %s is not on this host (it has: %s)" % (shown(target), ", ".join(info["releases"])))
+    if problem:
+        raise ReleaseError(
+            "release %s on this host is refused: %s/%s is %s" % (shown(target), rel_root, shown(target), problem)
+        )
+
+
 def _link_text(found_link, target):
     """The link to ``target`` written in the style of the link found (relative stays relative)."""
     return os.path.join(os.path.dirname(found_link.rstrip("/")), target)
 
 
 def _atomic_symlink(link_text, path):
-    tmp = "%s.rollback-tmp-%d" % (path, os.getpid())
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
-    os.symlink(link_text, tmp)
-    os.replace(tmp, path)
+    """Point the link ``path`` at ``link_text``: a new link beside it, renamed over it (relative to the
+    directory's descriptor, so the directory cannot be swapped in between)."""
+    directory, name = os.path.split(path)
+    tmp = "%s.rollback-tmp-%d" % (name, os.getpid())
+    dfd = safefs.open_dir(directory)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=dfd)  # a leftover (or planted) name is removed, never followed
+        os.symlink(link_text, tmp, dir_fd=dfd)
+        os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    finally:
+        os.close(dfd)
 
 
 def _snapshot_file(app_root, version, path):
@@ -257,8 +345,7 @@ def read_record(app_root, release):
     """The deployment record of ``release`` (what its deploy wrote for a later rollback), or None."""
     path = os.path.join(app_root, "snapshots", release, RECORD_FILE)
     try:
-        with open(path, encoding="utf-8") as fh:
-            record = json.load(fh)
+        record = json.loads(safefs.read_text(path, 1 << 20) or "null")
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
@@ -323,14 +410,13 @@ def take_snapshot(
         return result
     for path, snap in copies:
         os.makedirs(os.path.dirname(snap), exist_ok=True)
-        shutil.copy2(path, snap + ".tmp")
-        os.replace(snap + ".tmp", snap)
+        with open(path, "rb") as fh:
+            data = fh.read()
+        safefs.write_file(snap, data, like=os.stat(path))
     record["recorded_at"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     rec_path = os.path.join(app_root, "snapshots", release, RECORD_FILE)
     os.makedirs(os.path.dirname(rec_path), exist_ok=True)
-    with open(rec_path + ".tmp", "w", encoding="utf-8") as fh:
-        json.dump(record, fh, indent=2, sort_keys=True)
-    os.replace(rec_path + ".tmp", rec_path)
+    safefs.write_file(rec_path, json.dumps(record, indent=2, sort_keys=True))
     return result
 
 
@@ -344,8 +430,11 @@ def config_changes(app_root, target, config_files):
                 "no snapshot of %s for release %s (expected %s): take snapshots at deploy time or remove "
                 "the file from rollback_config_files" % (path, target, snap)
             )
-        with open(snap, "rb") as fh:
-            wanted = fh.read()
+        try:
+            # A snapshot inside the app root is a name found on the host: a link there is refused.
+            wanted = safefs.read_bytes(snap)
+        except safefs.UnsafePath as exc:
+            raise ReleaseError(str(exc)) from None
         current = None
         if os.path.exists(path):
             with open(path, "rb") as fh:
@@ -401,8 +490,7 @@ def switch(
     # ``info``: this host's discover() result when the caller already has it (one read of the layout).
     info = info or discover(app_root, layout=layout, releases_dir=releases_dir, current=current, run_id=run_id)
     app_root = info["app_root"]
-    if target not in info["releases"]:
-        raise ReleaseError("release %s is not on this host (it has: %s)" % (target, ", ".join(info["releases"])))
+    _check_target(info, os.path.join(app_root, releases_dir), target)
     if os.path.exists(os.path.join(app_root, releases_dir, target, UNFINISHED_MARK)):
         raise ReleaseError("release %s is marked %s: it never finished deploying" % (target, UNFINISHED_MARK))
     if info["lock_problem"] and not (break_stale_lock and info["lock"].get("stale")):
@@ -442,24 +530,32 @@ def switch(
         )
     if check_mode:
         return result
+    rolled_back_dir = os.path.join(app_root, releases_dir, from_release)
+    mark = os.path.join(rolled_back_dir, ROLLED_BACK_MARK)
+    for c in changes:
+        c["kept"] = "%s.rolled-back-%s" % (c["path"], from_release if switched else "previous")
+    # Every name this host's rollback writes, checked before anything changes: a link there (planted, or
+    # left by anyone) fails the host with the path named, and nothing is written through it.
+    safefs.refuse_links(
+        [p for c in changes for p in (c["path"] + safefs.TMP_SUFFIX, c["kept"] + safefs.TMP_SUFFIX, c["kept"])]
+        + ([mark, mark + safefs.TMP_SUFFIX] if switched else [])
+        + ([os.path.join(app_root, REVISIONS_LOG)] if switched and info["layout"] == "capistrano" else [])
+    )
     if lock:
         result["locked"] = acquire_lock(app_root, run_id, operator=user, break_stale=break_stale_lock)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     for c in changes:
+        live_stat = os.stat(c["path"]) if c["before"] is not None else None
         if c["before"] is not None:
-            shutil.copy2(c["path"], "%s.rolled-back-%s" % (c["path"], from_release if switched else "previous"))
-        tmp = c["path"] + ".rollback-tmp"
-        shutil.copy2(c["snapshot"], tmp)
-        os.replace(tmp, c["path"])
+            safefs.write_file(c["kept"], c["before"], like=live_stat)
+        safefs.write_file(c["path"], c["after"], like=live_stat or os.stat(c["snapshot"]), final_may_be_link=True)
     if switched:
-        rolled_back_dir = os.path.join(app_root, releases_dir, from_release)
-        with open(os.path.join(rolled_back_dir, ROLLED_BACK_MARK), "w", encoding="utf-8") as fh:
-            json.dump({"rolled_back_at": now, "run_id": run_id, "to": target, "reason": reason, "by": user}, fh)
+        record = {"rolled_back_at": now, "run_id": run_id, "to": target, "reason": reason, "by": user}
+        safefs.write_file(mark, json.dumps(record))
         _atomic_symlink(_link_text(info["link"], target), os.path.join(app_root, current))
         if info["layout"] == "capistrano":
             line = "%s rolled back to release %s" % (user or "unknown", target)
-            with open(os.path.join(app_root, REVISIONS_LOG), "a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
+            safefs.append_line(os.path.join(app_root, REVISIONS_LOG), line)
             result["revisions_log"] = line
         if remove_rolled_back:
             shutil.rmtree(rolled_back_dir)

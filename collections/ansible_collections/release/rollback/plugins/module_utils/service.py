@@ -17,11 +17,11 @@ import shlex
 import time
 from urllib.parse import urlsplit
 
-MANAGERS = ("command", "systemd", "supervisor", "none")
+MANAGERS = ("auto", "command", "systemd", "supervisor", "none")
 
 # The options of how an application is restarted and verified, shared by app_service and code_rollback.
 SERVICE_ARGS = dict(
-    manager=dict(type="str", default="command", choices=list(MANAGERS)),
+    manager=dict(type="str", default="auto", choices=list(MANAGERS)),
     service=dict(type="str"),
     supervisor_config=dict(type="path"),
     supervisorctl=dict(type="path", default="supervisorctl"),
@@ -114,9 +114,23 @@ def _argv(value):
     return shlex.split(str(value))
 
 
+def effective_manager(p):
+    """The service manager ``auto`` stands for: ``command`` when a restart (or stop and start) command
+    is set, ``systemd`` when a service name is, otherwise ``none`` (no restart, as ansistrano's own
+    rollback does). Any other manager is taken as given."""
+    manager = p.get("manager") or "auto"
+    if manager != "auto":
+        return manager
+    if p.get("restart_command") or (p.get("stop_command") and p.get("start_command")):
+        return "command"
+    if p.get("service"):
+        return "systemd"
+    return "none"
+
+
 def restart_commands(p):
     """The argument lists that restart the application with its manager, in order."""
-    manager = p["manager"]
+    manager = effective_manager(p)
     if manager == "systemd":
         return [["systemctl", "restart", p["service"]]]
     if manager == "supervisor":
@@ -131,11 +145,12 @@ def restart_commands(p):
 
 def argument_problem(p):
     """One sentence when the service options cannot work together, else None."""
-    if p["manager"] in ("systemd", "supervisor") and not p["service"]:
-        return "manager %s needs service (the unit or program name)" % p["manager"]
+    manager = effective_manager(p)
+    if manager in ("systemd", "supervisor") and not p.get("service"):
+        return "manager %s needs service (the unit or program name)" % manager
     if (
-        p["restart"]
-        and p["manager"] == "command"
+        p.get("restart", True)
+        and manager == "command"
         and not p["restart_command"]
         and not (p["stop_command"] and p["start_command"])
     ):
@@ -151,7 +166,7 @@ def restart_and_verify(p, run_command, check_mode=False):
     fails, so that a re-run restarts nothing that is already right.
     """
     restarted = False
-    needed = p["restart"] and p["manager"] != "none"
+    needed = p["restart"] and effective_manager(p) != "none"
     if needed and p["only_if_unhealthy"]:
         needed = not verify(dict(p, retries=1, delay=0))[0]
     if needed:
@@ -160,7 +175,7 @@ def restart_and_verify(p, run_command, check_mode=False):
         for argv in restart_commands(p):
             rc, out, err = run_command(argv)
             # supervisorctl exits 0 on some failures (older versions): its output says ERROR then.
-            if rc != 0 or (p["manager"] == "supervisor" and "ERROR" in (out + err)):
+            if rc != 0 or (effective_manager(p) == "supervisor" and "ERROR" in (out + err)):
                 failed = dict(changed=False, restarted=False, health=None, version=None, attempts=0)
                 return failed, "%s failed with exit code %d: %s" % (" ".join(argv), rc, (err or out).strip()[-500:])
         restarted = True

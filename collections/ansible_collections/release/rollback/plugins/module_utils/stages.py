@@ -14,8 +14,13 @@ FAILED = "failed"  # the stage tried and could not finish
 UNAVAILABLE = "unavailable"  # an external system the stage needs could not be reached
 SKIPPED = "skipped"  # out of scope, not configured, or not reached
 BLOCKED = "blocked"  # inputs or approval missing; nothing changed
+STALE = "stale"  # the live state is no longer the plan's "from" state: left untouched (compare-and-swap)
+PENDING = "pending"  # not attempted yet (a halted batch, outside a --limit): the plan still owes it
+UNKNOWN = "unknown"  # the stage ended before this host reported: its state was not read back
 
-STATUSES = (OK, FAILED, UNAVAILABLE, SKIPPED, BLOCKED)
+STATUSES = (OK, FAILED, UNAVAILABLE, SKIPPED, BLOCKED, STALE, PENDING, UNKNOWN)
+# Host statuses that mean "the plan still owes this host": resume works on them again.
+OWED = (FAILED, UNAVAILABLE, BLOCKED, STALE, PENDING, UNKNOWN)
 
 # Exit states of a whole run and their process exit codes.
 COMPLETED = "completed"
@@ -114,7 +119,10 @@ def decide(name, status):
         raise ValueError("unknown stage status %r for stage %s" % (status, name))
     if status in (OK, SKIPPED):
         return {"go": True, "halt": False, "blocked": False, "limitation": None}
-    if entry["on_failure"] == BLOCK or (status == BLOCKED and entry["on_failure"] == HALT):
+    if status == PENDING:
+        # Work the plan still owes (hosts never attempted): nothing after this stage may start.
+        return {"go": False, "halt": True, "blocked": False, "limitation": entry["rule"]}
+    if entry["on_failure"] == BLOCK or (status in (BLOCKED, STALE) and entry["on_failure"] == HALT):
         return {"go": False, "halt": True, "blocked": True, "limitation": entry["rule"]}
     # A stage whose rule is to continue (e.g. the database refusing a destructive step without the
     # approval for it) leaves its part untouched; the stages after it still run.
@@ -159,7 +167,7 @@ def exit_state(results, aborted=False):
         return RUN_BLOCKED
     for name in EXECUTION_STAGES:
         res = results.get(name)
-        if res and res.get("status") == BLOCKED and not _anything_changed(results):
+        if res and res.get("status") in (BLOCKED, STALE) and not _anything_changed(results):
             return RUN_BLOCKED
     for name in EXECUTION_STAGES:
         res = results.get(name)
@@ -226,12 +234,16 @@ def aggregate(name, host_results, expected_hosts, unreachable=None, extra=None):
         status = SKIPPED
     elif any(s == BLOCKED for s in statuses):
         status = BLOCKED
-    elif any(s == FAILED for s in statuses):
+    elif any(s == STALE for s in statuses):
+        status = STALE
+    elif any(s in (FAILED, UNKNOWN) for s in statuses):
         status = FAILED
     elif any(s == UNAVAILABLE for s in statuses):
         status = UNAVAILABLE
     elif all(s == SKIPPED for s in statuses):
         status = SKIPPED
+    elif any(s == PENDING for s in statuses):
+        status = PENDING
     else:
         status = OK
     bad = sorted(h for h, r in hosts.items() if r.get("status") not in (OK, SKIPPED))

@@ -20,7 +20,7 @@ from ansible_collections.release.rollback.plugins.module_utils.flag_common impor
 )
 
 
-def turn_off(url, project, environment, names, token, check_mode=False, timeout=10, validate_certs=True):
+def turn_off(url, project, environment, names, token, check_mode=False, timeout=10, validate_certs=True, expected=None):
     base = url.rstrip("/")
     headers = {"Authorization": token or ""}
 
@@ -56,4 +56,4 @@ def turn_off(url, project, environment, names, token, check_mode=False, timeout=
             ok=(200, 202, 204),
         )
 
-    return each_flag("unleash", names, read, write, check_mode=check_mode)
+    return each_flag("unleash", names, read, write, check_mode=check_mode, expected=expected)

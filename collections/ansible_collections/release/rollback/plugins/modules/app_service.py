@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: app_service
 short_description: Restart an application and verify its health and version in one round trip
-version_added: "0.1.0"
+version_added: "1.0.0"
 description:
   - Optionally restarts the application with its service manager, then polls its health URL and
     its version URL until the health check answers 2xx and the version equals O(expect_version),
@@ -37,6 +37,23 @@ options:
     type: str
 extends_documentation_fragment:
   - release.rollback.service
+requirements:
+  - C(systemctl) on the host with O(manager=systemd) (or C(auto) with O(service) set).
+  - C(supervisorctl) (O(supervisorctl)) on the host with O(manager=supervisor).
+  - The commands given in O(restart_command), O(stop_command) and O(start_command) with O(manager=command).
+attributes:
+  check_mode:
+    description: Can run in check mode and return the changed status prediction without modifying the target.
+    support: full
+    details:
+      - Nothing is restarted; the health and version URLs are read only when no restart would be needed.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode) when in diff mode.
+    support: none
+  platform:
+    description: Target OS/families that can be operated against.
+    support: N/A
+    platforms: posix
 author:
   - release-rollback contributors (@release-rollback)
 """

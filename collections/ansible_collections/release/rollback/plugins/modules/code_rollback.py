@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: code_rollback
 short_description: Roll one host's code and configuration back, restart and verify it, in one round trip
-version_added: "0.1.0"
+version_added: "1.0.0"
 description:
   - The per-host work of the code_config stage in a single module call, so that a rollback costs one
     round trip per host.
@@ -28,10 +28,16 @@ options:
     description: Why this host must be left as it is; nothing changes and the module fails with that reason.
     type: str
   refuse_status:
-    description: The host's status when O(refuse) is given.
+    description: The host's status when O(refuse) is given (C(pending) when an earlier batch halted the stage).
     type: str
-    choices: [blocked, skipped]
+    choices: [blocked, skipped, pending]
     default: blocked
+  expect_live:
+    description:
+      - Compare-and-swap, the release the plan found live on this host.
+      - When the host runs another release than this one (and than O(target)), it is left exactly as it
+        is and its status is C(stale), naming the release found.
+    type: str
   restart:
     description: Restart the application (when it was switched, or is not healthy on the target).
     type: bool
@@ -41,6 +47,23 @@ extends_documentation_fragment:
   - release.rollback.releases.layout
   - release.rollback.releases.switch
   - release.rollback.service
+requirements:
+  - C(systemctl) on the host with O(manager=systemd) (or C(auto) with O(service) set).
+  - C(supervisorctl) (O(supervisorctl)) on the host with O(manager=supervisor).
+  - The commands given in O(restart_command), O(stop_command) and O(start_command) with O(manager=command).
+attributes:
+  check_mode:
+    description: Can run in check mode and return the changed status prediction without modifying the target.
+    support: full
+    details:
+      - Reads the host; no link, file, lock or mark is written and nothing is restarted.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode) when in diff mode.
+    support: none
+  platform:
+    description: Target OS/families that can be operated against.
+    support: N/A
+    platforms: posix
 author:
   - release-rollback contributors (@release-rollback)
 """
@@ -72,7 +95,7 @@ host_result:
   type: dict
   contains:
     status:
-      description: C(ok), C(failed), C(blocked) or C(skipped).
+      description: C(ok), C(failed), C(blocked), C(stale), C(pending) or C(skipped).
       type: str
     changed:
       description: Whether the host changed.
@@ -82,6 +105,12 @@ host_result:
       type: str
     msg:
       description: What happened, in one sentence.
+      type: str
+    health:
+      description: The health status code (or error) the verification read back, when it ran.
+      type: raw
+    version:
+      description: The version the application reported to the verification, when it did.
       type: str
 from:
   description: The release that was live before.
@@ -135,7 +164,8 @@ def main():
             SERVICE_ARGS,
             **SWITCH_ARGS,
             refuse=dict(type="str"),
-            refuse_status=dict(type="str", default="blocked", choices=["blocked", "skipped"]),
+            refuse_status=dict(type="str", default="blocked", choices=["blocked", "skipped", "pending"]),
+            expect_live=dict(type="str"),
             restart=dict(type="bool", default=True),
         ),
         supports_check_mode=True,
@@ -145,6 +175,8 @@ def main():
 
     def fail(status, changed, release, msg, **extra):
         host = dict(status=status, changed=changed, release=release, msg=msg)
+        # What the verification read back, when it got that far.
+        host.update((k, extra[k]) for k in ("health", "version") if extra.get(k) is not None)
         module.fail_json(msg=msg, host_result=host, changed=changed, **extra)
 
     info, live, lock_problem = None, None, None
@@ -161,6 +193,17 @@ def main():
         fail(p["refuse_status"], False, live or "unknown", "not switched, still on %s: %s" % (live, p["refuse"]))
     if holds_lock and lock_problem:
         fail("blocked", False, live or "unknown", "not switched, still on %s: %s" % (live, lock_problem))
+    if p["expect_live"] and live is not None and live not in (p["expect_live"], p["target"]):
+        # Compare-and-swap: the host no longer runs the release the plan found, so the plan does not
+        # apply to it. It is left exactly as it is.
+        if holds_lock and not module.check_mode:
+            release_lock(p["app_root"], p["run_id"])
+        fail(
+            "stale",
+            False,
+            live,
+            "not switched: the host now runs %s, the plan expected %s: make a new plan" % (live, p["expect_live"]),
+        )
     problem = argument_problem(p)
     if problem:
         fail("failed", False, live or "unknown", problem)
@@ -187,6 +230,7 @@ def main():
     result["host_result"] = dict(
         status="ok", changed=changed, release=p["target"], msg="on %s%s" % (p["target"], restarted)
     )
+    result["host_result"].update((k, checked[k]) for k in ("health", "version") if checked.get(k) is not None)
     facts = {"rollback_host_result_code_config": result["host_result"]}
     module.exit_json(changed=changed, ansible_facts=facts, **result)
 

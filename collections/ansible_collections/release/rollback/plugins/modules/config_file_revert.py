@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: config_file_revert
 short_description: Restore a versioned infrastructure config, validated before it is applied, then reload and verify
-version_added: "0.1.0"
+version_added: "1.0.0"
 description:
   - Puts the previous release's snapshot of a traffic or load-balancer config (nginx, HAProxy, ...) back, checked
     by the server's own validator before the server loads it, then reloads gracefully and verifies.
@@ -61,6 +61,45 @@ options:
     description: Seconds each verification request may take.
     type: float
     default: 30
+  expect_checksum:
+    description:
+      - Compare-and-swap, C(sha256:<hex>) of the live config when the plan was made.
+      - When the live config is another one, nothing changes and the module fails with C(stale=true).
+    type: str
+  run_id:
+    description:
+      - The rollback run. The module then keeps the run's record C(.release-rollback-run-<run_id>.infrastructure.json)
+        in O(record_dir) (mode 0600), written before the live file is replaced and after it is verified.
+      - A later attempt of the same run that finds the snapshot already in place reports it as restored by the
+        earlier attempt, with the file that attempt kept; if that attempt was stopped before it verified, the
+        server is reloaded and verified again first.
+    type: str
+  record_dir:
+    description: Where the run's record is kept; the live file's directory by default.
+    type: path
+requirements:
+  - The commands given in O(validate_command) and O(reload_command) on the host (for example C(nginx),
+    C(haproxy) or C(systemctl)).
+attributes:
+  check_mode:
+    description: Can run in check mode and return the changed status prediction without modifying the target.
+    support: partial
+    details:
+      - The config file is not replaced and nothing is reloaded, but check mode is not free of writes.
+      - It creates C(<path>.lock) beside the config file (an empty lock file, left in place) and takes an
+        exclusive lock on it.
+      - With O(validate_command) naming C({path}) (candidate mode), it writes the snapshot to
+        C(<path>.rollback-candidate), runs the command on it and deletes the copy.
+      - With O(validate_command) not naming C({path}) (in-place mode), it puts the snapshot in place of the
+        live file while the command runs, under the lock, then puts the live file back as it was; the service
+        is not reloaded in between.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode) when in diff mode.
+    support: none
+  platform:
+    description: Target OS/families that can be operated against.
+    support: N/A
+    platforms: posix
 author:
   - release-rollback contributors (@release-rollback)
 """
@@ -96,6 +135,10 @@ validation:
   description: How the snapshot was validated (candidate, in_place or none) and what the validator said.
   returned: always
   type: dict
+earlier_attempt:
+  description: Whether an earlier attempt of the same run restored the file (this one found it in place).
+  returned: when true
+  type: bool
 verified:
   description: What the verification URL answered after the reload.
   returned: when verify_url is set and the file was restored
@@ -104,6 +147,7 @@ verified:
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import shlex
 import tempfile
@@ -111,6 +155,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
+from ansible_collections.release.rollback.plugins.module_utils import runrecord, safefs
 
 
 def _argv(value):
@@ -153,6 +198,53 @@ class Revert:
         self.live = None
         self.live_stat = None
         self.kept = None
+        record_dir = self.p["record_dir"] or os.path.dirname(self.path)
+        self.record_path = runrecord.path(record_dir, self.p["run_id"], "infrastructure")
+        self.record = None
+
+    def note(self, state, **facts):
+        """Keep what this run did to the file in the run's record (before and after each change)."""
+        if not self.record_path or self.module.check_mode:
+            return
+        self.record = dict(self.record or {}, path=self.path, snapshot=self.p["snapshot"], state=state, **facts)
+        runrecord.save(self.record_path, self.record)
+
+    def earlier_attempt(self):
+        """The snapshot is in place because an earlier attempt of this run put it there: finish and report it."""
+        record = self.record or {}
+        if record.get("path") != self.path or record.get("state") not in ("applying", "restored"):
+            return
+        verified = record.get("verified")
+        if record["state"] == "applying" and not self.module.check_mode:
+            # Stopped between the replacement and its verification: reload and verify now.
+            if self.p["reload_command"]:
+                rc, out, err = self.run(self.p["reload_command"])
+                if rc != 0:
+                    self.fail(
+                        "the reload failed after an earlier attempt of this run put the snapshot in place (the "
+                        "replaced file is kept as %s): %s" % (record.get("kept"), (err or out).strip()[-500:])
+                    )
+            if self.p["verify_url"]:
+                ok, verified = self.verify()
+                if not ok:
+                    answer = verified.get("error") or verified["status"]
+                    self.fail(
+                        "an earlier attempt of this run put the snapshot in place (the replaced file is kept as %s), "
+                        "but %s answers %s" % (record.get("kept"), verified["url"], answer),
+                        verified=verified,
+                    )
+            self.note("restored", verified=verified)
+        self.module.exit_json(
+            changed=False,
+            restored=True,
+            earlier_attempt=True,
+            kept=record.get("kept"),
+            path=self.path,
+            snapshot=self.p["snapshot"],
+            validation=record.get("validation") or {"mode": "none", "output": ""},
+            verified=verified,
+            msg="restored by an earlier attempt of this run at %s" % record.get("applied_at"),
+        )
 
     def run(self, cmd, path=None):
         argv = [str(a).replace("{path}", path) if path else str(a) for a in _argv(cmd)]
@@ -231,19 +323,40 @@ class Revert:
         directory = os.path.dirname(self.path)
         if not os.path.isdir(directory):
             self.fail("the directory of %s does not exist: check infrastructure.path" % self.path)
-        with open(self.path + ".lock", "a") as lock:
+        try:
+            # The names this module writes beside the live file: a link at any of them (planted, or left
+            # by anyone) stops it before anything changes, and nothing is written through it.
+            safefs.refuse_links([self.path + ".rollback-candidate", self.path + ".rolled-back"], "the rollback")
+            lock_fd = safefs.open_private(self.path + ".lock", mode=0o644)
+        except OSError as exc:
+            self.fail(str(exc))
+        with os.fdopen(lock_fd, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if os.path.exists(self.path):
                 with open(self.path, "rb") as fh:
                     self.live = fh.read()
                 self.live_stat = os.stat(self.path)
+            try:
+                self.record = runrecord.load(self.record_path)
+            except ValueError as exc:
+                self.fail(str(exc))
             if self.live == wanted:
+                self.earlier_attempt()
                 self.module.exit_json(
                     changed=False,
                     restored=False,
                     path=self.path,
                     snapshot=p["snapshot"],
                     validation={"mode": "none", "output": "the live file already is the snapshot"},
+                )
+            expected = p["expect_checksum"]
+            found = ("sha256:" + hashlib.sha256(self.live).hexdigest()) if self.live is not None else None
+            if expected and found != expected:
+                # Compare-and-swap: the live config is not the one the plan found; it stays as it is.
+                self.fail(
+                    "%s was not touched: it changed since the plan was made (it is %s now, the plan saw %s): "
+                    "make a new plan" % (self.path, found or "missing", expected),
+                    stale=True,
                 )
             validation = self.validate(wanted)
             if self.module.check_mode:
@@ -252,11 +365,20 @@ class Revert:
                 )
             if self.live is not None:
                 self.kept = self.path + ".rolled-back"
+            self.note(
+                "applying",
+                kept=self.kept,
+                from_checksum=found,
+                applied_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                validation=validation,
+            )
+            if self.live is not None:
                 _put(self.live, self.kept, like=self.live_stat)
             _put(wanted, self.path, like=self.live_stat)
             if p["reload_command"]:
                 rc, out, err = self.run(p["reload_command"])
                 if rc != 0:
+                    self.note("put back")
                     self.put_back()
                     self.run(p["reload_command"])
                     self.fail(
@@ -268,6 +390,7 @@ class Revert:
             if p["verify_url"]:
                 ok, verified = self.verify()
                 if not ok:
+                    self.note("put back", verified=verified)
                     self.put_back()
                     if p["reload_command"]:
                         self.run(p["reload_command"])
@@ -281,6 +404,7 @@ class Revert:
                         validation=validation,
                         verified=verified,
                     )
+        self.note("restored", verified=verified)
         self.module.exit_json(
             changed=True,
             restored=True,
@@ -304,6 +428,9 @@ def main():
             verify_retries=dict(type="int", default=20),
             verify_delay=dict(type="float", default=0.25),
             timeout=dict(type="float", default=30),
+            expect_checksum=dict(type="str"),
+            run_id=dict(type="str"),
+            record_dir=dict(type="path"),
         ),
         supports_check_mode=True,
     )

@@ -8,26 +8,36 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: db_migrate
-short_description: Read, classify and roll back a database's migrations with Alembic, guarded and backed up
-version_added: "0.1.0"
+short_description: Read, classify and roll back a database's migrations, guarded, backed up and checked by identity
+version_added: "1.0.0"
 description:
-  - Runs Alembic in the application's environment (its Python, its C(alembic.ini) and C(env.py)), so
-    the application's models and settings load as they do at deploy time. Works with PostgreSQL,
-    MariaDB/MySQL and SQLite URLs.
-  - With O(state=status) it reads the current revision from the database and, given
-    O(target_revision), lists the down steps in order, each classified as destructive (drops a table
-    or column, truncates, deletes rows, narrows a type) or irreversible (empty downgrade, missing
-    downgrade, C(NotImplementedError)).
-  - With O(state=downgraded) it refuses, before touching the database, any irreversible step and any
-    destructive step not named in O(approved_steps); then it takes a backup (C(pg_dump),
-    C(mariadb-dump)/C(mysqldump), or an SQLite online copy) into O(backup_dir) with its sha256 and
-    the restore command; then it downgrades one revision at a time, so a failure stops at the
-    failing step and reports the exact revision reached (and, on a database without transactional
-    DDL, the part of the failing step that was applied); then it checks the result (revision ==
-    target, O(critical_tables) exist, O(assertions) hold).
-  - The database URL is handed to C(env.py) in the C(DATABASE_URL) environment variable and the
-    password to the dump tools in C(PGPASSWORD)/C(MYSQL_PWD), never on a command line; neither is
-    returned or logged.
+  - Runs the migration tool against the database the way the application does; for Alembic, the
+    application's Python, its C(alembic.ini) and C(env.py), with the URL in C(DATABASE_URL) and in the
+    application's own variable O(url_env). Works with PostgreSQL, MariaDB/MySQL and SQLite.
+  - Before anything else it proves that the backup, the migration and the integrity checks reach the
+    same database, by identity rather than by URL text (PostgreSQL's system identifier, database name
+    and oid; MariaDB/MySQL's host name, port, data directory and database; an SQLite file's device and
+    inode), reading what C(env.py) really connects to. If they differ it refuses and names both. An
+    SQLite file that does not exist is an error; it is never created.
+  - With O(state=status) it reads the current revision and, given O(target_revision), lists the down
+    steps in order, each classified as destructive (drops a table or column, truncates, deletes or
+    overwrites rows, sets a column to NULL, narrows a type), irreversible (empty or missing downgrade,
+    any C(raise)) or unclassified (what the classifier cannot read; it needs the same approval as a
+    destructive step).
+  - With O(state=downgraded) it refuses, before touching the database, any step that cannot run and any
+    step needing approval that is not in O(approved_steps); then it takes a backup (C(pg_dump),
+    C(mariadb-dump)/C(mysqldump), or an SQLite online copy) into O(backup_dir) and verifies it (sha256,
+    and C(pg_restore --list), the dump's completion line, or C(PRAGMA integrity_check), each with every
+    table of the database). The first backup of a run (O(run_id)) is the run's restore point, kept in a
+    record next to the backups; a retry of the same run takes an additional backup, labelled with the
+    revision the database is at, and never replaces the restore point. Then it downgrades one revision
+    at a time, so a failure stops at the failing step and reports the exact revision reached (and, on a
+    database without transactional DDL, the part of the failing step that was applied); a later attempt
+    refuses to go on from a half-applied step until the schema is put right. Then it checks the result
+    (revision == target, O(critical_tables) exist, O(assertions) hold).
+  - The password goes to the tools in the environment (C(DATABASE_URL), C(PGPASSWORD), C(MYSQL_PWD),
+    C(SQITCH_PASSWORD)), never on a command line; it is never returned or logged, and is redacted from the
+    tools' error output, of which the meaningful end is returned.
 options:
   state:
     description: Read the revision and the down steps, or downgrade to O(target_revision).
@@ -54,9 +64,15 @@ options:
     description: The sqitch registry (C(--registry)), when it is not the default.
     type: str
   url:
-    description: SQLAlchemy database URL, passed to C(env.py) as C(DATABASE_URL).
+    description: SQLAlchemy database URL, passed to C(env.py) as C(DATABASE_URL) (and as O(url_env)).
     type: str
     required: true
+  url_env:
+    description:
+      - The environment variable the application's C(env.py) reads its URL from (for example C(APP_DB_URL)),
+        when it is not C(DATABASE_URL). The module sets it to O(url), so Alembic migrates the database the
+        backup is taken of; the identity check catches an C(env.py) that still goes elsewhere.
+    type: str
   python:
     description: The application's Python interpreter (defaults to the one running this module).
     type: path
@@ -66,13 +82,21 @@ options:
   expected_revision:
     description: The revision the plan was made at; the module refuses to run from any other.
     type: str
+  expected_identity:
+    description: The identity of the database the plan was made for; the module refuses any other database.
+    type: dict
+  run_id:
+    description:
+      - The rollback run's id. The run's restore point (its first backup) and its other backups are kept in
+        a record in O(backup_dir) under this id, so every attempt of the run finds and keeps them.
+    type: str
   approved_steps:
-    description: Ids (revisions) of destructive or irreversible down steps a human approved.
+    description: Ids (revisions) of destructive, irreversible or unclassified down steps a human approved.
     type: list
     elements: str
     default: []
   backup_dir:
-    description: Where the backup taken before the first down step goes (created with mode 0700).
+    description: Where the backups go (created with mode 0700), with the run's record.
     type: path
   app:
     description: The application's name, used in the backup's file name.
@@ -91,6 +115,26 @@ options:
     type: list
     elements: dict
     default: []
+requirements:
+  - For O(tool=alembic), Alembic importable by the application's Python (O(python)).
+  - For O(tool=sqitch), C(sqitch).
+  - For PostgreSQL, C(psql); C(pg_dump) and C(pg_restore) for the backup before a down step.
+  - For MariaDB or MySQL, C(mariadb) (or C(mysql)); C(mariadb-dump) (or C(mysqldump)) for the backup.
+  - For SQLite, Python's C(sqlite3) module (no external command).
+attributes:
+  check_mode:
+    description: Can run in check mode and return the changed status prediction without modifying the target.
+    support: full
+    details:
+      - Reads the revision and classifies the down steps (read-only queries and the integrity assertions); no
+        backup is taken, no run record is written and no migration runs.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode) when in diff mode.
+    support: none
+  platform:
+    description: Target OS/families that can be operated against.
+    support: N/A
+    platforms: posix
 author:
   - release-rollback contributors (@release-rollback)
 """
@@ -101,7 +145,9 @@ EXAMPLES = r"""
     state: downgraded
     config: /srv/shop/current/alembic.ini
     url: "{{ vault_shop_db_url }}"
+    url_env: SHOP_DATABASE_URL
     target_revision: a1b2c3
+    run_id: "{{ rollback_run_id }}"
     backup_dir: /var/backups/shop
     critical_tables: [orders, customers]
     assertions:
@@ -122,7 +168,12 @@ steps:
   returned: when target_revision is given
   type: list
 database:
-  description: The stage's record (no credentials) - steps, steps applied, backup, integrity checks, half-applied state.
+  description:
+    - The stage's record (no credentials) - steps, steps applied in the run, C(identity) (the database
+      proven to be the one the backup, the migration and the checks reach), C(restore_point) (the run's
+      first backup, verified, with its restore command), C(backups) (every backup of the run, each with
+      the revision it holds), C(half_applied), C(attempt), C(error) (the meaningful end of the tool's
+      error output), integrity checks. C(backup) is the restore point too.
   returned: always
   type: dict
 """
@@ -137,7 +188,13 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.release.rollback.plugins.module_utils import dbmigrate as _db
 
+try:
+    from urllib.parse import quote
+except ImportError:  # pragma: no cover
+    from urllib import quote  # type: ignore
+
 _BASE = "base"
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
 class _Fail(Exception):
@@ -147,15 +204,213 @@ class _Fail(Exception):
         self.extra = extra
 
 
+class Client:
+    """The database's own client: ``psql``, ``mariadb`` or Python's sqlite3, with the manifest's URL.
+
+    The backup tools use the same connection parameters, so what this client reads (revision, schema,
+    identity) is what the backup holds. The ``sql`` tool migrates through it too.
+    """
+
+    def __init__(self, module, conn, cwd):
+        self.module = module
+        self.conn = conn
+        self.cwd = cwd
+        self.secrets = [conn["password"]] if conn.get("password") else []
+
+    def sqlite_path(self):
+        path = self.conn["path"]
+        return path if os.path.isabs(path) else os.path.join(self.cwd or os.getcwd(), path)
+
+    def require_file(self):
+        if self.conn["dialect"] == "sqlite" and not os.path.isfile(self.sqlite_path()):
+            raise _Fail(
+                "the SQLite database file %s does not exist: check the database URL (it was not created); "
+                "nothing was changed" % self.sqlite_path()
+            )
+
+    def _sqlite(self):
+        self.require_file()
+        # mode=rw: never create a database file that is not there.
+        uri = "file:%s?mode=rw" % quote(os.path.abspath(self.sqlite_path()))
+        return sqlite3.connect(uri, uri=True, isolation_level=None)
+
+    def _argv(self):
+        c = self.conn
+        if c["dialect"] == "postgresql":
+            psql = self.module.get_bin_path("psql", required=True)
+            argv = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-A", "-t", "-F", "\t"]
+            for flag, key in (("-h", "host"), ("-p", "port"), ("-U", "user")):
+                if c.get(key):
+                    argv += [flag, str(c[key])]
+            return argv + ["-d", c["database"]], ({"PGPASSWORD": c["password"]} if c.get("password") else {})
+        client = self.module.get_bin_path("mariadb") or self.module.get_bin_path("mysql", required=True)
+        argv = [client, "--batch", "--skip-column-names"]
+        for flag, key in (("--host", "host"), ("--port", "port"), ("--user", "user")):
+            if c.get(key):
+                argv += [flag, str(c[key])]
+        return argv + [c["database"]], ({"MYSQL_PWD": c["password"]} if c.get("password") else {})
+
+    def tail(self, text):
+        return _db.error_tail(text, self.secrets)
+
+    def rows(self, sql):
+        if self.conn["dialect"] == "sqlite":
+            db = self._sqlite()
+            try:
+                return [tuple(r) for r in db.execute(sql).fetchall()]
+            finally:
+                db.close()
+        argv, env = self._argv()
+        flag = "-c" if self.conn["dialect"] == "postgresql" else "-e"
+        rc, out, err = self.module.run_command(argv + [flag, sql], environ_update=env)
+        if rc != 0:
+            raise _Fail("query failed: %s" % self.tail(err or out), detail=self.tail(err or out))
+        return [tuple(line.split("\t")) for line in out.splitlines() if line.strip()]
+
+    def script(self, body):
+        """Run SQL text; returns (rc, out, err) like a command."""
+        if self.conn["dialect"] == "sqlite":
+            db = self._sqlite()
+            try:
+                db.executescript("BEGIN;\n%s\nCOMMIT;" % body)
+                return 0, "", ""
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                return 1, "", str(exc)
+            finally:
+                db.close()
+        argv, env = self._argv()
+        if self.conn["dialect"] == "postgresql":
+            argv = argv + ["--single-transaction"]
+        return self.module.run_command(argv, environ_update=env, data=body)
+
+    def identity(self):
+        if self.conn["dialect"] == "sqlite":
+            self.require_file()
+            return _db.sqlite_identity(self.sqlite_path())
+        rows = self.rows(_db.IDENTITY_SQL[self.conn["dialect"]])
+        if not rows:
+            raise _Fail("the database did not say which database it is")
+        return _db.identity_from_row(self.conn["dialect"], rows[0])
+
+    def schema(self):
+        tables = {}
+        if self.conn["dialect"] == "sqlite":
+            names = [r[0] for r in self.rows("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1")]
+            for t in names:
+                tables[t] = {r[1]: r[2] for r in self.rows('PRAGMA table_info("%s")' % t.replace('"', '""'))}
+                for r in self.rows('PRAGMA index_list("%s")' % t.replace('"', '""')):
+                    tables[t]["@index " + str(r[1])] = str(r[3])
+            return tables
+        cols, idx = _SCHEMA_SQL[self.conn["dialect"]]
+        for row in self.rows(cols):
+            tables.setdefault(row[0], {})[row[1]] = row[2]
+        for row in self.rows(idx):
+            tables.setdefault(row[0], {})["@index " + row[1]] = row[2]
+        return tables
+
+    def queries(self, queries):
+        results = []
+        for sql in queries or []:
+            try:
+                rows = self.rows(sql)
+                results.append({"value": rows[0][0] if rows else None})
+            except (_Fail, sqlite3.Error) as exc:
+                results.append({"error": str(exc)[:300]})
+        return results
+
+    # -- backups
+    def dump(self, path):
+        """Back the database up into ``path``; returns (tool, restore command)."""
+        conn = self.conn
+        if conn["dialect"] == "sqlite":
+            src = self._sqlite()
+            dst = sqlite3.connect(path)
+            try:
+                src.backup(dst)
+            finally:
+                dst.close()
+                src.close()
+            return "sqlite3 online backup", _db.sqlite_restore_command(path, self.sqlite_path())
+        names = ["pg_dump"] if conn["dialect"] == "postgresql" else ["mariadb-dump", "mysqldump"]
+        dump = None
+        for name in names:
+            dump = self.module.get_bin_path(name)
+            if dump:
+                break
+        if not dump:
+            raise _Fail(
+                "%s is not installed on the database host: install the database client tools; nothing was changed"
+                % " or ".join(names)
+            )
+        argv, env, restore = _db.backup_commands(conn, path, dump)
+        rc, out, err = self.module.run_command(argv, environ_update=env)
+        if rc != 0:
+            why = self.tail(err or out)
+            raise _Fail(
+                "the backup with %s failed: %s; nothing was changed" % (os.path.basename(dump), why), detail=why
+            )
+        return os.path.basename(dump), restore
+
+    def verify(self, path, tables):
+        """Check a backup can be restored and holds every table; returns (ok, how it was checked)."""
+        tables = sorted(t for t in tables or ())
+        if self.conn["dialect"] == "postgresql":
+            pg_restore = self.module.get_bin_path("pg_restore")
+            if not pg_restore:
+                return False, "pg_restore is not installed on the database host: the archive could not be read"
+            rc, out, err = self.module.run_command([pg_restore, "--list", path])
+            if rc != 0:
+                return False, "pg_restore --list could not read the archive: %s" % self.tail(err or out)
+            found = _db.pg_archive_tables(out)
+            missing = _db.missing_tables(tables, found)
+            if missing:
+                return False, "pg_restore --list: the archive lacks table(s) %s" % ", ".join(missing)
+            entries = len([x for x in out.splitlines() if x and not x.startswith(";")])
+            return True, "pg_restore --list read the archive (%d entries) with all %d tables" % (entries, len(tables))
+        if self.conn["dialect"] == "mysql":
+            found, complete = _db.mysql_dump_tables(path)
+            if not complete:
+                return False, "the dump does not end with its 'Dump completed' line: it is cut short"
+            missing = _db.missing_tables(tables, found)
+            if missing:
+                return False, "the dump lacks table(s) %s" % ", ".join(missing)
+            return True, "the dump is complete (its 'Dump completed' line is there) and creates all %d tables" % len(
+                tables
+            )
+        copy = sqlite3.connect("file:%s?mode=ro" % quote(os.path.abspath(path)), uri=True)
+        try:
+            check = copy.execute("PRAGMA integrity_check").fetchone()[0]
+            found = {r[0] for r in copy.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.Error as exc:
+            return False, "the copy cannot be opened: %s" % exc
+        finally:
+            copy.close()
+        if check != "ok":
+            return False, "PRAGMA integrity_check on the copy: %s" % check
+        missing = _db.missing_tables(tables, found)
+        if missing:
+            return False, "the copy lacks table(s) %s" % ", ".join(missing)
+        return True, "PRAGMA integrity_check is ok on the copy, which has all %d tables" % len(tables)
+
+
 class Alembic:
-    def __init__(self, module, conn):
+    """The application's Alembic, run with its Python, its alembic.ini and its env.py."""
+
+    def __init__(self, module, conn, client):
         self.module = module
         self.p = module.params
         self.conn = conn
+        self.client = client
         self.cwd = os.path.dirname(self.p["config"])
+        self.seen = None
 
     def _env(self):
-        return {"DATABASE_URL": self.p["url"]}
+        env = {"DATABASE_URL": self.p["url"]}
+        if self.p.get("url_env"):
+            env[self.p["url_env"]] = self.p["url"]
+        return env
 
     def _python(self):
         return self.p["python"] or sys.executable
@@ -164,38 +419,53 @@ class Alembic:
         cmd = [self._python(), "-m", "alembic", "-c", self.p["config"]] + args
         return self.module.run_command(cmd, cwd=self.cwd, environ_update=self._env())
 
-    def current(self):
-        rc, out, err = self.run(["current"])
-        if rc != 0:
-            raise _Fail("alembic current failed: %s" % _last_line(err or out))
-        revs = []
-        for line in out.splitlines():
-            word = line.strip().split(" ", 1)[0] if line.strip() else ""
-            if word and all(c.isalnum() or c == "_" for c in word):
-                revs.append(word)
-        if len(revs) > 1:
-            raise _Fail("the database has several heads (%s): merge or pick one" % ", ".join(revs))
-        return revs[0] if revs else _BASE
-
     def helper(self, **request):
+        request.setdefault("config", self.p["config"])
+        request["identity_sql"] = _db.IDENTITY_SQL
         rc, out, err = self.module.run_command(
             [self._python(), "-c", _db.HELPER],
             cwd=self.cwd,
             environ_update=self._env(),
             data=json.dumps(request),
         )
+        what = "the migration tool (Alembic's env.py)" if request.get("env") else "the database"
         if rc != 0:
-            raise _Fail("reading the database failed: %s" % _last_line(err or out))
+            why = self.client.tail(err or out)
+            raise _Fail("reading %s failed: %s" % (what, why), detail=why)
         try:
-            return json.loads(out.strip().splitlines()[-1])
+            answer = json.loads(out.strip().splitlines()[-1])
         except (ValueError, IndexError):
-            raise _Fail("reading the database gave no answer: %s" % _last_line(err or out)) from None
+            why = self.client.tail(err or out)
+            raise _Fail("reading %s gave no answer: %s" % (what, why), detail=why) from None
+        for holder in (answer, answer.get("env") or {}):
+            if isinstance(holder.get("identity"), dict) and "row" in holder["identity"]:
+                ident = holder["identity"]
+                holder["identity"] = _db.identity_from_row(ident["dialect"], ident["row"])
+        return answer
+
+    def current(self):
+        """The revision, read on the connection the application's env.py opens (as ``alembic current``)."""
+        env = self.helper(env=True).get("env") or {}
+        if env.get("error"):
+            raise _Fail("Alembic's env.py cannot be checked: %s" % env["error"])
+        self.seen = env.get("identity")
+        heads = env.get("heads") or []
+        if len(heads) > 1:
+            raise _Fail("the database has several heads (%s): merge or pick one" % ", ".join(heads))
+        return heads[0] if heads else _BASE
+
+    def migration_identity(self):
+        return self.seen
+
+    def inspect(self, schema=False, queries=None):
+        """Schema and query results through the application's SQLAlchemy, with the identity it reached."""
+        return self.helper(schema=schema, queries=queries or [], identity=True)
 
     def steps(self, current, target, live_schema=None):
         """The down steps from ``current`` to ``target``, newest first, classified."""
         if current == target:
             return []
-        answer = self.helper(config=self.p["config"], revisions=[current, target])
+        answer = self.helper(revisions=[current, target])
         if answer.get("error"):
             raise _Fail(
                 "revision %s is not below the database's revision %s in the migration scripts (%s)"
@@ -253,10 +523,11 @@ class SqlScripts:
     the three run in one transaction, so a failed step leaves nothing behind.
     """
 
-    def __init__(self, module, conn):
+    def __init__(self, module, conn, client):
         self.module = module
         self.p = module.params
         self.conn = conn
+        self.client = client
         self.cwd = self.p["migrations"]
         self.dirty = None
         self.versions = self._scan()
@@ -272,58 +543,23 @@ class SqlScripts:
                 entry[m.group(3)] = os.path.join(self.cwd, name)
         return versions
 
-    # -- talking to the database
-    def _client(self):
-        c = self.conn
-        if c["dialect"] == "postgresql":
-            psql = self.module.get_bin_path("psql", required=True)
-            argv = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-A", "-t", "-F", "\t"]
-            for flag, key in (("-h", "host"), ("-p", "port"), ("-U", "user")):
-                if c.get(key):
-                    argv += [flag, str(c[key])]
-            return argv + ["-d", c["database"]], ({"PGPASSWORD": c["password"]} if c.get("password") else {})
-        client = self.module.get_bin_path("mariadb") or self.module.get_bin_path("mysql", required=True)
-        argv = [client, "--batch", "--skip-column-names"]
-        for flag, key in (("--host", "host"), ("--port", "port"), ("--user", "user")):
-            if c.get(key):
-                argv += [flag, str(c[key])]
-        return argv + [c["database"]], ({"MYSQL_PWD": c["password"]} if c.get("password") else {})
-
-    def _sqlite(self):
-        path = self.conn["path"]
-        return sqlite3.connect(path if os.path.isabs(path) else os.path.join(self.cwd, path), isolation_level=None)
-
+    # -- talking to the database: through the same client the backup uses
     def rows(self, sql):
-        if self.conn["dialect"] == "sqlite":
-            db = self._sqlite()
-            try:
-                return [tuple(r) for r in db.execute(sql).fetchall()]
-            finally:
-                db.close()
-        argv, env = self._client()
-        flag = "-c" if self.conn["dialect"] == "postgresql" else "-e"
-        rc, out, err = self.module.run_command(argv + [flag, sql], environ_update=env)
-        if rc != 0:
-            raise _Fail("query failed: %s" % _last_line(err or out))
-        return [tuple(line.split("\t")) for line in out.splitlines() if line.strip()]
+        return self.client.rows(sql)
 
     def script(self, body):
-        """Run SQL text; returns (rc, out, err) like a command."""
-        if self.conn["dialect"] == "sqlite":
-            db = self._sqlite()
-            try:
-                db.executescript("BEGIN;\n%s\nCOMMIT;" % body)
-                return 0, "", ""
-            except sqlite3.Error as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                return 1, "", str(exc)
-            finally:
-                db.close()
-        argv, env = self._client()
-        if self.conn["dialect"] == "postgresql":
-            argv = argv + ["--single-transaction"]
-        return self.module.run_command(argv, environ_update=env, data=body)
+        return self.client.script(body)
+
+    def migration_identity(self):
+        return None  # the module's own client: the identity the backup's connection has
+
+    def inspect(self, schema=False, queries=None):
+        out = {}
+        if schema:
+            out["schema"] = self.client.schema()
+        if queries:
+            out["results"] = self.client.queries(queries)
+        return out
 
     # -- the tool interface
     def _has_table(self):
@@ -331,11 +567,15 @@ class SqlScripts:
         if d == "sqlite":
             sql = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
         elif d == "postgresql":
-            sql = "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() " \
+            sql = (
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() "
                 "AND table_name = 'schema_migrations'"
+            )
         else:
-            sql = "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() " \
+            sql = (
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() "
                 "AND table_name = 'schema_migrations'"
+            )
         return str(self.rows(sql)[0][0]) != "0"
 
     def current(self):
@@ -411,47 +651,17 @@ class SqlScripts:
             return self.script(self._set_version(to, False))
         return self.script(self._set_version(to, True) + body + "\n;\n" + self._set_version(to, False))
 
-    def helper(self, schema=False, queries=None, **_ignored):
-        out = {}
-        if schema:
-            out["schema"] = self.schema()
-        if queries:
-            out["results"] = []
-            for sql in queries:
-                try:
-                    rows = self.rows(sql)
-                    value = rows[0][0] if rows else None
-                    out["results"].append({"value": value})
-                except (_Fail, sqlite3.Error) as exc:
-                    out["results"].append({"error": str(exc)[:300]})
-        return out
-
-    def schema(self):
-        tables = {}
-        if self.conn["dialect"] == "sqlite":
-            names = [r[0] for r in self.rows("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1")]
-            for t in names:
-                tables[t] = {r[1]: r[2] for r in self.rows("PRAGMA table_info(\"%s\")" % t.replace('"', '""'))}
-                for r in self.rows("PRAGMA index_list(\"%s\")" % t.replace('"', '""')):
-                    tables[t]["@index " + str(r[1])] = str(r[3])
-            return tables
-        cols, idx = _SCHEMA_SQL[self.conn["dialect"]]
-        for row in self.rows(cols):
-            tables.setdefault(row[0], {})[row[1]] = row[2]
-        for row in self.rows(idx):
-            tables.setdefault(row[0], {})["@index " + row[1]] = row[2]
-        return tables
-
 
 class Sqitch(SqlScripts):
     """A sqitch project (C(sqitch.plan), C(revert/*.sql)), reverted one change at a time with sqitch itself."""
 
     _ENGINES = {"postgresql": "pg", "mysql": "mysql", "sqlite": "sqlite"}
 
-    def __init__(self, module, conn):
+    def __init__(self, module, conn, client):
         self.module = module
         self.p = module.params
         self.conn = conn
+        self.client = client
         self.cwd = self.p["migrations"]
         self.dirty = None
         self.sqitch = module.get_bin_path("sqitch")
@@ -477,8 +687,7 @@ class Sqitch(SqlScripts):
     def _target(self):
         c = self.conn
         if c["dialect"] == "sqlite":
-            path = c["path"] if os.path.isabs(c["path"]) else os.path.join(self.cwd, c["path"])
-            return "db:sqlite:" + path
+            return "db:sqlite:" + self.client.sqlite_path()
         auth = (c["user"] + "@") if c.get("user") else ""
         hostport = (c.get("host") or "") + (":%s" % c["port"] if c.get("port") else "")
         return "db:%s://%s%s/%s" % (self._ENGINES[c["dialect"]], auth, hostport, c["database"])
@@ -500,11 +709,11 @@ class Sqitch(SqlScripts):
         if "No changes deployed" in out + err:
             return _BASE
         if rc != 0:
-            raise _Fail("sqitch status failed: %s" % _last_line(err or out))
+            raise _Fail("sqitch status failed: %s" % self.client.tail(err or out))
         for line in out.splitlines():
             if line.startswith("# Name:"):
                 return line.split(":", 1)[1].strip()
-        raise _Fail("sqitch status did not name the deployed change: %s" % _last_line(out))
+        raise _Fail("sqitch status did not name the deployed change: %s" % self.client.tail(out))
 
     def require_clean(self):
         return None
@@ -538,72 +747,62 @@ class Sqitch(SqlScripts):
         return self._sqitch(["revert", "-y"] + (["--to", to] if to != _BASE else []))
 
 
-def _last_line(text):
-    lines = [x for x in (text or "").strip().splitlines() if x.strip()]
-    return lines[-1][-500:] if lines else "no output"
-
-
 def _stamp():
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
-def backup(module, conn, revision, cwd):
-    p = module.params
-    directory = p["backup_dir"]
+def _now():
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _backup_dir(module):
+    directory = module.params["backup_dir"]
     if not directory:
         raise _Fail("no backup location is configured: set database.backup_dir in the manifest; nothing was changed")
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
     except OSError as exc:
         raise _Fail("the backup directory %s cannot be created (%s); nothing was changed" % (directory, exc)) from None
-    path = os.path.join(directory, _db.backup_name(p["app"], conn, revision, _stamp()))
+    return directory
+
+
+def backup(module, client, conn, revision, tables, attempt, note):
+    """Take a backup of the database at ``revision`` and verify it; a backup that fails the check is refused."""
+    directory = _backup_dir(module)
+    name = _db.backup_name(module.params["app"], conn, revision, _stamp())
+    stem, ext = name.rsplit(".", 1)
+    path = os.path.join(directory, "%s-attempt%d.%s" % (stem, attempt, ext))
+    n = 1
+    while os.path.lexists(path):  # a name taken by anything, a dangling link included, is never written through
+        n += 1
+        path = os.path.join(directory, "%s-attempt%d-%d.%s" % (stem, attempt, n, ext))
     old_umask = os.umask(0o077)
     try:
-        if conn["dialect"] == "sqlite":
-            src_path = conn["path"] if os.path.isabs(conn["path"]) else os.path.join(cwd, conn["path"])
-            if not os.path.isfile(src_path):
-                raise _Fail("the SQLite database %s does not exist; nothing was changed" % src_path)
-            src = sqlite3.connect(src_path)
-            dst = sqlite3.connect(path)
-            try:
-                src.backup(dst)
-            finally:
-                dst.close()
-                src.close()
-            tool = "sqlite3 online backup"
-            restore = _db.sqlite_restore_command(path, src_path)
-        else:
-            names = ["pg_dump"] if conn["dialect"] == "postgresql" else ["mariadb-dump", "mysqldump"]
-            dump = None
-            for name in names:
-                dump = module.get_bin_path(name)
-                if dump:
-                    break
-            if not dump:
-                raise _Fail(
-                    "%s is not installed on the database host: install the database client tools; nothing was changed"
-                    % " or ".join(names)
-                )
-            argv, env, restore = _db.backup_commands(conn, path, dump)
-            rc, _out, err = module.run_command(argv, environ_update=env)
-            if rc != 0:
-                raise _Fail(
-                    "the backup with %s failed: %s; nothing was changed" % (os.path.basename(dump), _last_line(err))
-                )
-            tool = os.path.basename(dump)
+        tool, restore = client.dump(path)
     finally:
         os.umask(old_umask)
+    ok, how = client.verify(path, tables)
+    if not ok:
+        raise _Fail(
+            "the backup %s could not be verified (%s); nothing was changed in the database" % (path, how),
+            detail=how,
+        )
     return {
         "path": path,
         "sha256": _db.sha256_file(path),
         "size": os.path.getsize(path),
         "tool": tool,
         "revision": revision,
+        "taken": _now(),
+        "attempt": attempt,
+        "verified": True,
+        "verified_by": how,
         "restore_command": restore,
+        "note": note,
     }
 
 
-def integrity(tool, current, target, critical_tables, assertions):
+def integrity(tool, current, target, critical_tables, assertions, reference):
     """The checks after the rollback: revision, critical tables, the user's SQL assertions."""
     checks = [
         {
@@ -614,7 +813,8 @@ def integrity(tool, current, target, critical_tables, assertions):
     ]
     answer = {}
     if critical_tables or assertions:
-        answer = tool.helper(schema=bool(critical_tables), queries=[a.get("sql") for a in assertions])
+        answer = tool.inspect(schema=bool(critical_tables), queries=[a.get("sql") for a in assertions])
+        _same(reference, answer.get("identity"), "the integrity checks")
     tables = answer.get("schema") or {}
     for table in critical_tables:
         checks.append(
@@ -642,6 +842,19 @@ def integrity(tool, current, target, critical_tables, assertions):
     return checks
 
 
+def _same(reference, other, who):
+    """Refuse when ``who`` reaches another database than the backup's connection (``reference``)."""
+    if other is None or _db.same_database(reference, other) is not False:
+        return
+    raise _Fail(
+        "%s would reach %s, but the backup is taken of %s: they are not the same database (check the "
+        "application's database settings, e.g. the variable its env.py reads, database.url_env); nothing was "
+        "changed" % (who, _db.describe_identity(other), _db.describe_identity(reference)),
+        refused=True,
+        record={"identity_mismatch": {"backup": reference, "other": other, "who": who}},
+    )
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -651,9 +864,12 @@ def main():
             migrations=dict(type="path"),
             registry=dict(type="str"),
             url=dict(type="str", required=True, no_log=True),
+            url_env=dict(type="str"),
             python=dict(type="path"),
             target_revision=dict(type="str"),
             expected_revision=dict(type="str"),
+            expected_identity=dict(type="dict"),
+            run_id=dict(type="str"),
             approved_steps=dict(type="list", elements="str", default=[]),
             backup_dir=dict(type="path"),
             app=dict(type="str", default="app"),
@@ -677,16 +893,30 @@ def main():
     if conn.get("password"):
         module.no_log_values.add(conn["password"])
     record["dialect"] = conn["dialect"]
+    if p["url_env"] and not _ENV_NAME.match(p["url_env"]):
+        module.fail_json(msg="url_env %r is not an environment variable name" % p["url_env"], database=record)
     if p["tool"] == "alembic" and not os.path.isfile(p["config"]):
         module.fail_json(msg="the Alembic configuration %s does not exist" % p["config"], database=record)
-    state = {"before": None, "current": None}
+    state = {"before": None, "current": None, "run": None}
     try:
-        tool = {"alembic": Alembic, "sql": SqlScripts, "sqitch": Sqitch}[p["tool"]](module, conn)
-        _run(module, tool, conn, record, state)
+        cwd = os.path.dirname(p["config"]) if p["tool"] == "alembic" else p["migrations"]
+        client = Client(module, conn, cwd)
+        tool = {"alembic": Alembic, "sql": SqlScripts, "sqitch": Sqitch}[p["tool"]](module, conn, client)
+        _run(module, tool, client, conn, record, state)
     except _Fail as exc:
         record.update(exc.extra.pop("record", {}))
+        if exc.extra.get("detail"):
+            record["error"] = exc.extra.pop("detail")
+        exc.extra.pop("detail", None)
         record["current"] = state["current"]
         record["from_revision"] = state["before"]
+        run = state["run"]
+        if run:
+            _publish_run(record, run)
+            if run.get("applied") or run.get("half_applied"):
+                # The run already changed this database: a refusal now is a failure to finish, not
+                # a stage that changed nothing.
+                exc.extra["refused"] = False
         module.fail_json(msg=exc.msg, before=state["before"], current=state["current"], database=record, **exc.extra)
 
 
@@ -699,74 +929,226 @@ def _on_planned_path(tool, planned_from, current, target):
         return False
 
 
-def _run(module, tool, conn, record, state):
+def _publish_run(record, run):
+    """The run's backups in the stage's record: the restore point first, every backup, a half-applied step."""
+    if run.get("restore_point"):
+        record["restore_point"] = _db.public_backup(run["restore_point"])
+        record["backup"] = record["restore_point"]  # the backup the report names
+    record["backups"] = [_db.public_backup(b) for b in run.get("backups") or []]
+    if run.get("half_applied"):
+        record["half_applied"] = _db.public_backup(dict(run["half_applied"], schema=None))
+        record["half_applied"].pop("schema_before", None)
+    record["applied"] = list(run.get("applied") or [])
+    record["attempt"] = run.get("attempts")
+    record["run_record"] = run.get("path")
+
+
+def _save(run):
+    if run.get("path"):
+        _db.save_run_record(run["path"], {k: v for k, v in run.items() if k != "path"})
+
+
+def _load_run(module, reference):
+    """The run's record from an earlier attempt (or a new one), after checking it is of this database."""
+    p = module.params
+    path = _db.run_record_path(p["backup_dir"], p["run_id"]) if p["backup_dir"] else None
+    try:
+        run = _db.load_run_record(path)
+    except ValueError as exc:
+        raise _Fail("%s; nothing was changed" % exc) from None
+    if run is None:
+        return {"run_id": p["run_id"], "path": path, "attempts": 0, "backups": [], "applied": []}
+    run["path"] = path
+    if _db.same_database(run.get("identity"), reference) is False:
+        raise _Fail(
+            "this run's restore point %s was taken of %s, but this attempt would change %s: make a new plan; "
+            "nothing was changed"
+            % (
+                (run.get("restore_point") or {}).get("path"),
+                _db.describe_identity(run.get("identity")),
+                _db.describe_identity(reference),
+            ),
+            refused=True,
+        )
+    return run
+
+
+def _earlier_half_applied(run, before, live):
+    """A step an earlier attempt left half-applied (recorded, or the step it was in when it died)."""
+    half = run.get("half_applied")
+    running = run.pop("running", None)
+    if not half and running and running.get("revision") == before:
+        changes = _db.schema_diff(running.get("schema"), live)
+        if changes:
+            half = {
+                "revision": running["revision"],
+                "step": running.get("step"),
+                "changes": changes,
+                "attempt": running.get("attempt"),
+                "schema_before": running.get("schema"),
+                "note": "attempt %s stopped during this step" % running.get("attempt"),
+            }
+            run["half_applied"] = half
+    return half
+
+
+def _run(module, tool, client, conn, record, state):
     p = module.params
     target = p["target_revision"]
+    client.require_file()
     before = tool.current()
     state["before"] = state["current"] = before
     record["from_revision"] = before
+    # Data first: the backup, the migration and the checks must reach the very same database.
+    reference = client.identity()
+    record["identity"] = reference
+    _same(reference, tool.migration_identity(), "the migration tool (%s)" % p["tool"])
+    if p["expected_identity"] and _db.same_database(p["expected_identity"], reference) is False:
+        raise _Fail(
+            "the database is %s, but the plan was made for %s: build a new plan; nothing was changed"
+            % (_db.describe_identity(reference), _db.describe_identity(p["expected_identity"])),
+            refused=True,
+        )
     tool.require_clean()
     if target is None:
         record["current"] = before
         module.exit_json(changed=False, before=before, current=before, database=record)
-    live = tool.helper(schema=True).get("schema") if before != target else {}
+    answer = tool.inspect(schema=True)
+    _same(reference, answer.get("identity"), "the integrity checks")
+    live = answer.get("schema") or {}
+    record["identity_checked"] = ["backup", "migration", "integrity checks"]
     steps = tool.steps(before, target, live)
     record["steps"] = steps
     if p["state"] == "status":
         record["current"] = before
         module.exit_json(changed=False, before=before, current=before, steps=steps, database=record)
 
-    if p["expected_revision"] and before not in (p["expected_revision"], target) and not _on_planned_path(
-        tool, p["expected_revision"], before, target
+    run = None
+    if p["run_id"] and p["backup_dir"] and not module.check_mode:
+        run = state["run"] = _load_run(module, reference)
+    if (
+        p["expected_revision"]
+        and before not in (p["expected_revision"], target)
+        and not _on_planned_path(tool, p["expected_revision"], before, target)
     ):
         raise _Fail(
             "the database is at revision %s, but the plan was made at revision %s: build a new plan; "
             "nothing was changed" % (before, p["expected_revision"]),
             refused=True,
+            stale=True,
         )
+    earlier = _earlier_half_applied(run, before, live) if run else None
+    if earlier and earlier.get("revision") == before and not earlier.get("resolved"):
+        still = _db.schema_diff(earlier.get("schema_before"), live)
+        if still:
+            restore = run.get("restore_point") or {}
+            raise _Fail(
+                "down step %s was left half-applied by attempt %s (%s) and the schema is still that way: "
+                "finish or undo those changes by hand, then resume; or restore the run's restore point %s "
+                "(revision %s): %s. This attempt changed nothing"
+                % (
+                    earlier.get("step") or earlier.get("revision"),
+                    earlier.get("attempt"),
+                    "; ".join(earlier.get("changes") or []),
+                    restore.get("path"),
+                    restore.get("revision"),
+                    restore.get("restore_command"),
+                ),
+                refused=True,
+            )
+        earlier["resolved"] = "the schema was put back as it was before the step (seen by attempt %d)" % (
+            run["attempts"] + 1
+        )
+    elif earlier and not earlier.get("resolved"):
+        earlier["resolved"] = "the database has moved on to revision %s since" % before
     problem = _db.guard_problem(steps, p["approved_steps"])
     if problem:
         raise _Fail("refused before touching the database: %s" % problem, refused=True)
     if not steps:
-        record["integrity"] = integrity(tool, before, target, p["critical_tables"], p["assertions"])
+        record["integrity"] = integrity(tool, before, target, p["critical_tables"], p["assertions"], reference)
         record["current"] = before
+        if run and run.get("restore_point"):
+            _publish_run(record, run)
         _finish(module, record, changed=False, before=before, current=before)
     if module.check_mode:
         record["current"] = before
         module.exit_json(changed=True, before=before, current=before, steps=steps, database=record)
 
-    record["backup"] = backup(module, conn, before, tool.cwd)
-    applied = []
-    record["applied"] = applied
+    if run is None:  # no run id: this call's own backup is its restore point
+        run = state["run"] = {"path": None, "attempts": 0, "backups": [], "applied": []}
+    run["attempts"] += 1
+    attempt = run["attempts"]
+    run["identity"] = reference
+    if not run.get("restore_point"):
+        note = "the run's restore point: the database at revision %s before the rollback changed anything" % before
+        taken = backup(module, client, conn, before, list(live), attempt, note)
+        run["restore_point"] = taken
+    else:
+        note = "taken by attempt %d before it went on from revision %s; the restore point is still %s" % (
+            attempt,
+            before,
+            run["restore_point"]["path"],
+        )
+        taken = backup(module, client, conn, before, list(live), attempt, note)
+    run["backups"].append(taken)
+    _save(run)  # before the first change: a killed attempt leaves the restore point findable
+    _publish_run(record, run)
+    restore_point = run["restore_point"]
     for step in steps:
         # A snapshot before each step tells a failed step that left part of its DDL behind (MariaDB and
         # Alembic's SQLite run DDL outside a transaction) from one that was rolled back whole.
-        snapshot = tool.helper(schema=True).get("schema")
+        snapshot = tool.inspect(schema=True).get("schema")
+        run["running"] = {
+            "step": _db.step_label(step),
+            "revision": step["revision"],
+            "schema": snapshot,
+            "attempt": attempt,
+        }
+        _save(run)
         rc, out, err = tool.downgrade(step["to"], step)
         reached = tool.current()
         state["current"] = reached
+        _same(reference, tool.migration_identity(), "the migration tool (%s)" % p["tool"])
         if rc != 0 or reached != step["to"] or getattr(tool, "dirty", None):
-            why = _last_line(err or out) if rc != 0 else "the tool left the database at %s" % reached
-            extra = {"failed_step": _db.step_label(step)}
+            why = client.tail(err or out) if rc != 0 else "the tool left the database at %s" % reached
+            extra = {"failed_step": _db.step_label(step), "error": why}
             msg = "down step %s failed: %s. The database is at revision %s" % (_db.step_label(step), why, reached)
             if getattr(tool, "dirty", None):
                 extra["dirty"] = tool.dirty
-                msg = "down step %s failed: %s. schema_migrations says version %s, dirty: the down script of %s " \
-                    "stopped part-way, so the schema is between %s and %s" % (
-                        _db.step_label(step), why, reached, step["revision"], step["revision"], reached)
+                msg = (
+                    "down step %s failed: %s. schema_migrations says version %s, dirty: the down script of %s "
+                    "stopped part-way, so the schema is between %s and %s"
+                    % (_db.step_label(step), why, reached, step["revision"], step["revision"], reached)
+                )
+            run.pop("running", None)
             if snapshot is not None and (reached == step["revision"] or "dirty" in extra):
-                changes = _db.schema_diff(snapshot, tool.helper(schema=True).get("schema"))
+                changes = _db.schema_diff(snapshot, tool.inspect(schema=True).get("schema"))
                 if changes:
-                    extra["half_applied"] = {"revision": step["revision"], "changes": changes}
+                    run["half_applied"] = {
+                        "revision": step["revision"],
+                        "step": _db.step_label(step),
+                        "changes": changes,
+                        "attempt": attempt,
+                        "schema_before": snapshot,
+                    }
                     msg += (
                         " with part of step %s applied (its DDL is not transactional): %s. Finish or undo those "
-                        "changes by hand, or restore the backup" % (_db.step_label(step), "; ".join(changes))
+                        "changes by hand, or restore the restore point" % (_db.step_label(step), "; ".join(changes))
                     )
-            msg += "; no further down step ran; the backup is %s" % record["backup"]["path"]
-            raise _Fail(msg, changed=bool(applied) or "half_applied" in extra, record=extra)
-        applied.append(_db.step_label(step))
+            _save(run)
+            _publish_run(record, run)
+            msg += "; no further down step ran; the restore point is %s (revision %s; restore: %s)" % (
+                restore_point["path"],
+                restore_point["revision"],
+                restore_point["restore_command"],
+            )
+            raise _Fail(msg, changed=bool(run.get("applied")) or "half_applied" in run, record=extra, detail=why)
+        run.pop("running", None)
+        run["applied"].append(_db.step_label(step))
+        _save(run)
+    _publish_run(record, run)
     record["current"] = state["current"]
-    record["integrity"] = integrity(tool, state["current"], target, p["critical_tables"], p["assertions"])
+    record["integrity"] = integrity(tool, state["current"], target, p["critical_tables"], p["assertions"], reference)
     _finish(module, record, changed=True, before=before, current=state["current"])
 
 

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: flag_off
 short_description: Turn a release's feature flags off in its flag system and read them back
-version_added: "0.2.0"
+version_added: "1.0.0"
 description:
   - Turns each flag off, reads its state back, and returns per flag the state before and after and
     the time it was turned off, enough to turn it back on later.
@@ -32,6 +32,13 @@ options:
     type: list
     elements: str
     required: true
+  expect:
+    description:
+      - Compare-and-swap, flag name to the digest of the state the plan found (C(sha256:...) of its
+        canonical JSON), or null when the plan could not read it.
+      - A flag that is on and whose state is not that one is left as it is and reported C(stale).
+      - A flag with null is turned off whatever its state (the plan said its state was unknown).
+    type: dict
   file:
     description: The flagd flag file (C(flagd)).
     type: path
@@ -72,6 +79,33 @@ options:
   comment:
     description: Change comment recorded by flag systems that keep one (C(launchdarkly)).
     type: str
+  run_id:
+    description: The rollback run; with O(record_dir), the flags' states are kept in the run's record.
+    type: str
+  record_dir:
+    description:
+      - Where the run's record C(.release-rollback-run-<run_id>.flags.json) is kept (mode 0600, no secrets).
+      - Before it changes anything, the module records each flag's state there; a later attempt of the same
+        run (a resume after the driver was killed) reports that state as C(before), not the C(off) it finds,
+        and the time the earlier attempt turned the flag off.
+    type: path
+requirements:
+  - Python 3 on the host; the module runs no external command. The C(unleash), C(launchdarkly), C(flagsmith)
+    and C(http) backends need the flag system's HTTP API reachable from the host.
+attributes:
+  check_mode:
+    description: Can run in check mode and return the changed status prediction without modifying the target.
+    support: full
+    details:
+      - Reads each flag and reports whether it would be turned off; the flag file or flag system is not
+        changed and no run record is written.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode) when in diff mode.
+    support: none
+  platform:
+    description: Target OS/families that can be operated against.
+    support: N/A
+    platforms: posix
 author:
   - release-rollback contributors (@release-rollback)
 """
@@ -112,9 +146,10 @@ from ansible_collections.release.rollback.plugins.module_utils import (
     flagd,
     flagsmith,
     launchdarkly,
+    runrecord,
     unleash,
 )
-from ansible_collections.release.rollback.plugins.module_utils.flag_common import FlagError
+from ansible_collections.release.rollback.plugins.module_utils.flag_common import FlagError, utcnow
 
 _NEEDS = {
     "flagd": ("file",),
@@ -127,9 +162,14 @@ _NEEDS = {
 
 def turn_off(p, check_mode):
     backend = p["backend"]
-    http = {"timeout": p["timeout"], "validate_certs": p["validate_certs"], "check_mode": check_mode}
+    http = {
+        "timeout": p["timeout"],
+        "validate_certs": p["validate_certs"],
+        "check_mode": check_mode,
+        "expected": p["expect"],
+    }
     if backend == "flagd":
-        return flagd.turn_off(p["file"], p["names"], check_mode=check_mode, strict=False)
+        return flagd.turn_off(p["file"], p["names"], check_mode=check_mode, strict=False, expected=p["expect"])
     if backend == "unleash":
         return unleash.turn_off(p["url"], p["project"], p["environment"], p["names"], p["token"], **http)
     if backend == "launchdarkly":
@@ -149,6 +189,42 @@ def turn_off(p, check_mode):
     )
 
 
+def _record_before(p, record_path, check_mode):
+    """The run's record of the flags, with the state of every flag it does not know yet read (changing
+    nothing) and written to it before anything is turned off."""
+    if not record_path or check_mode:
+        return None
+    record = runrecord.load(record_path) or {"flags": {}}
+    unknown = [n for n in p["names"] if n not in record["flags"]]
+    if unknown:
+        try:
+            read = turn_off(dict(p, names=unknown), check_mode=True)
+        except FlagError:
+            return record  # the flag system is down: the real call below says so
+        for name in unknown:
+            before = read["flags"][name].get("before")
+            if before is not None:
+                record["flags"][name] = {"before": before, "read_at": utcnow()}
+        runrecord.save(record_path, record)
+    return record
+
+
+def _merge_record(result, record):
+    """A flag this attempt found off that an earlier attempt of the run turned off keeps that attempt's
+    ``before`` (and says so); the record gets when each flag was turned off."""
+    if not record:
+        return
+    for name, entry in result["flags"].items():
+        kept = record["flags"].get(name) or {}
+        if entry.get("changed") and entry.get("time"):
+            kept["turned_off"] = entry["time"]
+        elif (entry.get("before") or {}).get("off") and kept.get("before") and not kept["before"].get("off"):
+            entry["before"] = kept["before"]
+            entry["time"] = kept.get("turned_off") or kept.get("read_at")
+            entry["earlier_attempt"] = True
+            entry["msg"] = "turned off by an earlier attempt of this run"
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -164,6 +240,9 @@ def main():
             timeout=dict(type="float", default=10),
             validate_certs=dict(type="bool", default=True),
             comment=dict(type="str"),
+            expect=dict(type="dict"),
+            run_id=dict(type="str"),
+            record_dir=dict(type="path"),
         ),
         supports_check_mode=True,
     )
@@ -177,7 +256,14 @@ def main():
             % p["backend"]
         )
     try:
+        record_path = runrecord.path(p["record_dir"], p["run_id"], "flags")
+        record = _record_before(p, record_path, module.check_mode)
         result = turn_off(p, module.check_mode)
+        _merge_record(result, record)
+        if record is not None:
+            runrecord.save(record_path, record)
+    except ValueError as exc:
+        module.fail_json(msg=str(exc), flags={})
     except FlagError as exc:
         flags = {n: {"backend": p["backend"], "changed": False, "left_on": True, "error": str(exc)} for n in p["names"]}
         module.fail_json(
@@ -193,6 +279,7 @@ def main():
             msg="%s; flags left on: %s"
             % ("; ".join(errors[n] for n in p["names"] if n in errors), ", ".join(left_on) or "none"),
             unavailable=result["unavailable"],
+            stale=bool(result.get("stale")) and len(result["stale"]) == len(errors),
             flags=result["flags"],
             changed=result["changed"],
         )

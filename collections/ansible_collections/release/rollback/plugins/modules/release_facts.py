@@ -9,11 +9,14 @@ DOCUMENTATION = r"""
 ---
 module: release_facts
 short_description: Discover the live and the previous known-good release on a host
-version_added: "0.1.0"
+version_added: "1.0.0"
 description:
   - Reads the live release with C(readlink current), lists the releases by name (as versions when
     they look like versions), never by mtime, and picks the newest release older than the live one
     that is not marked C(DEPLOY_UNFINISHED), C(ROLLED_BACK) or C(KNOWN_BAD).
+  - A release is a real directory directly inside C(releases/) whose name passes the manifest's
+    release-name rules; other entries are returned in RV(passed_over). A C(current) that points
+    outside C(releases/), or at a link or a hostile name in it, fails the host.
   - One round trip per host.
 options:
   app_root:
@@ -38,9 +41,32 @@ options:
     description: With O(lock), replace a lock older than an hour held by another run.
     type: bool
     default: false
+  break_lock_of:
+    description:
+      - Runs whose locks may be replaced at once, whatever their age, because the controller checked that
+        they cannot be working any more (their driver is gone on that machine, or the run is final).
+      - The driver passes them with C(--break-lock); a replaced holder is returned in RV(lock_broken).
+    type: list
+    elements: str
+    default: []
 extends_documentation_fragment:
   - release.rollback.releases
   - release.rollback.releases.layout
+requirements:
+  - Python 3 on the host; the module runs no external command.
+attributes:
+  check_mode:
+    description: Can run in check mode and return the changed status prediction without modifying the target.
+    support: full
+    details:
+      - Reads the host only; with O(lock) the lock is not taken (nor a stale one broken) in check mode.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode) when in diff mode.
+    support: none
+  platform:
+    description: Target OS/families that can be operated against.
+    support: N/A
+    platforms: posix
 author:
   - release-rollback contributors (@release-rollback)
 """
@@ -94,6 +120,13 @@ skipped_releases:
   returned: success
   type: list
   elements: str
+passed_over:
+  description:
+    - Entries of C(releases/) that are not releases, each with why (name as shown, escaped, to reason).
+    - A link (to a directory anywhere) or a name that fails the manifest's release-name rules (a newline,
+      C(/), shell metacharacters) is never a release, never the previous release and never a target.
+  returned: success
+  type: dict
 marks:
   description: Release name to the marks found in it.
   returned: success
@@ -110,6 +143,10 @@ locked:
   description: Whether O(run_id) holds the host's lock after this call.
   returned: success
   type: bool
+lock_broken:
+  description: The holder of the lock this call replaced (a run named in O(break_lock_of)), or null.
+  returned: success
+  type: dict
 lock_problem:
   description: One sentence naming the lock's holder when another run holds it, or null.
   returned: success
@@ -123,6 +160,7 @@ from ansible_collections.release.rollback.plugins.module_utils.releases import (
     ReleaseError,
     acquire_lock,
     discover,
+    release_lock,
 )
 
 
@@ -136,6 +174,7 @@ def main():
             lock=dict(type="bool", default=False),
             operator=dict(type="str"),
             break_stale_lock=dict(type="bool", default=False),
+            break_lock_of=dict(type="list", elements="str", default=[]),
         ),
         required_if=[("lock", True, ("run_id",))],
         supports_check_mode=True,
@@ -153,6 +192,12 @@ def main():
         module.fail_json(msg=str(exc))
     holder = info["lock"]
     info["locked"] = bool(holder and p["run_id"] and holder.get("run_id") == p["run_id"])
+    info["lock_broken"] = None
+    breakable = bool(holder and holder.get("run_id") and holder["run_id"] in p["break_lock_of"])
+    # The controller checked that this holder cannot be working any more: its lock goes at once.
+    if breakable and not module.check_mode and release_lock(info["app_root"], holder["run_id"]):
+        info["lock_broken"], info["lock"], info["lock_problem"] = holder, None, None
+        holder = None
     stale_breakable = bool(p["break_stale_lock"] and holder and holder.get("stale"))
     if p["lock"] and not info["locked"] and (not info["lock_problem"] or stale_breakable) and not module.check_mode:
         try:

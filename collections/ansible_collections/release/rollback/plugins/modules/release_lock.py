@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: release_lock
 short_description: Take or release the host-side lock of an application's deploy directory
-version_added: "0.1.0"
+version_added: "1.0.0"
 description:
   - The lock is the file C(<app_root>/.rollback.lock) holding the run id, the operator, the time and
     the host. While one run holds it, another rollback (or a deploy that honours it) is refused with
@@ -37,6 +37,21 @@ options:
     description: Replace a stale lock of another run.
     type: bool
     default: false
+requirements:
+  - Python 3 on the host; the module runs no external command.
+attributes:
+  check_mode:
+    description: Can run in check mode and return the changed status prediction without modifying the target.
+    support: full
+    details:
+      - Reports whether the lock would be taken or given back, without writing it.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode) when in diff mode.
+    support: none
+  platform:
+    description: Target OS/families that can be operated against.
+    support: N/A
+    platforms: posix
 author:
   - release-rollback contributors (@release-rollback)
 """

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: release_snapshot
 short_description: Record at deploy time what a later rollback needs (the deployment snapshot)
-version_added: "0.1.0"
+version_added: "1.0.0"
 description:
   - Run by a deploy once the new release is live (for instance as an ansistrano C(after_symlink) hook).
   - Copies the configuration files kept outside the release to
@@ -47,6 +47,21 @@ options:
     type: str
 extends_documentation_fragment:
   - release.rollback.releases
+requirements:
+  - Python 3 on the host; the module runs no external command.
+attributes:
+  check_mode:
+    description: Can run in check mode and return the changed status prediction without modifying the target.
+    support: full
+    details:
+      - Reports what the snapshot would record, without writing it.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode) when in diff mode.
+    support: none
+  platform:
+    description: Target OS/families that can be operated against.
+    support: N/A
+    platforms: posix
 author:
   - release-rollback contributors (@release-rollback)
 """

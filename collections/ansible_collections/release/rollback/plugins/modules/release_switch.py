@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: release_switch
 short_description: Switch a host's live release back atomically and restore its configuration
-version_added: "0.1.0"
+version_added: "1.0.0"
 description:
   - Points C(current) at O(target) with a temporary link and a rename, keeping the link style found
     (relative stays relative, absolute stays absolute). C(shared/) is never touched.
@@ -26,6 +26,21 @@ extends_documentation_fragment:
   - release.rollback.releases
   - release.rollback.releases.layout
   - release.rollback.releases.switch
+requirements:
+  - Python 3 on the host; the module runs no external command.
+attributes:
+  check_mode:
+    description: Can run in check mode and return the changed status prediction without modifying the target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode) when in diff mode.
+    support: full
+    details:
+      - Returns the C(current) link's target before and after.
+  platform:
+    description: Target OS/families that can be operated against.
+    support: N/A
+    platforms: posix
 author:
   - release-rollback contributors (@release-rollback)
 """

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: rollback_notify
 short_description: Tell the rollback's stakeholders that it started (or any other event)
-version_added: "0.1.0"
+version_added: "1.0.0"
 description:
   - Sends one notification to the channels of the manifest's C(notify) section (Slack incoming
     webhook, e-mail over SMTP, generic webhook) with the implementation the driver uses, and records
@@ -39,6 +39,22 @@ options:
   secrets:
     description: Secrets named by the C(*_env) keys (e.g. from Ansible Vault); others come from the environment.
     type: dict
+requirements:
+  - Python 3 on the host; the module runs no external command. The notify channels' URLs must be reachable
+    from the host.
+attributes:
+  check_mode:
+    description: Can run in check mode and return the changed status prediction without modifying the target.
+    support: full
+    details:
+      - Sends nothing.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode) when in diff mode.
+    support: none
+  platform:
+    description: Target OS/families that can be operated against.
+    support: N/A
+    platforms: posix
 author:
   - release-rollback contributors (@release-rollback)
 """

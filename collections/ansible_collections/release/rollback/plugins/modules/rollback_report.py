@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: rollback_report
 short_description: Write the rollback report and record the release as rolled back
-version_added: "0.1.0"
+version_added: "1.0.0"
 description:
   - Builds the report from the plan, its approval and every stage result with the renderer the
     driver uses too, writes C(report.json), C(report.md) and C(report.html) into O(run_dir), and appends the release's
@@ -53,6 +53,19 @@ options:
       - Secrets named by the C(*_env) keys of the C(notify) and C(rca) sections (e.g. from Ansible Vault);
         a name missing here is read from the controller's environment.
     type: dict
+requirements:
+  - Python 3 on the host; the module runs no external command.
+attributes:
+  check_mode:
+    description: Can run in check mode and return the changed status prediction without modifying the target.
+    support: none
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode) when in diff mode.
+    support: none
+  platform:
+    description: Target OS/families that can be operated against.
+    support: N/A
+    platforms: posix
 author:
   - release-rollback contributors (@release-rollback)
 """

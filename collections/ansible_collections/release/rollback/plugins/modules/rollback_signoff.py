@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: rollback_signoff
 short_description: Record the Release Manager's sign-off of a finished rollback
-version_added: "0.1.0"
+version_added: "1.0.0"
 description:
   - Confirms a rollback complete, as C(release-rollback signoff) does and with the same code; for an AWX
     workflow, run it as the job template after the approval node that follows validation.
@@ -38,6 +38,19 @@ options:
     description: Sign off a partially completed rollback, accepting the known limitations in its report.
     type: bool
     default: false
+requirements:
+  - Python 3 on the host; the module runs no external command.
+attributes:
+  check_mode:
+    description: Can run in check mode and return the changed status prediction without modifying the target.
+    support: none
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode) when in diff mode.
+    support: none
+  platform:
+    description: Target OS/families that can be operated against.
+    support: N/A
+    platforms: posix
 author:
   - release-rollback contributors (@release-rollback)
 """

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: service_checks
 short_description: Smoke tests, Prometheus thresholds and Alertmanager alerts for a rolled-back service
-version_added: "0.1.0"
+version_added: "1.0.0"
 description:
   - Runs the manifest's service-level checks once (from the controller) and returns every check's value,
     threshold, result and time, so that they can go into the rollback report.
@@ -31,6 +31,22 @@ options:
   alertmanager:
     description: C({url, matchers, retries, delay}); matchers are C(label="value") strings.
     type: dict
+requirements:
+  - The commands given as smoke checks (O(smoke)) on the host. Prometheus and Alertmanager are read over HTTP.
+attributes:
+  check_mode:
+    description: Can run in check mode and return the changed status prediction without modifying the target.
+    support: full
+    details:
+      - The checks change nothing themselves, so they run in check mode too; the smoke commands given are run
+        and the URLs are read.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode) when in diff mode.
+    support: none
+  platform:
+    description: Target OS/families that can be operated against.
+    support: N/A
+    platforms: posix
 author:
   - release-rollback contributors (@release-rollback)
 """

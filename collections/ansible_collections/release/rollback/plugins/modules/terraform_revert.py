@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: terraform_revert
 short_description: Plan the previous release's Terraform/OpenTofu configuration, summarise it, apply it
-version_added: "0.1.0"
+version_added: "1.0.0"
 description:
   - Runs C(init), C(plan -detailed-exitcode -out) and C(show -json) in O(project_path) (the previous release's
     configuration, checked out), and returns the plan's summary (resources to add, change and destroy).
@@ -37,6 +37,24 @@ options:
     description: Apply a plan that destroys resources.
     type: bool
     default: false
+requirements:
+  - C(terraform) or C(tofu) (O(binary)) on the host.
+attributes:
+  check_mode:
+    description: Can run in check mode and return the changed status prediction without modifying the target.
+    support: partial
+    details:
+      - Nothing is applied, but the preparation runs. With O(init), C(init) may download providers and modules
+        into C(.terraform) and write C(.terraform.lock.hcl) in O(project_path).
+      - C(plan) takes and releases the state lock and writes its plan file into the module's temporary
+        directory, which is removed afterwards.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode) when in diff mode.
+    support: none
+  platform:
+    description: Target OS/families that can be operated against.
+    support: N/A
+    platforms: posix
 author:
   - release-rollback contributors (@release-rollback)
 """

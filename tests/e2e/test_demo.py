@@ -1,0 +1,60 @@
+"""``release-rollback demo``: says where its fleet is, removes it afterwards unless --keep."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import urllib.request
+
+import pytest
+from conftest import CLI
+
+pytestmark = pytest.mark.e2e
+
+
+def _demo(tmp_path, *args):
+    env = dict(os.environ, TMPDIR=str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    return subprocess.run(
+        [CLI, "--runs-dir", str(tmp_path / "runs"), "demo", "--hosts", "2", *args],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_the_demo_names_its_fleet_and_removes_it(tmp_path):
+    proc = _demo(tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    fleet = next(line.split(" in ", 1)[1].split(" ...")[0] for line in proc.stdout.splitlines() if "demo fleet" in line)
+    assert fleet.startswith(str(tmp_path / "tmp" / "release-rollback-demo-"))
+    assert f"Demo fleet {fleet} stopped and removed (--keep leaves it)." in proc.stdout
+    assert not os.path.exists(fleet)
+    assert list((tmp_path / "tmp").iterdir()) == []
+    # The run and its report stay where runs go.
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run_dir / "report.json").read_text())["exit_state"] == "completed"
+
+
+def test_the_demo_keeps_its_fleet_running_with_keep(tmp_path):
+    workdir = tmp_path / "fleet"
+    proc = _demo(tmp_path, "--keep", "--workdir", str(workdir), "--json")
+    try:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        summary = json.loads(proc.stdout)
+        assert summary["fleet"] == str(workdir) and summary["fleet_kept"] is True
+        assert f"Demo fleet kept in {workdir}" in proc.stderr
+        port = (workdir / "hosts" / "web1" / "port").read_text().strip()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=5) as resp:
+            assert json.loads(resp.read())["version"] == summary["hosts"]["web1"].split("/")[-1]
+    finally:
+        from release_rollback import demo_service
+
+        for host in ("web1", "web2"):
+            demo_service.main(["stop", str(workdir / "hosts" / host)])
+        if (workdir / "lb" / "lb.pid").exists():
+            demo_service.main(["lb-stop", str(workdir / "lb")])
