@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from release_rollback import content
 from release_rollback.rundir import PlanFileError, read_plan_file
@@ -47,6 +47,8 @@ sections = st.fixed_dictionaries(
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(values, sections, st.builds(lambda s: {"rollback_manifest": s}, sections)))
+@example({"app": None, "validation": {"\n": None}})  # an unknown key with a line break, named in the sentence
+@example({"validation": {"k" * 5000: None}})
 def test_manifest_parser_fails_only_with_one_sentence(data):
     try:
         parsed = manifest.parse_manifest(data)

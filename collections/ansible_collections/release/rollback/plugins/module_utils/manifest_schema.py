@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
@@ -287,7 +288,16 @@ def options_at(path):
 
 
 def _where(path):
-    return ".".join(path)
+    """A dotted path for a sentence: a part that is not a plain word is quoted, control characters escaped."""
+    return ".".join(_part(p) for p in path)
+
+
+def _part(part):
+    text = str(part)
+    if re.match(r"^[A-Za-z0-9_-]{1,64}$", text):
+        return text
+    shown = repr(text)
+    return shown if len(shown) <= 66 else shown[:60] + "...'"
 
 
 def _type_name(value):
