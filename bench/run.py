@@ -125,8 +125,11 @@ def median(values: list[float]) -> float:
     return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
-def code_only_run(built: dict, root: Path, environ: dict, runs: Path) -> tuple[float, float, float]:
-    """One `run --scope code_config` (assess, code stage, report): (total s, code stage s, driver peak RSS MB)."""
+def code_only_run(built: dict, root: Path, environ: dict, runs: Path) -> tuple[float, float, float, dict]:
+    """One `run --scope code_config` (assess, code stage, report).
+
+    Returns (total s, code stage s, driver peak RSS MB, the report's time to restore from the approval).
+    """
     shutil.rmtree(runs, ignore_errors=True)
     cmd = [CLI, "--runs-dir", str(runs), "run", "-i", str(built["inventory"]), "-m", str(built["manifest"])]
     total_s, _, rss_mb = timed([*cmd, "--scope", "code_config", "--approver", "bench", "--yes"], root, environ)
@@ -137,7 +140,8 @@ def code_only_run(built: dict, root: Path, environ: dict, runs: Path) -> tuple[f
         os.readlink(Path(h) / "current") == f"./releases/{benchfleet.GOOD}" for h in (root / "hosts").glob("*/app")
     )
     assert not any((root / "hosts").glob("*/app/.rollback.lock")), "a host lock was left behind"
-    return total_s, state["stages"]["code_config"]["seconds"], rss_mb
+    ttr = json.loads((run_dir / "report.json").read_text())["time_to_restore"]
+    return total_s, state["stages"]["code_config"]["seconds"], rss_mb, ttr
 
 
 def bench_code_stage(sizes: list[int], work: Path, repeat: int = 3, extra_env: dict | None = None) -> list[dict]:
@@ -150,7 +154,7 @@ def bench_code_stage(sizes: list[int], work: Path, repeat: int = 3, extra_env: d
         environ = dict(env(work / f"home-{n}"), **(extra_env or {}))
         floor = root / "floor.yml"
         floor.write_text(FLOOR.format(good=benchfleet.GOOD))
-        floors, stages_s, totals, rss = [], [], [], []
+        floors, stages_s, totals, rss, first, every = [], [], [], [], [], []
         try:
             for _ in range(repeat):
                 benchfleet.reset(root)
@@ -158,7 +162,9 @@ def bench_code_stage(sizes: list[int], work: Path, repeat: int = 3, extra_env: d
                     timed([str(BIN / "ansible-playbook"), "-i", str(built["inventory"]), str(floor)], root, environ)[0]
                 )
                 benchfleet.reset(root)
-                total_s, code_s, rss_mb = code_only_run(built, root, environ, root / "runs")
+                total_s, code_s, rss_mb, ttr = code_only_run(built, root, environ, root / "runs")
+                first.append(ttr["first_host_restored"]["seconds"])
+                every.append(ttr["all_hosts_restored"]["seconds"])
                 totals.append(total_s)
                 stages_s.append(code_s)
                 rss.append(rss_mb)
@@ -176,13 +182,21 @@ def bench_code_stage(sizes: list[int], work: Path, repeat: int = 3, extra_env: d
                 "stage_ratio": code_s / floor_s,
                 "run_ratio": total_s / floor_s,
                 "driver_peak_rss_mb": max(rss),
-                "samples": {"floor_s": floors, "code_stage_s": stages_s, "code_only_run_s": totals},
+                "approval_to_first_host_s": median(first),
+                "approval_to_all_hosts_s": median(every),
+                "samples": {
+                    "floor_s": floors,
+                    "code_stage_s": stages_s,
+                    "code_only_run_s": totals,
+                    "approval_to_first_host_s": first,
+                    "approval_to_all_hosts_s": every,
+                },
             }
         )
         print(
             f"  N={n:<4} floor {floor_s:6.1f}s | code stage {code_s:6.1f}s ({code_s / floor_s:.2f}x) | "
-            f"code-only run {total_s:6.1f}s ({total_s / floor_s:.2f}x) | driver peak RSS {max(rss):.0f} MB"
-            f"   (median of {repeat})",
+            f"code-only run {total_s:6.1f}s ({total_s / floor_s:.2f}x) | driver peak RSS {max(rss):.0f} MB | "
+            f"approval to first host {median(first):.1f}s, to all hosts {median(every):.1f}s   (median of {repeat})",
             flush=True,
         )
     return rows

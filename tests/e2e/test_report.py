@@ -88,6 +88,14 @@ def test_markdown_and_json_reports_come_from_the_same_data(rolled_back):
     }
     assert "- **Sign-off:** awaiting sign-off" in as_md
     assert "## Timeline" in as_md
+    # Time to restore, from the approval: first host, every host, validated, in that order.
+    ttr = as_json["time_to_restore"]
+    assert ttr["approved"].startswith(as_json["approval"]["time"][:19])
+    seconds = [ttr[k]["seconds"] for k in ("first_host_restored", "all_hosts_restored", "validated")]
+    assert None not in seconds and 0 <= seconds[0] <= seconds[1] <= seconds[2], ttr
+    last_host = max(h["ended"] for h in code["hosts"])
+    assert ttr["all_hosts_restored"]["at"] == last_host
+    assert f"every host restored {seconds[1]:.1f} s, validated {seconds[2]:.1f} s." in as_md
     (recorded,) = [json.loads(x) for x in (run_dir.parent.parent / "releases.jsonl").read_text().splitlines()]
     assert recorded == dict(
         recorded, version=as_json["from_version"], status="rolled_back", known_bad=True, run_id=run_dir.name

@@ -157,3 +157,28 @@ def test_a_restore_point_and_further_backups_of_the_database_stage_are_facts_of_
         for fact in ("/backups/first.dump", "sha256:2222", "pg_restore -d shop /backups/point.dump", "sha256:3333"):
             assert fact in text, (fmt, fact)
     assert rendered["md"].count("pg_restore") == rendered["html"].count("pg_restore") == 3
+
+
+def test_time_to_restore_counts_from_the_approval_and_names_what_was_never_reached():
+    approval = {"approver": "alice", "time": "2026-11-26T10:00:04Z"}
+    spans = {"code_config": {"web1": {"started": "2026-11-26T10:00:06.5+00:00", "ended": "2026-11-26T10:00:12+00:00"}}}
+    rep = report.build(PLAN, approval, _results(), host_spans=spans)
+    ttr = rep["time_to_restore"]
+    assert ttr["first_host_restored"]["seconds"] == 8.0  # web1's work ended at 10:00:12
+    assert ttr["all_hosts_restored"] == {"at": None, "seconds": None, "why": "not every host was restored"}
+    assert ttr["validated"]["seconds"] is None and ttr["validated"]["why"] == "validation did not run"
+    line = (
+        "Time to restore from the approval at 2026-11-26T10:00:04.000Z: first host restored 8.0 s, "
+        "every host restored: not every host was restored, validated: validation did not run."
+    )
+    for text in _every_format(rep).values():
+        assert line in text
+
+    results = _results()
+    results["code_config"].update(status="ok", hosts={h: {"status": "ok"} for h in ("web1", "web2")})
+    results["validate"] = {"stage": "validate", "status": "ok", "started": "2026-11-26T10:00:41Z"}
+    results["validate"].update(ended="2026-11-26T10:00:50Z", hosts={})
+    ttr = report.build(PLAN, approval, results, host_spans=spans)["time_to_restore"]
+    assert ttr["first_host_restored"]["seconds"] == 8.0
+    assert ttr["all_hosts_restored"]["seconds"] == 36.0  # web2 had no events: the stage's end, 10:00:40
+    assert ttr["validated"] == {"at": "2026-11-26T10:00:50.000Z", "seconds": 46.0, "why": None}

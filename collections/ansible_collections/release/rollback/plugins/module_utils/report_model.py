@@ -128,6 +128,7 @@ def build(
             "previous_known_good": plan.get("to_version"),
         },
         "timeline": rows,
+        "time_to_restore": time_to_restore(approval, rows),
         "signoff": signoff or None,
         "signoff_status": signoff_status(signoff),
         "rca": rca or {"status": "not configured"},
@@ -143,6 +144,8 @@ def refresh(rep, signoff=None):
     rep = dict(rep)
     rep["signoff"] = signoff or None
     rep["signoff_status"] = signoff_status(signoff)
+    if "time_to_restore" not in rep:  # a report written before the figure existed
+        rep["time_to_restore"] = time_to_restore(rep.get("approval"), rep.get("timeline"))
     rep["sections"] = sections(rep)
     return rep
 
@@ -331,6 +334,62 @@ def _window(window, results):
         out["rollback_ended"] = max(ends)
         out["ended_outside"] = max(ends) > window.get("end", "")
     return out
+
+
+def time_to_restore(approval, rows):
+    """Seconds from the approval to the first host restored, to every host restored, and to validated.
+
+    A host counts as restored when the code stage's work on it ended ``ok`` (switched, restarted and
+    answering on the target). Each figure is ``None``, with a ``why``, when it was never reached.
+    """
+    approved = parse_time((approval or {}).get("time"))
+    by_stage = {row["stage"]: row for row in rows or []}
+    code = by_stage.get("code_config") or {}
+    hosts = code.get("hosts") or []
+    restored = sorted(t for t in (parse_time(h.get("ended")) for h in hosts if h.get("status") == _stages.OK) if t)
+    validate = by_stage.get("validate") or {}
+
+    def mark(moment, why):
+        if approved is None:
+            return {"at": _iso(moment), "seconds": None, "why": "no approval time"}
+        if moment is None:
+            return {"at": None, "seconds": None, "why": why}
+        return {"at": _iso(moment), "seconds": round(max(0.0, (moment - approved).total_seconds()), 1), "why": None}
+
+    if code.get("status") in (None, NOT_RUN, _stages.SKIPPED) or not hosts:
+        first = every = mark(None, "no host was rolled back")
+    else:
+        first = mark(restored[0] if restored else None, "no host was restored")
+        every = mark(restored[-1] if len(restored) == len(hosts) else None, "not every host was restored")
+    validated = mark(
+        parse_time(validate.get("ended")) if validate.get("status") == _stages.OK else None,
+        "validation did not pass" if validate.get("status") not in (None, NOT_RUN) else "validation did not run",
+    )
+    return {
+        "approved": _iso(approved),
+        "first_host_restored": first,
+        "all_hosts_restored": every,
+        "validated": validated,
+    }
+
+
+def time_to_restore_line(ttr):
+    """One sentence: time to restore, from the approval."""
+    if not ttr or not ttr.get("approved"):
+        return "Time to restore: no approval recorded."
+    parts = []
+    for key, label in (
+        ("first_host_restored", "first host restored"),
+        ("all_hosts_restored", "every host restored"),
+        ("validated", "validated"),
+    ):
+        mark = ttr.get(key) or {}
+        parts.append(
+            "%s %.1f s" % (label, mark["seconds"])
+            if mark.get("seconds") is not None
+            else "%s: %s" % (label, mark.get("why"))
+        )
+    return "Time to restore from the approval at %s: %s." % (ttr["approved"], ", ".join(parts))
 
 
 def signoff_status(signoff):
@@ -622,7 +681,7 @@ def sections(rep):
     earlier = attempt_lines(rep)
     if earlier:
         out.append(section("attempts", "Earlier attempts", items=earlier))
-    out.append(_timeline_section(rep.get("timeline") or []))
+    out.append(_timeline_section(rep.get("timeline") or [], rep.get("time_to_restore")))
     failures = what_failed(rep.get("timeline") or [])
     if failures:
         out.append(section("failed", "What failed", items=failures))
@@ -914,7 +973,7 @@ def infrastructure_facts(inf):
     return out
 
 
-def _timeline_section(rows):
+def _timeline_section(rows, ttr=None):
     timed = [r for r in rows if r.get("duration_s") is not None]
     longest = max(timed, key=lambda r: r["duration_s"]) if timed else None
     flat = []
@@ -926,7 +985,8 @@ def _timeline_section(rows):
         "timeline",
         "Timeline",
         facts=[
-            fact(None, "Most time: %s (%s s)." % (longest["stage"], _secs(longest)) if longest else "No stage ran.")
+            fact(None, "Most time: %s (%s s)." % (longest["stage"], _secs(longest)) if longest else "No stage ran."),
+            fact(None, time_to_restore_line(ttr)),
         ],
         table=table(["stage", "host", "status", "started", "ended", "seconds"], flat, status_column="status"),
         chart=rows,
