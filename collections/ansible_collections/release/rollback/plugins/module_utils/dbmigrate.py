@@ -1073,16 +1073,29 @@ if req.get("env"):
     with EnvironmentContext(cfg, script, fn=_look, dont_mutate=True):
         script.run_env()
     out["env"] = seen
+upper = lower = None
 if req.get("revisions") is not None:
+    upper, lower = req["revisions"]
+elif req.get("down_to") is not None:
+    # Read with the revision: the steps from the one head env.py saw down to the target, same process.
+    heads = out.get("env", {}).get("heads") or []
+    if len(heads) == 1 and heads[0] != req["down_to"]:
+        upper, lower = heads[0], req["down_to"]
+if upper is not None:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
-    upper, lower = req["revisions"]
     script = ScriptDirectory.from_config(Config(req["config"]))
     try:
         revs = list(script.iterate_revisions(upper, lower))
     except Exception as exc:
-        print(json.dumps({"error": "%s: %s" % (exc.__class__.__name__, exc)}))
-        sys.exit(0)
+        if req.get("revisions") is None:
+            revs = None
+            out["revisions_error"] = "%s: %s" % (exc.__class__.__name__, exc)
+        else:
+            print(json.dumps({"error": "%s: %s" % (exc.__class__.__name__, exc)}))
+            sys.exit(0)
+if upper is not None and revs is not None:
+    out["down"] = [upper, lower]
     out["revisions"] = []
     for r in revs:
         down = r.down_revision
