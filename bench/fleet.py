@@ -1,4 +1,8 @@
-"""A benchmark fleet: N local-connection hosts in ansistrano layout, served by one HTTP process.
+"""A benchmark fleet: N hosts in ansistrano layout, served by one HTTP process.
+
+The hosts are reached over the local connection, or over real SSH (``--transport ssh``): one sshd
+on a free port of every loopback address, each host a distinct address (127.0.0.2, 127.0.0.3, ...),
+so ansible opens one SSH connection (and ControlPersist master) per host as it would on a fleet.
 
 Each host has two releases and ``current`` on the bad one. One process listens on one loopback port
 per host and answers ``/health`` and ``/version`` from the host's ``current/REVISION`` at request
@@ -8,6 +12,8 @@ real process start (``/bin/true``): what is measured is the rollback machinery, 
 
 from __future__ import annotations
 
+import getpass
+import ipaddress
 import json
 import os
 import random
@@ -15,6 +21,7 @@ import selectors
 import socket
 import subprocess
 import sys
+import time
 from http.server import BaseHTTPRequestHandler
 from io import BytesIO
 from pathlib import Path
@@ -42,7 +49,64 @@ def _free_port(taken: list) -> int:
     raise RuntimeError("no free loopback port between 20000 and 32000")
 
 
-def build(root: Path, n: int, python: str = sys.executable) -> dict:
+class Sshd:
+    """One sshd answering on every loopback address (and refusing any other), with its own keys."""
+
+    def __init__(self, root: Path):
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.key = root / "client_key"
+        for key in (root / "host_key", self.key):
+            if not key.exists():
+                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        (root / "authorized_keys").write_text(Path(f"{self.key}.pub").read_text())
+        Path("/run/sshd").mkdir(exist_ok=True)
+        self.port = _free_port([])
+        conf = root / "sshd.conf"
+        conf.write_text(
+            f"Port {self.port}\nListenAddress 0.0.0.0\nHostKey {root / 'host_key'}\n"
+            f"PidFile {root / 'sshd.pid'}\nAuthorizedKeysFile {root / 'authorized_keys'}\n"
+            "PermitRootLogin prohibit-password\nPasswordAuthentication no\nStrictModes no\nUsePAM no\n"
+            # A fleet's worth of connections at once (the default drops some past 10 unauthenticated).
+            "MaxStartups 1000\nMaxSessions 100\n"
+            "Match Address *,!127.0.0.0/8\n  DenyUsers *\n"
+        )
+        # Its log goes to a file: a pipe nobody reads fills up and stalls every session at a fleet's scale.
+        self.log = root / "sshd.log"
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(conf)], stderr=log)
+        for _ in range(100):
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sshd exited: {self.log.read_text()[-500:]}")
+            time.sleep(0.1)
+        raise RuntimeError(f"sshd did not listen on port {self.port}")
+
+    def host_vars(self, i: int) -> dict:
+        return {
+            "ansible_connection": "ssh",
+            "ansible_host": str(ipaddress.IPv4Address("127.0.0.2") + i),
+            "ansible_port": self.port,
+            "ansible_user": getpass.getuser(),
+            "ansible_ssh_private_key_file": str(self.key),
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+            "-o IdentitiesOnly=yes",
+        }
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        # The ControlPersist masters ansible leaves behind, and the sessions they hold.
+        subprocess.run(["pkill", "-f", str(self.key)], capture_output=True)
+
+
+def build(root: Path, n: int, python: str = sys.executable, sshd: Sshd | None = None) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     hosts = {}
     ports = []
@@ -58,6 +122,7 @@ def build(root: Path, n: int, python: str = sys.executable) -> dict:
         port = _free_port(ports)
         ports.append((port, str(app)))
         hosts[name] = {
+            **(sshd.host_vars(i) if sshd else {}),
             "rollback_app_root": str(app),
             "rollback_restart_command": ["/bin/true"],
             "rollback_health_url": f"http://127.0.0.1:{port}/health",
@@ -69,7 +134,7 @@ def build(root: Path, n: int, python: str = sys.executable) -> dict:
             {
                 "all": {
                     "vars": {
-                        "ansible_connection": "local",
+                        "ansible_connection": "ssh" if sshd else "local",
                         "ansible_python_interpreter": python,
                         "rollback_verify_retries": 40,
                         "rollback_verify_delay": 0.25,

@@ -144,12 +144,15 @@ def code_only_run(built: dict, root: Path, environ: dict, runs: Path) -> tuple[f
     return total_s, state["stages"]["code_config"]["seconds"], rss_mb, ttr
 
 
-def bench_code_stage(sizes: list[int], work: Path, repeat: int = 3, extra_env: dict | None = None) -> list[dict]:
+def bench_code_stage(
+    sizes: list[int], work: Path, repeat: int = 3, extra_env: dict | None = None, transport: str = "local"
+) -> list[dict]:
     """Floor and rollback, interleaved on the same fleet, ``repeat`` times each; medians are reported."""
     rows = []
     for n in sizes:
         root = work / f"fleet-{n}"
-        built = benchfleet.build(root, n)
+        sshd = benchfleet.Sshd(work / "sshd") if transport == "ssh" else None
+        built = benchfleet.build(root, n, sshd=sshd)
         server = benchfleet.start_server(root)
         environ = dict(env(work / f"home-{n}"), **(extra_env or {}))
         floor = root / "floor.yml"
@@ -171,10 +174,13 @@ def bench_code_stage(sizes: list[int], work: Path, repeat: int = 3, extra_env: d
         finally:
             server.terminate()
             server.wait()
+            if sshd:
+                sshd.stop()
         floor_s, code_s, total_s = median(floors), median(stages_s), median(totals)
         rows.append(
             {
                 "hosts": n,
+                "transport": transport,
                 "repeat": repeat,
                 "floor_s": floor_s,
                 "code_stage_s": code_s,
@@ -194,7 +200,7 @@ def bench_code_stage(sizes: list[int], work: Path, repeat: int = 3, extra_env: d
             }
         )
         print(
-            f"  N={n:<4} floor {floor_s:6.1f}s | code stage {code_s:6.1f}s ({code_s / floor_s:.2f}x) | "
+            f"  {transport} N={n:<4} floor {floor_s:6.1f}s | code stage {code_s:6.1f}s ({code_s / floor_s:.2f}x) | "
             f"code-only run {total_s:6.1f}s ({total_s / floor_s:.2f}x) | driver peak RSS {max(rss):.0f} MB | "
             f"approval to first host {median(first):.1f}s, to all hosts {median(every):.1f}s   (median of {repeat})",
             flush=True,
@@ -336,6 +342,13 @@ def main() -> None:
     parser.add_argument("--mitogen", action="store_true", help="Also time the code stage under mitogen.")
     parser.add_argument("--only", choices=["code", "overhead", "memory", "mitogen"], default=None)
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
+    parser.add_argument(
+        "--transport",
+        choices=["local", "ssh"],
+        default="local",
+        help="How the code benchmark reaches its hosts: the local connection, or real SSH to one loopback "
+        "address per host (needs /usr/sbin/sshd and root).",
+    )
     args = parser.parse_args()
     print(f"machine: {machine()}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="rollback-bench-"))
@@ -343,7 +356,7 @@ def main() -> None:
     try:
         if args.only in (None, "code"):
             print("code stage time-to-restore vs the floor (file link + restart per host):", flush=True)
-            figures["code"] = bench_code_stage(args.sizes, work, args.repeat)
+            figures["code"] = bench_code_stage(args.sizes, work, args.repeat, transport=args.transport)
             if len(figures["code"]) > 1:
                 a, b = figures["code"][0], figures["code"][-1]
                 print(
@@ -352,7 +365,9 @@ def main() -> None:
                 )
         if args.mitogen or args.only == "mitogen":
             print("the same under mitogen (strategy mitogen_linear), floor included:", flush=True)
-            figures["code_mitogen"] = bench_code_stage(args.sizes, work / "mitogen", args.repeat, mitogen_env())
+            figures["code_mitogen"] = bench_code_stage(
+                args.sizes, work / "mitogen", args.repeat, mitogen_env(), transport=args.transport
+            )
         if args.only in (None, "overhead"):
             print("driver overhead for the same plan:", flush=True)
             figures["overhead"] = bench_driver_overhead(work, args.repeat)
