@@ -1,7 +1,6 @@
 """Shared test fixtures: a real local fleet, the CLI as a subprocess, and service checks.
 
-Under CI=true a test that needs a missing service fails; elsewhere it skips, and the session ends
-with a loud list of what was skipped.
+A test that needs a missing service fails (on CI and off it): no test skips.
 """
 
 from __future__ import annotations
@@ -16,8 +15,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CLI = str(BIN / "release-rollback")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-_SKIPPED: list[str] = []
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -40,36 +37,29 @@ def ansible_home(tmp_path_factory):
 
 
 def need(condition: bool, what: str) -> None:
-    """A test's precondition on the machine: fail under CI, skip loudly elsewhere."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"{what} is missing, and under CI=true no integration test may skip")
-    _SKIPPED.append(what)
-    pytest.skip(f"{what} is missing (allowed off CI only)")
+    """A test's precondition on the machine: a missing service fails the test, on CI and off it.
+
+    Nothing skips: `make test` installs what the tests need (.ci/test-deps), so a missing service
+    is a broken setup to fix, never a test to pass over.
+    """
+    if not condition:
+        pytest.fail(f"{what} is missing: run `make test-deps` (no test skips for a missing service)")
 
 
 @pytest.fixture(name="need")
 def need_fixture():
-    """``need(condition, what)`` for tests: fail under CI, skip loudly elsewhere."""
+    """``need(condition, what)`` for tests: fail when the machine lacks what the test drives."""
     return need
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """Under CI=true a skip from anywhere (a marker, a plugin, a helper other than need) is a failure."""
+    """A skip from anywhere (a marker, a plugin, a helper) is a failure: no test may skip."""
     outcome = yield
     report = outcome.get_result()
-    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+    if report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
-        report.longrepr = f"skipped under CI=true, where no test may skip: {report.longrepr}"
-
-
-def pytest_terminal_summary(terminalreporter):
-    if _SKIPPED:
-        terminalreporter.section("SKIPPED FOR MISSING SERVICES (these would fail under CI=true)", red=True)
-        for what in sorted(set(_SKIPPED)):
-            terminalreporter.line(f"  - {what}", red=True)
+        report.longrepr = f"skipped, and no test may skip: {report.longrepr}"
 
 
 @pytest.fixture

@@ -131,14 +131,9 @@ def _alter_table_reasons(table, clauses):
         if m:
             out.append("deletes the rows of partition(s) %s of %s" % (", ".join(_names(m.group(1))), table))
             continue
+        # PostgreSQL's ALTER COLUMN ... TYPE and MySQL/MariaDB's MODIFY say the same thing.
         m = re.match(r"ALTER\s+(?:COLUMN\s+)?" + _IDENT + r"\s+(?:SET\s+DATA\s+)?TYPE\s+(.+)", clause, re.I | re.S)
-        if m:
-            out.append(
-                "changes the type of column %s.%s to %s (may narrow it)"
-                % (table, _name(m.group(1)), " ".join(m.group(2).split())[:60])
-            )
-            continue
-        m = re.match(r"MODIFY\s+(?:COLUMN\s+)?" + _IDENT + r"\s+(.+)", clause, re.I | re.S)
+        m = m or re.match(r"MODIFY\s+(?:COLUMN\s+)?" + _IDENT + r"\s+(.+)", clause, re.I | re.S)
         if m:
             out.append(
                 "changes the type of column %s.%s to %s (may narrow it)"

@@ -405,8 +405,9 @@ class Alembic:
         self.client = client
         self.cwd = os.path.dirname(self.p["config"])
         self.seen = None
-        self._prefetched = None  # the last current()'s read of the schema and identity, for one inspect()
-        self._prefetched_down = None  # ... and of the steps down to the target, for steps()
+        # What the last current() read besides the revision (schema, identity, steps down to the target);
+        # inspect() and steps() each take their part once, and a downgrade empties it.
+        self._read = {}
 
     def _env(self):
         env = {"DATABASE_URL": self.p["url"]}
@@ -450,15 +451,14 @@ class Alembic:
 
         The same helper process also reads the schema, the identity its own engine reaches, and the
         steps down to the target: one interpreter start instead of three. ``inspect`` and ``steps``
-        use that read once, when nothing ran in between (``_prefetched`` is cleared by any change).
+        use that read once, when nothing ran in between (``_read`` is emptied by any change).
         """
         request = {"env": True, "schema": True, "identity": True}
         if self.p.get("target_revision") is not None:
             request["down_to"] = self.p["target_revision"]
         answer = self.helper(**request)
         env = answer.get("env") or {}
-        self._prefetched = answer
-        self._prefetched_down = answer if "down" in answer else None
+        self._read = answer
         if env.get("error"):
             raise _Fail("Alembic's env.py cannot be checked: %s" % env["error"])
         self.seen = env.get("identity")
@@ -472,18 +472,17 @@ class Alembic:
 
     def inspect(self, schema=False, queries=None):
         """Schema and query results through the application's SQLAlchemy, with the identity it reached."""
-        pre, self._prefetched = self._prefetched, None
-        if pre is not None and schema and not queries and "schema" in pre:
-            return {"identity": pre.get("identity"), "schema": pre["schema"]}
+        read = self._read.pop("schema", None)
+        if read is not None and schema and not queries:
+            return {"identity": self._read.get("identity"), "schema": read}
         return self.helper(schema=schema, queries=queries or [], identity=True)
 
     def steps(self, current, target, live_schema=None):
         """The down steps from ``current`` to ``target``, newest first, classified."""
         if current == target:
             return []
-        pre = self._prefetched_down
-        if pre is not None and pre.get("down") == [current, target]:
-            answer = pre
+        if self._read.get("down") == [current, target] and "revisions" in self._read:
+            answer = {"revisions": self._read.pop("revisions")}
         else:
             answer = self.helper(revisions=[current, target])
         if answer.get("error"):
@@ -513,7 +512,7 @@ class Alembic:
         return steps
 
     def downgrade(self, to, step=None):
-        self._prefetched = self._prefetched_down = None
+        self._read = {}
         return self.run(["downgrade", to])
 
     def require_clean(self):
