@@ -18,6 +18,7 @@ from ansible_collections.release.rollback.plugins.module_utils import manifest_s
 from ansible_collections.release.rollback.plugins.module_utils import names as _release_names
 from ansible_collections.release.rollback.plugins.module_utils import notify as _notify
 from ansible_collections.release.rollback.plugins.module_utils import rca as _rca
+from ansible_collections.release.rollback.plugins.module_utils.dbtools import registry as _db_tools
 
 # Release names: ansistrano timestamps, Capistrano timestamps, semantic versions, git shas.
 _VERSION_RE = _release_names.VERSION_RE
@@ -41,13 +42,63 @@ _FLAG_REQUIRED = {
 }
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-DB_TOOLS = ("alembic", "sql", "sqitch")
+DB_TOOLS = _db_tools.names()
 INFRA_KINDS = ("config_file", "terraform", "tasks")
 KNOWN_KEYS = set(_schema.SCHEMA)
 
 
 class ManifestError(ValueError):
     """A manifest that cannot be used; the message is one sentence with the fix."""
+
+
+def _db_target(target, kind):
+    """The target revision as the tool writes it: a string; a mapping for tools with one per app."""
+    if target is None:
+        raise ManifestError("database.target_revision is missing: give the previous release's revision")
+    if isinstance(target, dict) and kind.per_app:
+        # Django: {app: migration}, the form `manage.py migrate APP MIGRATION` takes, one per app.
+        parts = []
+        for app in sorted(target, key=str):
+            mig = target[app]
+            if not isinstance(app, str) or not isinstance(mig, str) or not app or not mig:
+                raise ManifestError(
+                    "database.target_revision maps each app to its migration name as text "
+                    "(shop: 0002_add_note, or shop: zero)"
+                )
+            parts.append("%s.%s" % (app, mig))
+        return "+".join(parts)
+    if isinstance(target, bool) or not isinstance(target, (str, int)):
+        raise ManifestError(
+            "database.target_revision must be the previous release's revision as text%s"
+            % (" or a mapping of app to migration" if kind.per_app else "")
+        )
+    if isinstance(target, int) and not kind.numeric:
+        # YAML reads an unquoted 0001 as the number 1 (and 0010 as 8): the revision id would be lost.
+        raise ManifestError(
+            "database.target_revision %r was read as a number, not a revision id: quote it "
+            '(target_revision: "0001")' % (target,)
+        )
+    return str(target)
+
+
+def _db_settings(settings, kind):
+    """The tool's own settings, only the keys the tool takes."""
+    if settings is None:
+        return {}
+    if not isinstance(settings, dict):
+        raise ManifestError("database.settings must be a mapping of the tool's settings")
+    unknown = sorted(str(k) for k in settings if k not in kind.settings_doc)
+    if unknown:
+        raise ManifestError(
+            "database.settings %s %s not a setting of tool %s: %s"
+            % (
+                ", ".join(_short(k) for k in unknown),
+                "is" if len(unknown) == 1 else "are",
+                kind.name,
+                ("use " + ", ".join(sorted(kind.settings_doc))) if kind.settings_doc else "it takes none",
+            )
+        )
+    return dict(settings)
 
 
 def check_version(value, what="version"):
@@ -169,33 +220,28 @@ def _normalise(data):
     if data.get("database") is not None:
         db = _mapping(data["database"], "database")
         tool = db.get("tool", "alembic")
-        if tool not in DB_TOOLS:
+        kind = _db_tools.get(tool) if isinstance(tool, str) else None
+        if kind is None:
             raise ManifestError(
                 "database.tool %r is not supported: use one of %s" % (_short(tool), ", ".join(DB_TOOLS))
             )
-        target = db.get("target_revision")
-        if target is None:
-            raise ManifestError("database.target_revision is missing: give the previous release's revision")
-        if tool != "sql" and not isinstance(target, str):
-            # YAML reads an unquoted 0001 as the number 1 (and 0010 as 8): the revision id would be lost.
-            raise ManifestError(
-                "database.target_revision %r was read as a number, not a revision id: quote it "
-                '(target_revision: "0001")' % (target,)
-            )
+        target = _db_target(db.get("target_revision"), kind)
+        settings = _db_settings(db.get("settings"), kind)
         url_env = _string(db, "url_env", "database", required=False)
         if url_env is not None and not _ENV_NAME_RE.match(url_env):
             raise ManifestError("database.url_env must name an environment variable, not %r" % _short(url_env))
         out["database"] = {
             "tool": tool,
-            # alembic: the application's alembic.ini; sql: the directory of NNN_name.down.sql scripts.
-            "config": _abs_path(db, "config", "database", required=tool == "alembic"),
-            "migrations": _abs_path(db, "migrations", "database", required=tool in ("sql", "sqitch")),
+            # alembic: the application's alembic.ini; the others: the migrations or application directory.
+            "config": _abs_path(db, "config", "database", required=kind.needs == "config"),
+            "migrations": _abs_path(db, "migrations", "database", required=kind.needs == "migrations"),
+            "settings": settings,
             "registry": _string(db, "registry", "database", required=False),
             # The URL may instead come from the inventory or Vault (rollback_db_url) or the environment.
             "url": _string(db, "url", "database", required=False),
             # The variable the application's env.py reads its URL from (besides DATABASE_URL).
             "url_env": url_env,
-            "target_revision": check_version(str(target), "database.target_revision"),
+            "target_revision": check_version(target, "database.target_revision"),
             "python": _abs_path(db, "python", "database", required=False),
             "backup_dir": _abs_path(db, "backup_dir", "database", required=False),
             "critical_tables": _names(db, "critical_tables"),

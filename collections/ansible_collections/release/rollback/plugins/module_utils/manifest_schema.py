@@ -17,6 +17,7 @@ import math
 import re
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible_collections.release.rollback.plugins.module_utils.dbtools import registry as _db_tools
 
 
 def _o(kind, description, **kw):
@@ -74,17 +75,25 @@ SCHEMA = {
         "dict",
         "The release's migrations, rolled back to the previous release's revision after a verified backup.",
         options={
-            "tool": _o("str", "The migration tool; default alembic.", choices=["alembic", "sql", "sqitch"]),
+            "tool": _o("str", "The migration tool; default alembic.", choices=list(_db_tools.names())),
             "config": _o("str", "alembic: absolute path of the application's alembic.ini."),
-            "migrations": _o("str", "sql: directory of NNN_name.down.sql scripts; sqitch: the project directory."),
+            "migrations": _o(
+                "str",
+                "sql: directory of NNN_name.down.sql scripts; sqitch: the project directory; django, rails, knex, "
+                "dbmate: the application's directory in the release.",
+            ),
             "registry": _o("str", "sqitch: the registry schema or database."),
+            "settings": _o("dict", "The tool's own settings (docs/database.md); a key it does not take is refused."),
             "url": _o("str", "Database URL; better from the inventory or Vault (rollback_db_url) or the environment."),
             "url_env": _o(
                 "str",
                 "The environment variable the application's env.py reads its URL from (besides DATABASE_URL).",
             ),
             "target_revision": _o(
-                "raw", "The previous release's revision (required; quote an all-digit one: \"0001\").", required=True
+                "raw",
+                "The previous release's revision (required; quote an all-digit one: \"0001\"); django: a mapping "
+                "of app to migration.",
+                required=True,
             ),
             "python": _o("str", "alembic: absolute path of the Python that has the application's Alembic."),
             "backup_dir": _o("str", "Absolute directory for the backup taken before the first down step."),
