@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ansible_collections.release.rollback.plugins.module_utils.dbtools import (  # one name per tool file
     alembic,
+    django,
     sqitch,
     sql,
 )
@@ -28,7 +29,7 @@ def register(tool):
     return tool
 
 
-for _file in (alembic, sql, sqitch):
+for _file in (alembic, sql, sqitch, django):
     register(_file.TOOL)
 
 
