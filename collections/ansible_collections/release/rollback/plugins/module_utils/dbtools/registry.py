@@ -14,6 +14,7 @@ from __future__ import annotations
 from ansible_collections.release.rollback.plugins.module_utils.dbtools import (  # one name per tool file
     alembic,
     django,
+    rails,
     sqitch,
     sql,
 )
@@ -29,7 +30,7 @@ def register(tool):
     return tool
 
 
-for _file in (alembic, sql, sqitch, django):
+for _file in (alembic, sql, sqitch, django, rails):
     register(_file.TOOL)
 
 
