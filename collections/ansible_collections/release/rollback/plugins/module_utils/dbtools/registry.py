@@ -14,6 +14,7 @@ from __future__ import annotations
 from ansible_collections.release.rollback.plugins.module_utils.dbtools import (  # one name per tool file
     alembic,
     django,
+    knex,
     rails,
     sqitch,
     sql,
@@ -30,7 +31,7 @@ def register(tool):
     return tool
 
 
-for _file in (alembic, sql, sqitch, django, rails):
+for _file in (alembic, sql, sqitch, django, rails, knex):
     register(_file.TOOL)
 
 
