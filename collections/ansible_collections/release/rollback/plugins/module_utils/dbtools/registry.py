@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ansible_collections.release.rollback.plugins.module_utils.dbtools import (  # one name per tool file
     alembic,
+    dbmate,
     django,
     knex,
     rails,
@@ -31,7 +32,7 @@ def register(tool):
     return tool
 
 
-for _file in (alembic, sql, sqitch, django, rails, knex):
+for _file in (alembic, sql, sqitch, django, rails, knex, dbmate):
     register(_file.TOOL)
 
 
