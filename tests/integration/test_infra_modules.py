@@ -53,12 +53,15 @@ def test_in_place_validation_waits_for_the_lock_held_by_another_tool(tmp_path):
     seen = tmp_path / "seen"
     # The validator records what it saw in place: the snapshot, while the lock is held by the module.
     validator = ["sh", "-c", f"cat {live} > {seen}"]
-    with open(str(live) + ".lock", "a") as lock:
+    lock = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)  # the module locks the config's directory
+    try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         proc = adhoc("config_file_revert", {"path": str(live), "snapshot": str(snap), "validate_command": validator})
         time.sleep(3)
         assert proc.poll() is None  # waiting for the lock
         assert live.read_text() == "bad\n" and not seen.exists()
+    finally:
+        os.close(lock)
     res = result(proc)
     assert res["restored"] is True and res["validation"]["mode"] == "in_place"
     assert seen.read_text() == "good\n" and live.read_text() == "good\n"
@@ -77,7 +80,43 @@ def test_in_place_validation_failure_leaves_the_live_file_byte_for_byte(tmp_path
     assert res["failed"] is True and "failed validation (in place)" in res["msg"] and "nope" in res["msg"]
     assert live.read_bytes() == b"live \xff bytes\n"
     assert oct(live.stat().st_mode & 0o777) == "0o640"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["1.conf", "up.conf", "up.conf.lock"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1.conf", "up.conf"]
+
+
+def _listing(directory: Path) -> dict:
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns, p.stat().st_mode) for p in sorted(directory.iterdir())}
+
+
+@pytest.mark.parametrize("mode", ["candidate", "in_place"])
+def test_check_mode_writes_nothing_and_shows_the_diff(tmp_path, mode):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    live, snap = conf / "up.conf", conf / "1.conf"
+    live.write_text("server 10.0.0.2;\n")
+    snap.write_text("server 10.0.0.1;\n")
+    marker = tmp_path / "reloaded"
+    seen = tmp_path / "validated"
+    validator = ["sh", "-c", f"cat {{path}} > {seen}"] if mode == "candidate" else ["sh", "-c", f"touch {seen}"]
+    before = _listing(conf)
+    args = {
+        "path": str(live),
+        "snapshot": str(snap),
+        "validate_command": validator,
+        "reload_command": ["touch", str(marker)],
+        "run_id": "r1",
+    }
+    out, err = adhoc("config_file_revert", args, "--check", "--diff").communicate(timeout=120)
+    assert "localhost | CHANGED => " in out, out + err
+    res = json.loads(out.split("localhost | CHANGED => ", 1)[1])
+    assert res["changed"] is True and res["restored"] is False
+    assert _listing(conf) == before, "check mode changed, added or left a file beside the config"
+    assert not marker.exists()
+    diff = out.split("localhost | ", 1)[0]
+    assert f"--- before: {live}" in diff and "-server 10.0.0.2;" in diff and "+server 10.0.0.1;" in diff
+    if mode == "candidate":
+        assert res["validation"]["mode"] == "candidate" and seen.read_text() == "server 10.0.0.1;\n"
+    else:
+        assert res["validation"]["mode"] == "skipped_in_check_mode" and not seen.exists()
 
 
 def test_a_live_file_already_equal_to_the_snapshot_changes_nothing(tmp_path):

@@ -18,7 +18,8 @@ description:
     snapshot is copied next to the live file and the command checks that copy; the live file is not touched
     until it passes."
   - "B(in place): the command does not name C({path}) (e.g. C(nginx -t)), because it checks the whole
-    configuration that includes the file. Under an exclusive lock (C(<path>.lock)), the snapshot is renamed
+    configuration that includes the file. Under an exclusive lock (an C(flock) on the file's directory, so no
+    lock file is left beside the config), the snapshot is renamed
     into place, the command runs, and on failure the live file is renamed back at once. The running server
     never sees the candidate: it reads its configuration only when reloaded, and nothing reloads it in between
     (other tools that honour the lock wait)."
@@ -83,19 +84,19 @@ requirements:
 attributes:
   check_mode:
     description: Can run in check mode and return the changed status prediction without modifying the target.
-    support: partial
+    support: full
     details:
-      - The config file is not replaced and nothing is reloaded, but check mode is not free of writes.
-      - It creates C(<path>.lock) beside the config file (an empty lock file, left in place) and takes an
-        exclusive lock on it.
-      - With O(validate_command) naming C({path}) (candidate mode), it writes the snapshot to
-        C(<path>.rollback-candidate), runs the command on it and deletes the copy.
-      - With O(validate_command) not naming C({path}) (in-place mode), it puts the snapshot in place of the
-        live file while the command runs, under the lock, then puts the live file back as it was; the service
-        is not reloaded in between.
+      - Nothing beside the config file is written, replaced or reloaded, and no run record is written.
+      - With O(validate_command) naming C({path}) (candidate mode), the snapshot is validated as a copy in a private
+        temporary directory, deleted afterwards (a config whose includes are relative to its own directory may
+        validate differently there).
+      - With O(validate_command) not naming C({path}) (in-place mode), validation would put the snapshot in place,
+        so it is not done; RV(validation) says C(skipped_in_check_mode).
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check mode) when in diff mode.
-    support: none
+    support: full
+    details:
+      - The live file's text before and the snapshot's text after (a file that is not UTF-8 text is named, not shown).
   platform:
     description: Target OS/families that can be operated against.
     support: N/A
@@ -132,7 +133,8 @@ kept:
   returned: when restored
   type: str
 validation:
-  description: How the snapshot was validated (candidate, in_place or none) and what the validator said.
+  description:
+    - How the snapshot was validated (candidate, in_place, none or skipped_in_check_mode) and what the validator said.
   returned: always
   type: dict
 earlier_attempt:
@@ -150,6 +152,7 @@ import fcntl
 import hashlib
 import os
 import shlex
+import shutil
 import tempfile
 import time
 
@@ -188,6 +191,16 @@ def _put(data, path, like=None):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+class _Fd:
+    """A raw descriptor that ``contextlib.closing`` closes."""
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def close(self):
+        os.close(self.fd)
 
 
 class Revert:
@@ -256,6 +269,24 @@ class Revert:
     def fail(self, msg, **extra):
         self.module.fail_json(msg=msg, restored=False, path=self.path, snapshot=self.p["snapshot"], **extra)
 
+    def diff(self, wanted):
+        """Ansible's diff of the live file (before) and the snapshot (after)."""
+
+        def text(data, what):
+            if data is None:
+                return ""
+            try:
+                return data.decode("utf-8")
+            except UnicodeDecodeError:
+                return "(%s is not UTF-8 text: %d bytes)\n" % (what, len(data))
+
+        return {
+            "before": text(self.live, self.path),
+            "after": text(wanted, self.p["snapshot"]),
+            "before_header": self.path,
+            "after_header": "%s (snapshot %s)" % (self.path, self.p["snapshot"]),
+        }
+
     def put_back(self):
         """The live file as it was found (or no file, when there was none)."""
         if self.live is None:
@@ -269,7 +300,17 @@ class Revert:
         cmd = self.p["validate_command"]
         if not cmd:
             return {"mode": "none", "output": ""}
-        if _names_path(cmd):
+        if _names_path(cmd) and self.module.check_mode:
+            # Check mode writes nothing beside the config: the copy is validated where nothing is managed.
+            scratch = tempfile.mkdtemp(prefix="release-rollback-check-")
+            try:
+                candidate = os.path.join(scratch, os.path.basename(self.path))
+                _put(wanted, candidate)
+                rc, out, err = self.run(cmd, candidate)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            mode = "candidate"
+        elif _names_path(cmd):
             candidate = self.path + ".rollback-candidate"
             _put(wanted, candidate, like=self.live_stat)
             try:
@@ -277,6 +318,11 @@ class Revert:
             finally:
                 os.unlink(candidate)
             mode = "candidate"
+        elif self.module.check_mode:
+            return {
+                "mode": "skipped_in_check_mode",
+                "output": "in-place validation puts the snapshot in place of the live file: not done in check mode",
+            }
         else:
             _put(wanted, self.path, like=self.live_stat)
             try:
@@ -327,11 +373,12 @@ class Revert:
             # The names this module writes beside the live file: a link at any of them (planted, or left
             # by anyone) stops it before anything changes, and nothing is written through it.
             safefs.refuse_links([self.path + ".rollback-candidate", self.path + ".rolled-back"], "the rollback")
-            lock_fd = safefs.open_private(self.path + ".lock", mode=0o644)
+            # The lock is the directory's: nothing is created beside the config to hold it.
+            lock_fd = safefs.open_dir(directory)
         except OSError as exc:
             self.fail(str(exc))
-        with os.fdopen(lock_fd, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with contextlib.closing(_Fd(lock_fd)):
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
             if os.path.exists(self.path):
                 with open(self.path, "rb") as fh:
                     self.live = fh.read()
@@ -359,9 +406,15 @@ class Revert:
                     stale=True,
                 )
             validation = self.validate(wanted)
+            diff = self.diff(wanted)
             if self.module.check_mode:
                 self.module.exit_json(
-                    changed=True, restored=False, path=self.path, snapshot=p["snapshot"], validation=validation
+                    changed=True,
+                    restored=False,
+                    path=self.path,
+                    snapshot=p["snapshot"],
+                    validation=validation,
+                    diff=diff,
                 )
             if self.live is not None:
                 self.kept = self.path + ".rolled-back"
@@ -382,8 +435,7 @@ class Revert:
                     self.put_back()
                     self.run(p["reload_command"])
                     self.fail(
-                        "the reload failed, so the previous live config was put back: %s"
-                        % (err or out).strip()[-500:],
+                        "the reload failed, so the previous live config was put back: %s" % (err or out).strip()[-500:],
                         validation=validation,
                     )
             verified = None
@@ -413,6 +465,7 @@ class Revert:
             snapshot=p["snapshot"],
             validation=validation,
             verified=verified,
+            diff=diff,
         )
 
 
