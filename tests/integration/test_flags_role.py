@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def _run_role(tmp_path: Path, server: ReplayServer, names: list[str]) -> subprocess.CompletedProcess:
+def _run_role(
+    tmp_path: Path, server: ReplayServer, names: list[str], collect: bool = False
+) -> subprocess.CompletedProcess:
     password = tmp_path / "vault-password"
     password.write_text("correct horse battery staple\n")
     vaulted = subprocess.run(
@@ -55,6 +57,7 @@ def _run_role(tmp_path: Path, server: ReplayServer, names: list[str]) -> subproc
             "vars": {
                 "rollback_manifest": manifest,
                 "rollback_run_id": "r1",
+                "rollback_collect_failures": collect,
                 "ansible_python_interpreter": sys.executable,
             },
             "tasks": [
@@ -117,11 +120,30 @@ def test_a_refusing_flag_service_makes_the_host_result_unavailable_with_the_flag
                 reply={"code": "forbidden", "message": "Access to the requested resource was denied"},
             )
         )
-        done = _run_role(tmp_path, server, ["new-checkout", "new-search"])
+        done = _run_role(tmp_path, server, ["new-checkout", "new-search"], collect=True)
         server.check()
+    # rollback_collect_failures, as the stage playbooks set it: the host's result is kept, the play goes on.
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["status"] == "unavailable"
     assert "flags left on: new-checkout, new-search" in result["msg"]
     assert result["flags"]["new-search"]["left_on"] and result["flags"]["new-checkout"]["left_on"]
     assert TOKEN not in done.stdout + done.stderr
+
+
+@pytest.mark.integration
+def test_the_role_used_alone_fails_the_play_when_the_flags_stay_on(tmp_path):
+    with ReplayServer() as server:
+        server.expect(
+            Exchange(
+                "GET",
+                "/api/v2/flags/shop/new-checkout?env=production",
+                status=403,
+                reply={"code": "forbidden", "message": "Access to the requested resource was denied"},
+            )
+        )
+        done = _run_role(tmp_path, server, ["new-checkout"])
+        server.check()
+    assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "stage feature_flags on localhost ended unavailable" in done.stdout
+    assert "failed=1" in done.stdout and not (tmp_path / "result.json").exists()
