@@ -12,13 +12,13 @@ Pure Python, standard library only.
 from __future__ import annotations
 
 import json
-import ssl
 import time
 from datetime import datetime, timezone
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote
-from urllib.request import Request, urlopen
 
+from ansible.module_utils.urls import ConnectionError as _UrlConnectionError
+from ansible.module_utils.urls import open_url
 from ansible_collections.release.rollback.plugins.module_utils.digest import state_digest
 
 USER_AGENT = "release-rollback"
@@ -131,22 +131,28 @@ def request(method, url, headers=None, body=None, timeout=10, validate_certs=Tru
         body = json.dumps(body)
     if isinstance(body, str):
         body = body.encode("utf-8")
-    all_headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+    all_headers = {"Accept": "application/json"}
     all_headers.update(headers or {})
-    context = None
-    if url.startswith("https://") and not validate_certs:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
     attempt = 0
     while True:
-        req = Request(url, data=body, headers=all_headers, method=method)
         try:
-            with urlopen(req, timeout=timeout, context=context) as resp:
+            # Ansible's open_url: proxies from the environment, certificate checks unless turned off,
+            # no credentials from ~/.netrc (the backends authenticate with their own headers).
+            resp = open_url(
+                url,
+                data=body,
+                headers=all_headers,
+                method=method,
+                timeout=timeout,
+                validate_certs=validate_certs,
+                http_agent=USER_AGENT,
+                use_netrc=False,
+            )
+            with resp:
                 resp_obj = Response(resp.status, resp.read().decode("utf-8", "replace"), dict(resp.headers))
         except HTTPError as exc:
             resp_obj = Response(exc.code, exc.read().decode("utf-8", "replace"), dict(exc.headers or {}))
-        except (URLError, OSError, ValueError) as exc:
+        except (URLError, OSError, ValueError, _UrlConnectionError) as exc:
             reason = getattr(exc, "reason", None) or exc
             raise FlagError("%s %s failed: %s" % (method, _where(url), reason), unavailable=True) from None
         if resp_obj.status in _RETRY_STATUSES and attempt < retries:

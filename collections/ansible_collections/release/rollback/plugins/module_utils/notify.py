@@ -21,7 +21,8 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from urllib.error import HTTPError
 from urllib.parse import urlsplit
-from urllib.request import Request, urlopen
+
+from ansible.module_utils.urls import open_url
 
 # What a notification is about.
 STARTED = "started"
@@ -220,13 +221,19 @@ def message(event, rep, link, rca=None):
 def http_json(url, body, headers=None, timeout=10):
     """POST ``body`` as JSON. Returns ``(status, text)``; raises OSError on transport errors."""
     data = json.dumps(body).encode("utf-8")
-    req = Request(url, data=data, method="POST")
-    req.add_header("Content-Type", "application/json; charset=utf-8")
-    req.add_header("User-Agent", "release-rollback")
-    for k, v in (headers or {}).items():
-        req.add_header(k, v)
+    all_headers = {"Content-Type": "application/json; charset=utf-8"}
+    all_headers.update(headers or {})
     try:
-        with urlopen(req, timeout=timeout) as resp:
+        resp = open_url(
+            url,
+            data=data,
+            headers=all_headers,
+            method="POST",
+            timeout=timeout,
+            http_agent="release-rollback",
+            use_netrc=False,
+        )
+        with resp:
             return resp.status, resp.read().decode("utf-8", "replace")
     except HTTPError as exc:
         return exc.code, exc.read().decode("utf-8", "replace")
