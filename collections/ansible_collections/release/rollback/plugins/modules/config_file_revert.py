@@ -406,7 +406,7 @@ class Revert:
                     stale=True,
                 )
             validation = self.validate(wanted)
-            diff = self.diff(wanted)
+            diff = {"diff": self.diff(wanted)} if self.module._diff else {}
             if self.module.check_mode:
                 self.module.exit_json(
                     changed=True,
@@ -414,7 +414,7 @@ class Revert:
                     path=self.path,
                     snapshot=p["snapshot"],
                     validation=validation,
-                    diff=diff,
+                    **diff,
                 )
             if self.live is not None:
                 self.kept = self.path + ".rolled-back"
@@ -465,7 +465,7 @@ class Revert:
             snapshot=p["snapshot"],
             validation=validation,
             verified=verified,
-            diff=diff,
+            **diff,
         )
 
 
