@@ -34,7 +34,12 @@ def module_calls(run_dir: Path, stage: str, hosts) -> Counter:
 
 
 # Not per-host work: the role's argument check, and the code stage's one decision per batch (run_once).
-_NOT_PER_HOST = ("Validating arguments against arg spec", "Decide whether this batch is left as it is")
+_NOT_PER_HOST = (
+    "Validating arguments against arg spec",
+    "Decide whether this batch is left as it is",
+    # Once per batch (run_once): the stage role's check when it is used on its own.
+    "Fail the play when the stage did not succeed on every host (run once)",
+)
 
 
 def host_tasks(run_dir: Path, stage: str, hosts) -> Counter:

@@ -145,5 +145,5 @@ def test_the_role_used_alone_fails_the_play_when_the_flags_stay_on(tmp_path):
         done = _run_role(tmp_path, server, ["new-checkout"])
         server.check()
     assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "stage feature_flags on localhost ended unavailable" in done.stdout
+    assert "stage feature_flags did not succeed: localhost ended unavailable" in done.stdout
     assert "failed=1" in done.stdout and not (tmp_path / "result.json").exists()
