@@ -30,9 +30,6 @@ lifecycle = content.module_utils("lifecycle")
 
 # The stages playbooks/execute.yml runs as one job: every execution stage but the report.
 JOB_STAGES = [n for n in stages.EXECUTION_STAGES if n != "report"]
-# Seconds a job of the run that is just ending (its processes exiting) may take before resume or
-# abort refuses because a job is still running.
-JOB_END_GRACE = 5.0
 
 
 class BadInput(Exception):
@@ -175,13 +172,9 @@ class Engine:
     def _no_live_jobs(self, command: str) -> None:
         """Refuse while any process of this run's jobs is alive (a driver killed with its guard).
 
-        A job that is just ending (its last processes exiting as the command before this one returned,
-        on a loaded machine) is given a few seconds to go before it counts as running."""
+        A command that ran a job returns only once the job's processes are gone (``jobs.settle``), so
+        a process found here belongs to a job whose driver did not finish it."""
         alive = jobs.processes(self.job_mark)
-        deadline = time.monotonic() + JOB_END_GRACE
-        while alive and time.monotonic() < deadline:
-            time.sleep(0.2)
-            alive = jobs.processes(self.job_mark)
         if alive:
             pids = " ".join(str(p.pid) for p in alive)
             problem = (

@@ -112,6 +112,18 @@ def stop(prefix: str, rounds: int = 20) -> list[int]:
     return killed
 
 
+def settle(prefix: str, grace: float = 5.0) -> list[int]:
+    """After a job has ended: give its last processes ``grace`` seconds to exit (on a loaded machine
+    they may still be going when ansible-runner returns), then stop whatever is left, so that no
+    process of the job outlives the command that ran it. Returns the pids it had to kill."""
+    deadline = time.monotonic() + grace
+    while processes(prefix):
+        if time.monotonic() >= deadline:
+            return stop(prefix)
+        time.sleep(0.1)
+    return []
+
+
 def private_roots() -> list[Path]:
     """Where a job's private data dir (which holds its extra vars) may live: memory first."""
     roots = []

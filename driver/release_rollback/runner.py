@@ -319,6 +319,8 @@ def _run_job(
         )
         return result.status, result.rc, _last_stdout_line(private)
     finally:
+        # The command that ran the job returns only once nothing of the job is left running.
+        jobs.settle(mark)
         shutil.rmtree(private, ignore_errors=True)
 
 

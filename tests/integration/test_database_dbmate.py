@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
-from conftest import Cli, need
-from dbkit import PG_ADMIN, create, drop, server_up
-from migrate_apps import dbmate_app
+from conftest import need
+from dbkit import drop
+from migrate_apps import dbmate_app, stage_cli
 
 pytestmark = pytest.mark.integration
 
@@ -25,69 +25,20 @@ SECRET = "Dbmate-pw-never-on-disk-17"
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """One application host, one CLI (its own runs directory) for the module."""
-    from release_rollback.demo import build_fleet
-
     need(dbmate_app.installed(), "dbmate 2.36 in .cache/migrate-tools (.ci/test-deps)")
-    root = tmp_path_factory.mktemp("dbmate")
-    fleet = build_fleet(root / "fleet", 1, start=False)
-    yield fleet, Cli(root / "runs", root), root
+    fleet, cli, root = stage_cli.app_host(tmp_path_factory, "dbmate")
+    yield fleet, cli, root
     fleet.stop()
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
 def deployed(request, env, tmp_path):
     """A fresh database of the dialect, with the application deployed on it (all four migrations)."""
-    dialect = request.param
-    if dialect == "postgresql":
-        need(server_up(PG_ADMIN), "PostgreSQL on 127.0.0.1:5432 (psycopg installed)")
-    db = create(dialect, tmp_path, SECRET if dialect == "postgresql" else None)
+    db = stage_cli.new_database(request.param, tmp_path, SECRET)
     app = dbmate_app.copy_app(tmp_path / "release")
     dbmate_app.deploy(app, db.url)
     yield db, app
     drop(db)
-
-
-def manifest(fleet, tmp_path: Path, app: Path, db, target: str) -> Path:
-    path = tmp_path / f"m-{target}.yml"
-    database = {
-        "tool": "dbmate",
-        "migrations": str(app),
-        "url": db.url,
-        "target_revision": target,
-        "backup_dir": str(tmp_path / "backups"),
-        "critical_tables": ["orders"],
-    }
-    path.write_text(yaml.safe_dump({"rollback_manifest": {"app": "shop", "version": fleet.bad, "database": database}}))
-    return path
-
-
-def plan(cli, fleet, path):
-    res = cli("plan", "-i", str(fleet.inventory), "-m", str(path), "--scope", "database", "--json")
-    out = json.loads(res.stdout) if res.stdout.strip().startswith("{") else {}
-    return res, out
-
-
-def oneshot(cli, fleet, path):
-    """`run -i -m --approver --yes`: plan, approve (without --destructive) and run in one go."""
-    res = cli(
-        "run",
-        "-i",
-        str(fleet.inventory),
-        "-m",
-        str(path),
-        "--scope",
-        "database",
-        "--approver",
-        "dba",
-        "--yes",
-        "--json",
-    )
-    out = json.loads(res.stdout) if res.stdout.strip().startswith("{") else {}
-    return res, out
-
-
-def backups_in(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if not p.name.startswith(".")) if directory.exists() else []
 
 
 def state(db) -> dict:
@@ -121,7 +72,7 @@ def test_dbmate_plan_classifies_then_runs_reversible_and_approved_destructive_st
     assert "ix_orders_total" in deployed_state["indexes"] and "coupon" in deployed_state["columns"]
 
     # The plan down to the first migration: each step classified; the irreversible one blocks the plan.
-    res, _out = plan(cli, fleet, manifest(fleet, tmp_path, app, db, V1))
+    res, _out = stage_cli.plan(cli, fleet, stage_cli.manifest(fleet, tmp_path, "dbmate", app, db, V1))
     assert res.returncode == 3, res.stdout + res.stderr
     run_dir = cli.run_dirs()[-1]
     the_plan = yaml.safe_load((run_dir / "plan.yml").read_text())
@@ -143,7 +94,7 @@ def test_dbmate_plan_classifies_then_runs_reversible_and_approved_destructive_st
     assert state(db) == deployed_state  # nothing changed
 
     # A reversible path (planned, approved and run in one go): the index goes, nothing else.
-    res, out = oneshot(cli, fleet, manifest(fleet, tmp_path, app, db, V3))
+    res, out = stage_cli.oneshot(cli, fleet, stage_cli.manifest(fleet, tmp_path, "dbmate", app, db, V3))
     assert res.returncode == 0, res.stdout + res.stderr
     assert out["exit_state"] == "completed"
     now = state(db)
@@ -157,13 +108,13 @@ def test_dbmate_plan_classifies_then_runs_reversible_and_approved_destructive_st
 
     # A destructive step: refused without --destructive (nothing changed, no backup), runs with it.
     backups = tmp_path / "backups"
-    taken = backups_in(backups)  # the reversible run's backup
-    res, out = oneshot(cli, fleet, manifest(fleet, tmp_path, app, db, V2))
+    taken = stage_cli.backups_in(backups)  # the reversible run's backup
+    res, out = stage_cli.oneshot(cli, fleet, stage_cli.manifest(fleet, tmp_path, "dbmate", app, db, V2))
     assert res.returncode == 3, res.stdout + res.stderr
     assert out["exit_state"] == "blocked"
     run_dir = cli.run_dirs()[-1]
     assert state(db) == now
-    assert backups_in(backups) == taken
+    assert stage_cli.backups_in(backups) == taken
     assert cli("approve", str(run_dir / "plan.yml"), "--approver", "dba", "--destructive").returncode == 0
     res = cli("resume", str(run_dir), "--json")
     assert res.returncode == 0, res.stdout + res.stderr
@@ -178,6 +129,4 @@ def test_dbmate_plan_classifies_then_runs_reversible_and_approved_destructive_st
     assert rep["backup"]["revision"] == V3 and rep["backup"]["verified"] is True
 
     # The password went to dbmate in the environment only: not in any file of the runs.
-    for f in cli.runs.rglob("*"):
-        if f.is_file():
-            assert SECRET not in f.read_text(errors="replace"), f"the password leaked into {f}"
+    stage_cli.assert_secret_nowhere(SECRET, cli.runs)

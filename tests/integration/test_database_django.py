@@ -8,40 +8,33 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 import yaml
-from conftest import Cli, need
-from dbkit import PG_ADMIN, create, drop, server_up
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "migrate_apps"))
-import django_app
+from dbkit import create, drop
+from migrate_apps import django_app, stage_cli
 
 pytestmark = pytest.mark.integration
 
 ORDERS = [(1, 1250, "2026-11-20", "gift wrap"), (2, 990, "2026-11-21", None)]
 
 
+SECRET = "Django-pw-never-on-disk-5e"  # the database's own login: it reaches Django only in DATABASE_URL
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """One application host and one CLI runs directory for the whole module."""
-    from release_rollback.demo import build_fleet
-
-    root = tmp_path_factory.mktemp("django")
-    fleet = build_fleet(root / "fleet", 1, start=False)
-    yield fleet, Cli(root / "runs", root)
+    fleet, cli, _root = stage_cli.app_host(tmp_path_factory, "django")
+    yield fleet, cli
     fleet.stop()
 
 
 @pytest.fixture
 def database(request, tmp_path):
-    dialect = request.param
-    if dialect == "postgresql":
-        need(server_up(PG_ADMIN), "PostgreSQL on 127.0.0.1:5432 (psycopg installed)")
-    db = create(dialect, tmp_path)
+    db = stage_cli.new_database(request.param, tmp_path, SECRET)
     yield db
     drop(db)
 
@@ -216,6 +209,9 @@ def test_django_reversible_then_destructive_with_backup_then_irreversible_refuse
     assert applied(db) == django_app.MIGRATIONS
     assert "ix_order_total" in indexes(db) and contents(db) == before
 
+    # The password reached Django in its environment only: not in any file of the runs or the project.
+    stage_cli.assert_secret_nowhere(SECRET, site[1].runs, project)
+
 
 # ------------------------------------------------------- an app that depends on the app rolled back
 
@@ -319,3 +315,25 @@ def test_django_unapplies_a_dependent_app_first_and_refuses_a_target_that_leaves
     with pytest.raises(base.Fail) as refused:
         tool("shop.0001+billing.zero").current()
     assert "write it as 'billing.zero+shop.0001_initial'" in refused.value.msg
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_django_a_database_redeployed_between_approval_and_run_is_not_touched(database, site, tmp_path):
+    """Compare-and-swap on Django's per-app revision: approved at shop.0003, the database is moved by a
+    deploy (down to 0001) before the run; the run refuses, names both revisions and changes nothing."""
+    db, (_fleet, cli) = database, site
+    project = django_app.copy_project(tmp_path / "release")
+    django_app.deploy(project, db.url, "0003_order_total_index")
+    res, run_dir, the_plan = plan(site, manifest(site, tmp_path, "moved", project, db, "shop.0002_order_note"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert the_plan["database"]["current_revision"] == "shop.0003_order_total_index"
+    assert cli("approve", str(run_dir / "plan.yml"), "--approver", "dba").returncode == 0
+
+    django_app.manage(project, db.url, "migrate", "shop", "0001_initial", "--no-input")  # the redeploy
+    moved = (applied(db), columns(db), indexes(db))
+    res = cli("run", str(run_dir / "plan.yml"), "--json")
+    assert res.returncode != 0, res.stdout + res.stderr
+    said = res.stdout + res.stderr
+    assert "shop.0001_initial" in said and "shop.0003_order_total_index" in said, said
+    assert (applied(db), columns(db), indexes(db)) == moved
+    assert not (tmp_path / "backups-moved").exists() or not any((tmp_path / "backups-moved").iterdir())

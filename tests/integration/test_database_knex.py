@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
-from conftest import Cli, need
-from dbkit import MARIADB_ADMIN, PG_ADMIN, create, drop, server_up
-from migrate_apps import knex_app
+from conftest import need
+from dbkit import drop
+from migrate_apps import knex_app, stage_cli
 
 pytestmark = pytest.mark.integration
 
@@ -25,68 +25,20 @@ SECRET = "Knex-pw-never-on-disk-41"
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """One application host, one CLI (its own runs directory) for the module."""
-    from release_rollback.demo import build_fleet
-
     need(knex_app.installed(), "knex 3.1 with pg and mysql2 in .cache/migrate-tools (.ci/test-deps)")
-    root = tmp_path_factory.mktemp("knex")
-    fleet = build_fleet(root / "fleet", 1, start=False)
-    yield fleet, Cli(root / "runs", root), root
+    fleet, cli, root = stage_cli.app_host(tmp_path_factory, "knex")
+    yield fleet, cli, root
     fleet.stop()
 
 
 @pytest.fixture(params=["postgresql", "mysql"])
 def deployed(request, env, tmp_path):
     """A fresh database of the dialect, with the application deployed on it (all four migrations)."""
-    dialect = request.param
-    need(server_up(PG_ADMIN if dialect == "postgresql" else MARIADB_ADMIN), f"the {dialect} server on 127.0.0.1")
-    db = create(dialect, tmp_path, SECRET if dialect == "postgresql" else None)
+    db = stage_cli.new_database(request.param, tmp_path, SECRET)
     app = knex_app.copy_app(tmp_path / "release")
     knex_app.deploy(app, db.url)
     yield db, app
     drop(db)
-
-
-def manifest(fleet, tmp_path: Path, app: Path, db, target: str) -> Path:
-    path = tmp_path / f"m-{target}.yml"
-    database = {
-        "tool": "knex",
-        "migrations": str(app),
-        "url": db.url,
-        "target_revision": target,
-        "backup_dir": str(tmp_path / "backups"),
-        "critical_tables": ["orders"],
-    }
-    path.write_text(yaml.safe_dump({"rollback_manifest": {"app": "shop", "version": fleet.bad, "database": database}}))
-    return path
-
-
-def plan(cli, fleet, path):
-    res = cli("plan", "-i", str(fleet.inventory), "-m", str(path), "--scope", "database", "--json")
-    out = json.loads(res.stdout) if res.stdout.strip().startswith("{") else {}
-    return res, out
-
-
-def backups_in(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if not p.name.startswith(".")) if directory.exists() else []
-
-
-def oneshot(cli, fleet, path):
-    """`run -i -m --approver --yes`: plan, approve (without --destructive) and run in one go."""
-    res = cli(
-        "run",
-        "-i",
-        str(fleet.inventory),
-        "-m",
-        str(path),
-        "--scope",
-        "database",
-        "--approver",
-        "dba",
-        "--yes",
-        "--json",
-    )
-    out = json.loads(res.stdout) if res.stdout.strip().startswith("{") else {}
-    return res, out
 
 
 def state(db) -> dict:
@@ -126,7 +78,7 @@ def test_knex_plan_classifies_then_runs_reversible_and_approved_destructive_step
     assert "ix_orders_total" in deployed_state["indexes"] and "coupon" in deployed_state["columns"]
 
     # The plan down to the first migration: each step classified; the irreversible one blocks the plan.
-    res, out = plan(cli, fleet, manifest(fleet, tmp_path, app, db, M1))
+    res, out = stage_cli.plan(cli, fleet, stage_cli.manifest(fleet, tmp_path, "knex", app, db, M1))
     assert res.returncode == 3, res.stdout + res.stderr
     run_dir = cli.run_dirs()[-1]
     the_plan = yaml.safe_load((run_dir / "plan.yml").read_text())
@@ -145,7 +97,7 @@ def test_knex_plan_classifies_then_runs_reversible_and_approved_destructive_step
     assert state(db) == deployed_state  # nothing changed
 
     # A reversible path (planned, approved and run in one go): the index goes, nothing else.
-    res, out = oneshot(cli, fleet, manifest(fleet, tmp_path, app, db, M3))
+    res, out = stage_cli.oneshot(cli, fleet, stage_cli.manifest(fleet, tmp_path, "knex", app, db, M3))
     assert res.returncode == 0, res.stdout + res.stderr
     assert out["exit_state"] == "completed"
     now = state(db)
@@ -158,13 +110,13 @@ def test_knex_plan_classifies_then_runs_reversible_and_approved_destructive_step
 
     # A destructive step: refused without --destructive (nothing changed, no backup), runs with it.
     backups = tmp_path / "backups"
-    taken = backups_in(backups)  # the reversible run's backup
-    res, out = oneshot(cli, fleet, manifest(fleet, tmp_path, app, db, M2))
+    taken = stage_cli.backups_in(backups)  # the reversible run's backup
+    res, out = stage_cli.oneshot(cli, fleet, stage_cli.manifest(fleet, tmp_path, "knex", app, db, M2))
     assert res.returncode == 3, res.stdout + res.stderr
     assert out["exit_state"] == "blocked"
     run_dir = cli.run_dirs()[-1]
     assert state(db) == now
-    assert backups_in(backups) == taken
+    assert stage_cli.backups_in(backups) == taken
     assert cli("approve", str(run_dir / "plan.yml"), "--approver", "dba", "--destructive").returncode == 0
     res = cli("resume", str(run_dir), "--json")
     assert res.returncode == 0, res.stdout + res.stderr
@@ -185,12 +137,10 @@ def test_knex_plan_classifies_then_runs_reversible_and_approved_destructive_step
         with eng.begin() as conn:
             conn.execute(sa.text("UPDATE knex_migrations_lock SET is_locked = 1"))
         eng.dispose()
-        res, _out = plan(cli, fleet, manifest(fleet, tmp_path, app, db, M1))
+        res, _out = stage_cli.plan(cli, fleet, stage_cli.manifest(fleet, tmp_path, "knex", app, db, M1))
         assert res.returncode == 3, res.stdout + res.stderr
         assert "knex_migrations_lock is held" in res.stdout + res.stderr
         assert state(db)["applied"] == [M1, M2]
 
     # The password went to knex in the environment only: not in any file of the runs.
-    for f in cli.runs.rglob("*"):
-        if f.is_file():
-            assert SECRET not in f.read_text(errors="replace"), f"the password leaked into {f}"
+    stage_cli.assert_secret_nowhere(SECRET, cli.runs)

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -129,3 +130,44 @@ def test_an_attempt_killed_mid_step_leaves_the_restore_point_to_the_next_attempt
     scratch = create("sqlite", tmp_path)
     restore("sqlite", point["path"], scratch)
     assert scratch.revision() == "c3"
+
+
+# golang-migrate's files with a migrations table of another name (`-x-migrations-table`):
+# settings.table names it, and the sql tool reads and writes that table only.
+def test_the_migrations_table_is_the_one_settings_table_names(tmp_path):
+    scripts = tmp_path / "migrations"
+    scripts.mkdir()
+    (scripts / "1_orders.up.sql").write_text("CREATE TABLE orders (id INTEGER);")
+    (scripts / "1_orders.down.sql").write_text("DROP TABLE orders;")
+    (scripts / "2_notes.up.sql").write_text("CREATE TABLE notes (id INTEGER);")
+    (scripts / "2_notes.down.sql").write_text("CREATE TABLE kept (id INTEGER);")
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(
+            "CREATE TABLE app_migrations (version BIGINT PRIMARY KEY, dirty BOOLEAN);"
+            "INSERT INTO app_migrations VALUES (2, 0);"
+            "CREATE TABLE orders (id INTEGER); CREATE TABLE notes (id INTEGER);"
+        )
+    args = {
+        "tool": "sql",
+        "migrations": str(scripts),
+        "url": f"sqlite:///{db}",
+        "target_revision": "1",
+        "settings": {"table": "app_migrations"},
+        "backup_dir": str(tmp_path / "backups"),
+    }
+    status = result(adhoc(args))
+    assert status["failed"] is False and status["current"] == "2", status
+    assert [(s["revision"], s["to"]) for s in status["steps"]] == [("2", "1")]
+
+    done = result(adhoc(dict(args, state="downgraded")))
+    assert done["failed"] is False and done["current"] == "1", done
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT version, dirty FROM app_migrations").fetchall() == [(1, 0)]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "schema_migrations" not in tables and "kept" in tables
+
+    wrong = result(adhoc(dict(args, settings={"table": "app_migrations; DROP TABLE orders"})))
+    assert wrong["failed"] is True and "is not a table name" in wrong["msg"]
+    unknown = result(adhoc(dict(args, settings={"tabel": "x"})))
+    assert unknown["failed"] is True and unknown["msg"] == "settings tabel is not a setting of tool sql: use table"

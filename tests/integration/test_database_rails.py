@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
-from conftest import Cli, need
-from dbkit import MARIADB_ADMIN, PG_ADMIN, create, drop, server_up
-from migrate_apps import rails_app
+from conftest import need
+from dbkit import PG_ADMIN, create, drop, server_up
+from migrate_apps import rails_app, stage_cli
 
 pytestmark = pytest.mark.integration
 
@@ -26,45 +26,25 @@ SECRET = "Rails-pw-never-on-disk-7c"  # the database's own login: it reaches Rai
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """One application host, one CLI (its own runs directory) for the module."""
-    from release_rollback.demo import build_fleet
-
     need(rails_app.installed(), "Rails 6.1 from Debian (ruby-railties, ruby-activerecord, ruby-pg, ruby-mysql2)")
-    root = tmp_path_factory.mktemp("rails")
-    fleet = build_fleet(root / "fleet", 1, start=False)
-    yield fleet, Cli(root / "runs", root), root
+    fleet, cli, root = stage_cli.app_host(tmp_path_factory, "rails")
+    yield fleet, cli, root
     fleet.stop()
 
 
 @pytest.fixture(params=["postgresql", "mysql"])
 def deployed(request, env, tmp_path):
     """A fresh database of the dialect, with the application deployed on it (all four migrations)."""
-    dialect = request.param
-    need(server_up(PG_ADMIN if dialect == "postgresql" else MARIADB_ADMIN), f"the {dialect} server on 127.0.0.1")
-    db = create(dialect, tmp_path, SECRET)
+    db = stage_cli.new_database(request.param, tmp_path, SECRET)
     app = rails_app.copy_app(tmp_path / "release")
     rails_app.deploy(app, db.url)
     yield db, app
     drop(db)
 
 
-def manifest(fleet, tmp_path: Path, app: Path, db, target: str) -> Path:
-    path = tmp_path / f"m-{target}.yml"
-    database = {
-        "tool": "rails",
-        "migrations": str(app),
-        "url": db.url,
-        "target_revision": target,
-        "backup_dir": str(tmp_path / f"backups-{target}"),
-        "critical_tables": ["orders"],
-    }
-    path.write_text(yaml.safe_dump({"rollback_manifest": {"app": "shop", "version": fleet.bad, "database": database}}))
-    return path
-
-
-def plan(cli, fleet, path):
-    res = cli("plan", "-i", str(fleet.inventory), "-m", str(path), "--scope", "database", "--json")
-    out = json.loads(res.stdout) if res.stdout.strip().startswith("{") else {}
-    return res, out
+def manifest(fleet, tmp_path: Path, app: Path, db, version: str) -> Path:
+    """The manifest down to ``version``, with a backup directory of its own per target."""
+    return stage_cli.manifest(fleet, tmp_path, "rails", app, db, version, tmp_path / f"backups-{version}")
 
 
 def state(db) -> dict:
@@ -103,7 +83,7 @@ def test_rails_plan_classifies_then_runs_reversible_and_approved_destructive_ste
 
     # The plan down to the first migration: each step classified from its Ruby; the irreversible one
     # blocks the plan, and no approval lets it run.
-    res, out = plan(cli, fleet, manifest(fleet, tmp_path, app, db, V1))
+    res, out = stage_cli.plan(cli, fleet, manifest(fleet, tmp_path, app, db, V1))
     assert res.returncode == 3, res.stdout + res.stderr
     run_dir = cli.run_dirs()[-1] if cli.run_dirs() else Path(out["run_dir"])
     the_plan = yaml.safe_load((run_dir / "plan.yml").read_text())
@@ -126,7 +106,7 @@ def test_rails_plan_classifies_then_runs_reversible_and_approved_destructive_ste
     assert state(db) == deployed_state  # nothing changed
 
     # A reversible path: the index goes, nothing else.
-    res, out = plan(cli, fleet, manifest(fleet, tmp_path, app, db, V3))
+    res, out = stage_cli.plan(cli, fleet, manifest(fleet, tmp_path, app, db, V3))
     assert res.returncode == 0, res.stdout + res.stderr
     run_dir = Path(out["run_dir"])
     assert [(s["revision"], s["to"]) for s in out["plan"]["database"]["steps"]] == [(V4, V3)]
@@ -143,7 +123,7 @@ def test_rails_plan_classifies_then_runs_reversible_and_approved_destructive_ste
 
     # A destructive step: refused without --destructive (nothing changed, no backup), runs with it.
     backups = tmp_path / f"backups-{V2}"
-    res, out = plan(cli, fleet, manifest(fleet, tmp_path, app, db, V2))
+    res, out = stage_cli.plan(cli, fleet, manifest(fleet, tmp_path, app, db, V2))
     assert res.returncode == 0, res.stdout + res.stderr
     run_dir = Path(out["run_dir"])
     assert cli("approve", str(run_dir / "plan.yml"), "--approver", "dba").returncode == 0
@@ -168,9 +148,7 @@ def test_rails_plan_classifies_then_runs_reversible_and_approved_destructive_ste
     assert b"WELCOME" in backup.read_bytes() or db.dialect == "postgresql"  # the lost value is in the dump
 
     # The password reached Rails in its environment only: not in the runs, the reports or the release.
-    for f in [*root.joinpath("runs").rglob("*"), *app.rglob("*")]:
-        if f.is_file():
-            assert SECRET not in f.read_text(errors="replace"), f"the password leaked into {f}"
+    stage_cli.assert_secret_nowhere(SECRET, root / "runs", app)
 
 
 def test_an_application_whose_database_yml_reaches_another_database_is_refused_with_both_named(env, tmp_path):
@@ -183,7 +161,7 @@ def test_an_application_whose_database_yml_reaches_another_database_is_refused_w
         app = rails_app.copy_app(tmp_path / "release")  # not deployed: the check comes before anything else
         other = tmp_path / "other.sqlite3"
         (app / "config" / "database.yml").write_text(f"production:\n  url: sqlite3:{other}\n")
-        res, _out = plan(cli, fleet, manifest(fleet, tmp_path, app, db, V3))
+        res, _out = stage_cli.plan(cli, fleet, manifest(fleet, tmp_path, app, db, V3))
         assert res.returncode == 3, res.stdout + res.stderr
         said = res.stdout + res.stderr
         assert "the migration tool (rails) would reach SQLite file" in said, said

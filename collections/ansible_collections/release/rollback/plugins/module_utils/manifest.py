@@ -87,17 +87,9 @@ def _db_settings(settings, kind):
         return {}
     if not isinstance(settings, dict):
         raise ManifestError("database.settings must be a mapping of the tool's settings")
-    unknown = sorted(str(k) for k in settings if k not in kind.settings_doc)
-    if unknown:
-        raise ManifestError(
-            "database.settings %s %s not a setting of tool %s: %s"
-            % (
-                ", ".join(_short(k) for k in unknown),
-                "is" if len(unknown) == 1 else "are",
-                kind.name,
-                ("use " + ", ".join(sorted(kind.settings_doc))) if kind.settings_doc else "it takes none",
-            )
-        )
+    problem = kind.settings_problem(settings, "database.settings")
+    if problem:
+        raise ManifestError(problem)
     return dict(settings)
 
 

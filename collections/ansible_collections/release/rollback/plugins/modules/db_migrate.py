@@ -191,7 +191,6 @@ database:
   type: dict
 """
 
-import os
 import re
 
 from ansible.module_utils.basic import AnsibleModule
@@ -245,7 +244,7 @@ def main():
         module.fail_json(msg=problem, database=record)
     state = {"before": None, "current": None, "run": None}
     try:
-        client = Client(module, conn, os.path.dirname(p["config"]) if kind.needs == "config" else p["migrations"])
+        client = Client(module, conn, kind.workdir(p))
         tool = kind(module, conn, client)
         _stage.run(module, tool, client, conn, record, state)
     except base.Fail as exc:

@@ -91,13 +91,32 @@ class MigrationTool:
     #: The revision meaning "nothing applied".
     base = BASE
 
+    @classmethod
+    def workdir(cls, params):
+        """Where the tool's commands run: the directory of ``config``, or ``migrations``."""
+        return os.path.dirname(params["config"]) if cls.needs == "config" else params["migrations"]
+
+    @classmethod
+    def settings_problem(cls, settings, where="settings"):
+        """One sentence naming the keys of ``settings`` the tool does not take (and the ones it does), or None."""
+        unknown = sorted(str(k) for k in settings or {} if k not in cls.settings_doc)
+        if not unknown:
+            return None
+        return "%s %s %s not a setting of tool %s: %s" % (
+            where,
+            ", ".join(k if len(k) <= 60 else k[:57] + "..." for k in unknown),
+            "is" if len(unknown) == 1 else "are",
+            cls.name,
+            ("use " + ", ".join(sorted(cls.settings_doc))) if cls.settings_doc else "it takes none",
+        )
+
     def __init__(self, module, conn, client):
         self.module = module
         self.p = module.params
         self.conn = conn
         self.client = client  # dbtools.client.Client: the database's own client, as the backup uses
         #: Where the tool's commands run: the directory of ``config``, or ``migrations``.
-        self.cwd = os.path.dirname(self.p["config"]) if self.needs == "config" else self.p["migrations"]
+        self.cwd = self.workdir(self.p)
         #: The manifest's ``database.settings`` for this tool (keys declared in ``settings_doc``).
         self.settings = dict(self.p.get("settings") or {})
         #: Set by ``current()`` when the tool's own table says a step stopped half-way

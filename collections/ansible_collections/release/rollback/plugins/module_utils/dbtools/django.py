@@ -234,24 +234,6 @@ _SCHEMA_OPS = frozenset(
 )
 
 
-def _call_name(node):
-    func = node.func
-    if isinstance(func, ast.Attribute):
-        return func.attr
-    if isinstance(func, ast.Name):
-        return func.id
-    return None
-
-
-def _arg(node, index, keyword):
-    for kw in node.keywords:
-        if kw.arg == keyword:
-            return kw.value
-    if len(node.args) > index:
-        return node.args[index]
-    return None
-
-
 def _text(node):
     if node is None:
         return "?"
@@ -298,11 +280,11 @@ def classify_operations(source):
     todo = list(ops)
     while todo:
         op = todo.pop(0)
-        name = _call_name(op) if isinstance(op, ast.Call) else None
+        name = _db._call_name(op) if isinstance(op, ast.Call) else None
         if name is None:
             review.append("operation %s cannot be read" % _text(op)[:80])
         elif name == "RunPython":
-            code, back = _text(_arg(op, 0, "code")), _arg(op, 1, "reverse_code")
+            code, back = _text(_db._arg(op, 0, "code")), _db._arg(op, 1, "reverse_code")
             if _is_none(back):
                 unrunnable.append("RunPython(%s) has no reverse_code: Django raises IrreversibleError" % code)
             elif _is_noop(back):
@@ -312,22 +294,22 @@ def classify_operations(source):
             else:
                 review.append("RunPython reverse_code %s runs Python the classifier cannot read" % _text(back))
         elif name == "RunSQL":
-            back = _arg(op, 1, "reverse_sql")
+            back = _db._arg(op, 1, "reverse_sql")
             if _is_none(back):
                 unrunnable.append("RunSQL has no reverse_sql: Django raises IrreversibleError")
             elif _is_noop(back):
                 review.append("RunSQL is undone with RunSQL.noop: what its SQL changed stays as it is (review)")
             # A reverse_sql is in what sqlmigrate --backwards prints, and classified there.
         elif name == "RemoveField":
-            model, field = _text(_arg(op, 0, "model_name")), _text(_arg(op, 1, "name"))
+            model, field = _text(_db._arg(op, 0, "model_name")), _text(_db._arg(op, 1, "name"))
             lost.append("undoing RemoveField re-creates column %s.%s empty: its data is not restored" % (model, field))
         elif name == "DeleteModel":
             lost.append(
                 "undoing DeleteModel re-creates model %s's table empty: its rows are not restored"
-                % _text(_arg(op, 0, "name"))
+                % _text(_db._arg(op, 0, "name"))
             )
         elif name == "SeparateDatabaseAndState":
-            more = _arg(op, 0, "database_operations")
+            more = _db._arg(op, 0, "database_operations")
             if isinstance(more, (ast.List, ast.Tuple)):
                 todo[:0] = list(more.elts)
             elif not _is_none(more):
@@ -435,6 +417,10 @@ class Django(base.MigrationTool):
     def _check(self, answer, target):
         if answer.get("error"):
             raise base.Fail("Django's migrations: %s; nothing was changed" % answer["error"])
+        self._check_form(answer, target)
+
+    def _check_form(self, answer, target):
+        """The target as Django names it (full names, sorted by app), or one sentence with the form to write."""
         if target is not None and answer.get("target") != target:
             raise base.Fail(
                 "target_revision %r names the migrations %s: write it as %r (app.migration, full names, joined by + "
@@ -449,7 +435,11 @@ class Django(base.MigrationTool):
         first, self._first = self._first, False
         answer = self.helper(steps=first, sql=first)
         self.seen = answer.get("identity")
-        self._check(answer, self.p.get("target_revision"))
+        if "current" not in answer:  # the migrations or the target cannot be read at all
+            self._check(answer, self.p.get("target_revision"))
+        self._check_form(answer, self.p.get("target_revision"))
+        # A path to the target that cannot be taken is for steps() to say, once the stage has compared
+        # the revision with the plan's: a database moved since the plan is refused as such first.
         self._read = answer if first else {}
         return answer["current"]
 

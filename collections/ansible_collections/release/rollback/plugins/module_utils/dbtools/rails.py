@@ -390,6 +390,19 @@ def _literal(arg):
 _STRING_METHODS = frozenset(["squish", "strip", "chomp", "freeze", "dup"])
 
 
+# What ActiveRecord's CommandRecorder runs on the way down in place of a ``change`` call that only
+# creates something: the matching drop, with the same arguments.
+_INVERSE = {
+    "create_table": "drop_table",
+    "create_join_table": "drop_join_table",
+    "add_column": "remove_column",
+    "add_reference": "remove_reference",
+    "add_belongs_to": "remove_belongs_to",
+    "add_timestamps": "remove_timestamps",
+    "enable_extension": "disable_extension",
+}
+
+
 class _Call:
     """One call statement: ``recv.name args { block }`` with its modifier condition."""
 
@@ -764,6 +777,11 @@ class _Reader:
     def change_call(self, call, conditional):
         """A call of ``change``: what ActiveRecord's CommandRecorder runs in its place on the way down."""
         name = call.name
+        if call.recv is None and name in _INVERSE:
+            # Its inverse takes the same arguments: classified as that call run on the way down.
+            inverse = _Call(None, _INVERSE[name], call.positional, call.labels, None, [], call.condition)
+            self.down_call(inverse, conditional)
+            return
         if call.recv is not None:
             if name == "reset_column_information":
                 return
@@ -771,19 +789,7 @@ class _Reader:
             return
         self.ran += 1
         table = self._name(call, 0)
-        if name == "create_table":
-            self.lost.append("drops table %s (and its rows)" % table)
-        elif name == "create_join_table":
-            self.lost.append("drops the join table of %s and %s (and its rows)" % (table, self._name(call, 1)))
-        elif name == "add_column":
-            self.lost.append("drops column %s.%s" % (table, self._name(call, 1)))
-        elif name in ("add_reference", "add_belongs_to"):
-            self.lost.append("drops column %s.%s_id" % (table, self._name(call, 1)))
-        elif name == "add_timestamps":
-            self.lost.append("drops columns %s.created_at, %s.updated_at" % (table, table))
-        elif name == "enable_extension":
-            self.lost.append("drops extension %s with CASCADE (and what uses it)" % table)
-        elif name == "remove_column":
+        if name == "remove_column":
             if len(call.positional) < 3 and "type" not in call.labels:
                 self.cannot.append("remove_column %s.%s without a type" % (table, self._name(call, 1)))
         elif name == "remove_columns":

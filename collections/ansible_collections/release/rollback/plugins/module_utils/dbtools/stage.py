@@ -146,15 +146,7 @@ def tool_problem(kind, p):
         return "the %s configuration %s does not exist" % (kind.title or kind.name, where)
     if kind.needs == "migrations" and not os.path.isdir(where):
         return "the migrations directory %s does not exist" % where
-    unknown = sorted(set(p["settings"] or {}) - set(kind.settings_doc))
-    if unknown:
-        return "settings %s %s not a setting of tool %s: %s" % (
-            ", ".join(str(k)[:60] for k in unknown),
-            "is" if len(unknown) == 1 else "are",
-            kind.name,
-            ("use " + ", ".join(sorted(kind.settings_doc))) if kind.settings_doc else "it takes none",
-        )
-    return None
+    return kind.settings_problem(p["settings"])
 
 
 def _on_planned_path(tool, planned_from, current, target):
@@ -254,26 +246,30 @@ def run(module, tool, client, conn, record, state):
     _same(reference, answer.get("identity"), "the integrity checks")
     live = answer.get("schema") or {}
     record["identity_checked"] = ["backup", "migration", "integrity checks"]
-    steps = tool.steps(before, target, live)
-    record["steps"] = steps
-    if p["state"] == "status":
-        record["current"] = before
-        module.exit_json(changed=False, before=before, current=before, steps=steps, database=record)
-
     run = None
-    if p["run_id"] and p["backup_dir"] and not module.check_mode:
+    if p["state"] != "status" and p["run_id"] and p["backup_dir"] and not module.check_mode:
+        # The run's record (its restore point) first: a refusal below still reports it.
         run = state["run"] = _load_run(module, reference)
     if (
-        p["expected_revision"]
+        p["state"] != "status"
+        and p["expected_revision"]
         and before not in (p["expected_revision"], target)
         and not _on_planned_path(tool, p["expected_revision"], before, target)
     ):
+        # Compare-and-swap, before the tool is asked for a path from where the database is now: a
+        # database that moved since the plan is refused the same way whatever the tool.
         raise _Fail(
             "the database is at revision %s, but the plan was made at revision %s: build a new plan; "
             "nothing was changed" % (before, p["expected_revision"]),
             refused=True,
             stale=True,
         )
+    steps = tool.steps(before, target, live)
+    record["steps"] = steps
+    if p["state"] == "status":
+        record["current"] = before
+        module.exit_json(changed=False, before=before, current=before, steps=steps, database=record)
+
     earlier = _earlier_half_applied(run, before, live) if run else None
     if earlier and earlier.get("revision") == before and not earlier.get("resolved"):
         still = _db.schema_diff(earlier.get("schema_before"), live)
