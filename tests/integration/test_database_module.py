@@ -59,8 +59,19 @@ def descendants(pid: int) -> list[int]:
 
 
 def kill_tree(proc: subprocess.Popen) -> None:
-    """kill -9 the attempt and everything it started, as a crash of the machine running it would."""
-    tree = [proc.pid, *descendants(proc.pid)]
+    """kill -9 the attempt and everything it started, as a crash of the machine running it would.
+
+    The tree is frozen first (SIGSTOP until no new process appears): a process that forks while the
+    tree is being read would otherwise leave its child running on, orphaned, to finish the step."""
+    tree: list[int] = []
+    for _ in range(100):  # bounded: a stopped process cannot start another
+        new = [pid for pid in [proc.pid, *descendants(proc.pid)] if pid not in tree]
+        if not new:
+            break
+        for pid in new:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        tree.extend(new)
     for pid in tree:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

@@ -25,6 +25,14 @@ def test_every_state_that_is_not_final_names_a_command_with_the_run_s_real_path(
     assert not any(placeholder in c for c in commands for placeholder in ("RUN_DIR", "PLAN", "NAME"))
 
 
+@pytest.mark.parametrize("state", [s["name"] for s in lifecycle.STATES])
+@pytest.mark.parametrize("command", ["run", "resume", "abort", "approve"])
+def test_every_refusal_names_the_run_s_directory_to_look_at(command, state):
+    # A refused command points at the run it refused: the operator pastes the next command as it is.
+    problem = lifecycle.refusal(command, state, RUN, pid=4242)
+    assert problem is None or f"{RUN}" in problem, problem
+
+
 @pytest.mark.parametrize(
     "command,state,fragment",
     [

@@ -80,13 +80,13 @@ STATES = (
         "name": ABORTED,
         "final": True,
         "means": "aborted: it never executes again",
-        "next": ["release-rollback plan -i {inventory} -m {manifest}"],
+        "next": ["release-rollback status {run_dir}", "release-rollback plan -i {inventory} -m {manifest}"],
     },
     {
         "name": BLOCKED,
         "final": True,
         "means": "blocked: the plan cannot be approved, nothing has changed",
-        "next": ["release-rollback plan -i {inventory} -m {manifest}"],
+        "next": ["release-rollback status {run_dir}", "release-rollback plan -i {inventory} -m {manifest}"],
     },
 )
 
