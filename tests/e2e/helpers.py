@@ -53,3 +53,18 @@ def edit_manifest(fleet, change) -> None:
     doc = yaml.safe_load(fleet.manifest.read_text())
     change(doc["rollback_manifest"])
     fleet.manifest.write_text(yaml.safe_dump(doc))
+
+
+def resume_after_kill(cli, fleet, run_dir: Path, stage: str):
+    """Resume a run whose driver was killed with SIGKILL inside ``stage``: it completes, and the
+    trail names the interruption, the recovered lock, and still verifies. Returns the resume."""
+    resumed = cli("resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert_rolled_back(fleet)
+    assert set(statuses(run_dir).values()) == {"ok"}
+    events = audit_events(run_dir)
+    interrupted = next(e for e in events if e["event"] == "run.interrupted")
+    assert interrupted["stage"] == stage
+    assert "lock.recovered" in [e["event"] for e in events]
+    assert cli("audit", "verify", str(run_dir)).returncode == 0
+    return resumed

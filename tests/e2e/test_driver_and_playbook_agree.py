@@ -99,26 +99,36 @@ def test_driver_and_ansible_playbook_leave_the_same_fleet_and_report(scenario, c
     (run_dir,) = cli.run_dirs()
     by_driver = json.loads((run_dir / "report.json").read_text())
 
+    def rollback_yml(run: Path, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [
+                "ansible-playbook",
+                "-i",
+                str(second_fleet.inventory),
+                str(ROOT / "playbooks" / "rollback.yml"),
+                "-e",
+                f"@{second_fleet.manifest}",
+                "-e",
+                f"rollback_run_dir={run}",
+                *extra,
+            ],
+            cwd=ROOT,
+            env=dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    if scenario == "completed":
+        # Without an approver the playbook is blocked and changes nothing.
+        before = end_state(second_fleet)
+        blocked = rollback_yml(tmp_path / "unapproved-run")
+        assert blocked.returncode != 0, blocked.stdout[-3000:]
+        assert json.loads((tmp_path / "unapproved-run" / "report.json").read_text())["exit_state"] == "blocked"
+        assert end_state(second_fleet) == before
+
     playbook_run = tmp_path / "playbook-run"
-    playbook = subprocess.run(
-        [
-            "ansible-playbook",
-            "-i",
-            str(second_fleet.inventory),
-            str(ROOT / "playbooks" / "rollback.yml"),
-            "-e",
-            f"@{second_fleet.manifest}",
-            "-e",
-            "rollback_approved_by=alice",
-            "-e",
-            f"rollback_run_dir={playbook_run}",
-        ],
-        cwd=ROOT,
-        env=dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    playbook = rollback_yml(playbook_run, "-e", "rollback_approved_by=alice")
     by_playbook = json.loads((playbook_run / "report.json").read_text())
 
     driver_outline, playbook_outline = report_outline(fleet, by_driver), report_outline(second_fleet, by_playbook)

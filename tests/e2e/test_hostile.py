@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import CLI, Cli
-from helpers import assert_rolled_back, edit_manifest, fleet_state, report
+from helpers import assert_rolled_back, edit_manifest, fleet_state, report, resume_after_kill
 from release_rollback import jobs
 
 pytestmark = pytest.mark.e2e
@@ -300,9 +300,7 @@ def test_kill_9_in_the_flags_stage_then_resume_reports_the_first_attempts_before
     on = fleet.flag()
     assert on["defaultVariant"] == "on" and on["targeting"]
     run_dir = kill_9_when(cli, fleet, "feature_flags", lambda: fleet.flag()["defaultVariant"] == "off")
-    resumed = cli("resume", str(run_dir))
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert_rolled_back(fleet)
+    resume_after_kill(cli, fleet, run_dir, "feature_flags")
     flag = report(run_dir)["flags"]["new-checkout"]
     # The state before this run turned it off, targeting rule included, not the "off" the resume found.
     assert flag["before"] == {"state": "ENABLED", "defaultVariant": "on", "targeting": on["targeting"], "off": False}
@@ -312,30 +310,12 @@ def test_kill_9_in_the_flags_stage_then_resume_reports_the_first_attempts_before
     assert "feature_flags, attempt 1 of 2" in (run_dir / "report.md").read_text()
 
 
-def test_kill_9_in_the_database_stage_then_resume_reports_the_first_attempts_backup(cli, fleet):
-    from test_lifecycle import slow_downgrade
-
-    log = slow_downgrade(fleet, 8)
-    run_dir = kill_9_when(cli, fleet, "database", lambda: log.exists() and "start" in log.read_text())
-    resumed = cli("resume", str(run_dir))
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert_rolled_back(fleet)
-    db = report(run_dir)["database"]
-    point = db["restore_point"]
-    assert point["revision"] == "b2" and Path(point["path"]).is_file() and point["sha256"]
-    assert point["path"] in (run_dir / "report.md").read_text()
-    step = next(s for s in report(run_dir)["steps"] if s["stage"] == "database")
-    assert [a["status"] for a in step["attempts"]] == ["interrupted"]
-
-
 def test_kill_9_in_the_infrastructure_stage_then_resume_reports_the_file_it_restored_and_kept(cli, fleet):
     reloading = slow_lb_reload(fleet, 6)
     bad_conf = (fleet.lb / "upstreams.conf").read_bytes()
     run_dir = kill_9_when(cli, fleet, "infrastructure", reloading.exists)
     assert fleet.lb_release() == fleet.good  # replaced before the kill, not yet reloaded and verified
-    resumed = cli("resume", str(run_dir))
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert_rolled_back(fleet)
+    resume_after_kill(cli, fleet, run_dir, "infrastructure")
     infra = report(run_dir)["infrastructure"]
     assert infra["restored"] is True and infra["earlier_attempt"] is True
     assert infra["kept"] == str(fleet.lb / "upstreams.conf.rolled-back")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import assert_rolled_back, audit_events, edit_manifest, fleet_state, report, statuses
+from helpers import assert_rolled_back, audit_events, edit_manifest, fleet_state, report, resume_after_kill, statuses
 from release_rollback import demo_service, jobs
 
 pytestmark = pytest.mark.e2e
@@ -273,12 +273,12 @@ def run_into_a_slow_downgrade(cli, fleet, seconds: float):
 
 
 def test_kill_9_during_a_slow_down_migration_then_resume_runs_one_migration_and_reports_it(cli, fleet):
-    proc, run_dir, log, mark = run_into_a_slow_downgrade(cli, fleet, 8)
+    proc, run_dir, log, mark = run_into_a_slow_downgrade(cli, fleet, 4)
     proc.kill()
     proc.wait()
     # The driver is gone: its job (ansible-playbook, its workers, the module, alembic) dies with it.
     wait_for(lambda: not jobs.processes(mark), timeout=10, what="the job to die with its driver")
-    time.sleep(9)  # longer than the downgrade would have taken
+    time.sleep(5)  # longer than the downgrade would have taken
     assert "end" not in log.read_text(), "the downgrade went on without its driver"
     assert fleet.db_revision() == "b2"  # the killed step was rolled back whole (a transaction)
     assert "paused (interrupted)" in cli("status", str(run_dir)).stdout
@@ -289,20 +289,23 @@ def test_kill_9_during_a_slow_down_migration_then_resume_runs_one_migration_and_
         for p in root.glob("rollback-*")
         if (p / "job.mark").exists() and (p / "job.mark").read_text().startswith(mark)
     ]
-    resumed = cli("resume", str(run_dir))
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    resume_after_kill(cli, fleet, run_dir, "database")
     lines = log.read_text().split()
     starts = [lines[i + 1] for i in range(0, len(lines), 3) if lines[i] == "start"]
     ends = [lines[i + 1] for i in range(0, len(lines), 3) if lines[i] == "end"]
     assert len(starts) == 2 and len(ends) == 1 and ends[0] == starts[1]  # one finished migration
-    assert_rolled_back(fleet)
     db = report(run_dir)["database"]
     assert db["from_revision"] == "b2" and db["current"] == "a1"
-    assert any(e["event"] == "run.interrupted" and e["stage"] == "database" for e in audit_events(run_dir))
+    # The restore point is the first attempt's backup, taken before the killed step.
+    point = db["restore_point"]
+    assert point["revision"] == "b2" and Path(point["path"]).is_file() and point["sha256"]
+    assert point["path"] in (run_dir / "report.md").read_text()
+    step = next(s for s in report(run_dir)["steps"] if s["stage"] == "database")
+    assert [a["status"] for a in step["attempts"]] == ["interrupted"]
 
 
 def test_resume_refuses_while_a_job_of_the_run_is_alive_and_names_it(cli, fleet):
-    proc, run_dir, _log, mark = run_into_a_slow_downgrade(cli, fleet, 12)
+    proc, run_dir, _log, mark = run_into_a_slow_downgrade(cli, fleet, 8)
     # The driver and its job guard die together (say, the OOM killer): the job's workers live on.
     guard = next(p for p in jobs.processes(mark) if "rollback-" in p.cmdline and "/bin/ansible-playbook" in p.cmdline)
     os.kill(guard.pid, signal.SIGKILL)
