@@ -67,12 +67,26 @@ def stop_pid(pid: int | None, sig: int = signal.SIGTERM, timeout: float = 10.0) 
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if _gone(pid):
             return
         time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)
+
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has exited. A child of this process stays a zombie (and answers signal 0)
+    until it is reaped, so a child is reaped here; any other process is probed with signal 0."""
+    try:
+        reaped, _status = os.waitpid(pid, os.WNOHANG)
+        if reaped == pid:
+            return True
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 def version_of(url: str) -> str | None:
