@@ -12,16 +12,19 @@ from functools import cache
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
+# The stage playbooks live in the collection (``ansible-playbook release.rollback.rollback``);
+# the project's ``playbooks/`` holds one-line wrappers of them for AWX projects and operators.
+_PLAYBOOKS = Path("collections/ansible_collections/release/rollback/playbooks")
 
 
 @cache
 def root() -> Path:
-    """The directory holding ``collections/``, ``playbooks/`` and ``inventories/``."""
+    """The directory holding ``collections/`` (the collection, its playbooks included) and ``inventories/``."""
     checkout = _HERE.parent.parent  # driver/release_rollback -> project root
-    if (checkout / "playbooks" / "rollback.yml").is_file() and (checkout / "collections").is_dir():
+    if (checkout / _PLAYBOOKS / "rollback.yml").is_file():
         return checkout
     packaged = _HERE / "_content"
-    if (packaged / "playbooks" / "rollback.yml").is_file():
+    if (packaged / _PLAYBOOKS / "rollback.yml").is_file():
         return packaged
     raise RuntimeError("the release.rollback collection and playbooks are missing from this installation")
 
@@ -31,7 +34,8 @@ def collections_path() -> Path:
 
 
 def playbook(stage: str) -> Path:
-    return root() / "playbooks" / f"{stage}.yml"
+    """The collection's playbook for ``stage`` (or ``execute``, ``approval``, ``signoff``...)."""
+    return root() / _PLAYBOOKS / f"{stage}.yml"
 
 
 def demo_inventory_dir() -> Path:

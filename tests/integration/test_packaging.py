@@ -49,7 +49,7 @@ def test_wheel_install_runs_the_plan_from_site_packages(tmp_path, fleet):
     ).stdout.strip()
     assert where.startswith(str(pth)) and where.endswith("_content")
     for part in (
-        "playbooks/rollback.yml",
+        "collections/ansible_collections/release/rollback/playbooks/rollback.yml",
         "collections/ansible_collections/release/rollback/galaxy.yml",
         "collections/ansible_collections/release/rollback/plugins/modules/release_switch.py",
         "inventories/demo/group_vars/all.yml",

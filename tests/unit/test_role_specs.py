@@ -18,7 +18,7 @@ def test_defaults_equal_the_argument_specs(role):
     assert {k: v.get("default") for k, v in options.items() if "default" in v or k in defaults} == defaults
 
 
-PLAYBOOKS = ROLES.parents[4] / "playbooks"
+PLAYBOOKS = ROLES.parent / "playbooks"  # the collection's playbooks
 _ROLE_INCLUDES = {f"{prefix}{verb}_role" for prefix in ("", "ansible.builtin.") for verb in ("include", "import")}
 
 
