@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test test-deps lint sanity unit stateful venv clean
+.PHONY: demo test test-deps lint review sanity unit stateful venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,12 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff format --check driver tests
 	ANSIBLE_HOME=$(CURDIR)/.ansible-home XDG_CACHE_HOME=$(CURDIR)/.ansible-home/cache \
 		$(BIN)/ansible-lint
+	BIN=$(abspath $(BIN)) .ci/review
 	BIN=$(abspath $(BIN)) .ci/sanity
+
+# The certified-content review alone: galaxy-importer, antsibull-docs and antsibull-changelog lint.
+review: $(TEST_STAMP)
+	BIN=$(abspath $(BIN)) .ci/review
 
 # ansible-test sanity alone (offline; the first run installs its test environments, ~3 min).
 sanity: $(TEST_STAMP)
