@@ -19,18 +19,21 @@ import yaml
 from helpers import assert_rolled_back, audit_events, report
 
 
+def _started(run_dir: Path, stage: str, hosts) -> list[dict]:
+    """The tasks ``hosts`` started during ``stage`` and did not skip (a skipped task makes no round trip)."""
+    events = [json.loads(line) for line in (run_dir / "events" / f"{stage}.jsonl").read_text().splitlines()]
+    skipped = {(e.get("host"), e.get("task")) for e in events if e["event"] == "runner_on_skipped"}
+    return [
+        e
+        for e in events
+        if e["event"] == "runner_on_start" and e.get("host") in hosts and (e["host"], e.get("task")) not in skipped
+    ]
+
+
 def module_calls(run_dir: Path, stage: str, hosts) -> Counter:
     """How many times each host ran one of the collection's modules during ``stage``."""
-    calls: Counter = Counter()
-    for line in (run_dir / "events" / f"{stage}.jsonl").read_text().splitlines():
-        event = json.loads(line)
-        if (
-            event["event"] == "runner_on_start"
-            and event.get("host") in hosts
-            and str(event.get("task_action", "")).startswith("release.rollback.")
-        ):
-            calls[event["host"]] += 1
-    return calls
+    started = _started(run_dir, stage, hosts)
+    return Counter(e["host"] for e in started if str(e.get("task_action", "")).startswith("release.rollback."))
 
 
 # Not per-host work: the role's argument check, and the code stage's one decision per batch (run_once).
@@ -44,13 +47,11 @@ _NOT_PER_HOST = (
 
 def host_tasks(run_dir: Path, stage: str, hosts) -> Counter:
     """Every task each host ran during ``stage``, by action (but the ones of _NOT_PER_HOST)."""
-    tasks: Counter = Counter()
-    for line in (run_dir / "events" / f"{stage}.jsonl").read_text().splitlines():
-        event = json.loads(line)
-        per_host = not str(event.get("task", "")).startswith(_NOT_PER_HOST)
-        if event["event"] == "runner_on_start" and event.get("host") in hosts and per_host:
-            tasks[(event["host"], event.get("task_action"))] += 1
-    return tasks
+    return Counter(
+        (e["host"], e.get("task_action"))
+        for e in _started(run_dir, stage, hosts)
+        if not str(e.get("task", "")).startswith(_NOT_PER_HOST)
+    )
 
 
 def actions(run_dir: Path, stage: str) -> set[str]:
@@ -77,7 +78,8 @@ def test_run_makes_one_module_call_per_host_in_assess_and_in_the_code_stage(cli,
     assert module_calls(run_dir, "code_config", fleet.hosts) == {h: 1 for h in fleet.hosts}
     assert "release.rollback.release_lock" not in actions(run_dir, "code_config")
     # Nothing else runs per host: the modules return the host's result as a fact (no set_fact task).
-    assert host_tasks(run_dir, "assess", fleet.hosts) == {(h, "release.rollback.release_facts"): 1 for h in fleet.hosts}
+    # Assess reads every host and takes its lock in one call (release_claim): a _facts module never writes.
+    assert host_tasks(run_dir, "assess", fleet.hosts) == {(h, "release.rollback.release_claim"): 1 for h in fleet.hosts}
     assert host_tasks(run_dir, "code_config", fleet.hosts) == {
         (h, "release.rollback.code_rollback"): 1 for h in fleet.hosts
     }
@@ -164,6 +166,18 @@ def test_the_code_stage_module_refuses_a_host_another_run_locked_after_assess(fl
             ]
         )
     )
+    play(fleet, book)
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["failed"] is True
+    assert out["host_result"]["status"] == "blocked"
+    assert "locked by run other-run by bob" in out["host_result"]["msg"]
+    assert out["host_result"]["release"] == fleet.bad
+    assert fleet.live("web3") == f"./releases/{fleet.bad}"
+    assert json.loads(lock.read_text())["run_id"] == "other-run"
+
+
+def play(fleet, book: Path) -> None:
+    """Run the playbook ``book`` against the fleet with the project's ansible.cfg; it must succeed."""
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.run(
         ["ansible-playbook", "-i", str(fleet.inventory), str(book)],
@@ -174,13 +188,6 @@ def test_the_code_stage_module_refuses_a_host_another_run_locked_after_assess(fl
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = json.loads((tmp_path / "out.json").read_text())
-    assert out["failed"] is True
-    assert out["host_result"]["status"] == "blocked"
-    assert "locked by run other-run by bob" in out["host_result"]["msg"]
-    assert out["host_result"]["release"] == fleet.bad
-    assert fleet.live("web3") == f"./releases/{fleet.bad}"
-    assert json.loads(lock.read_text())["run_id"] == "other-run"
 
 
 def yaml_plan(run_dir: Path) -> dict:
@@ -189,3 +196,50 @@ def yaml_plan(run_dir: Path) -> dict:
 
 def ansible_env(root: Path) -> dict:
     return dict(os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+
+
+def test_release_facts_never_writes_and_release_claim_reports_the_lock_it_takes(fleet, tmp_path):
+    """The _facts module only reads; taking the lock in the discovery's round trip is release_claim's
+    job, which reports it as a change, and takes nothing in check mode."""
+    lock = fleet.app_root("web1") / ".rollback.lock"
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def call(name: str, module: str, args: dict, check: bool = False):
+        return [
+            {
+                module: {"app_root": "{{ rollback_app_root }}", **args},
+                "register": name,
+                "check_mode": check,
+                "ignore_errors": True,
+            },
+            {
+                "ansible.builtin.copy": {"content": "{{ " + name + " | to_json }}", "dest": str(out / f"{name}.json")},
+                "delegate_to": "localhost",
+            },
+        ]
+
+    tasks = [
+        *call("facts", "release.rollback.release_facts", {"run_id": "this-run"}),
+        *call("facts_asked_to_lock", "release.rollback.release_facts", {"run_id": "this-run", "lock": True}),
+        *call("claim_checked", "release.rollback.release_claim", {"run_id": "this-run", "operator": "alice"}, True),
+        *call("claim", "release.rollback.release_claim", {"run_id": "this-run", "operator": "alice"}),
+        *call("claim_again", "release.rollback.release_claim", {"run_id": "this-run", "operator": "alice"}),
+    ]
+    book = tmp_path / "claim.yml"
+    book.write_text(json.dumps([{"hosts": "web1", "gather_facts": False, "tasks": tasks}]))
+    play(fleet, book)
+    result = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+    facts = result["facts"]
+    assert facts["changed"] is False and facts["live"] == fleet.bad and facts["previous"] == fleet.good
+    assert facts["locked"] is False
+    assert result["facts_asked_to_lock"]["failed"] is True
+    assert "lock" in result["facts_asked_to_lock"]["msg"]
+    checked = result["claim_checked"]
+    assert checked["changed"] is True and checked["locked"] is False
+    claimed = result["claim"]
+    assert claimed["changed"] is True and claimed["locked"] is True and claimed["live"] == fleet.bad
+    assert claimed["ansible_facts"]["rollback_host_result_assess"]["previous"] == fleet.good
+    assert result["claim_again"]["changed"] is False and result["claim_again"]["locked"] is True
+    holder = json.loads(lock.read_text())
+    assert holder["run_id"] == "this-run" and holder["operator"] == "alice"

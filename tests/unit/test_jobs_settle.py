@@ -13,12 +13,17 @@ from release_rollback import jobs
 def _job_process(mark: str, seconds: float) -> subprocess.Popen:
     """A process that looks like a job's ansible-playbook (its name and the job's mark)."""
     env = dict(os.environ, **{jobs.MARK: mark})
-    return subprocess.Popen(["bash", "-c", f"exec -a ansible-playbook sleep {seconds}"], env=env)
+    proc = subprocess.Popen(["bash", "-c", f"exec -a ansible-playbook sleep {seconds}"], env=env)
+    # While bash execs sleep its /proc entries are briefly unreadable: wait until the job is seen.
+    deadline = time.monotonic() + 5
+    while not jobs.processes(mark) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return proc
 
 
 def test_a_process_that_is_exiting_is_waited_for_not_killed():
     mark = f"settle-{os.getpid()}-a:"
-    proc = _job_process(mark, 0.6)
+    proc = _job_process(mark, 1.0)
     assert jobs.processes(mark), "the marked process is found"
     started = time.monotonic()
     assert jobs.settle(mark, grace=5.0) == []

@@ -28,7 +28,8 @@ def parse_manifest(data, redact=False):
 
 
 # The module result a stage registers per host; a host it could not reach has no result fact.
-_REGISTERED = {"code_config": "_rollback_code", "assess": "_rollback_discovery"}
+# (assess reads with release_facts, or with release_claim when it also takes the locks.)
+_REGISTERED = {"code_config": ("_rollback_code",), "assess": ("_rollback_discovery", "_rollback_claim")}
 
 
 def host_result(hostvars, host, stage, plan=None):
@@ -42,7 +43,10 @@ def host_result(hostvars, host, stage, plan=None):
     try:
         hv = hostvars[host]
         value = hv.get(key) or (hv.get("ansible_facts") or {}).get(key)
-        raw = None if value else hv.get(_REGISTERED.get(stage, "_rollback_no_register"))
+        raw = None
+        for name in () if value else _REGISTERED.get(stage, ()):
+            if isinstance(hv.get(name), dict) and not hv[name].get("skipped"):
+                raw = hv[name]
     except KeyError:
         return None
     if value:

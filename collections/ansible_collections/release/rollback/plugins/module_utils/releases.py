@@ -232,6 +232,33 @@ def release_lock(app_root, run_id):
     return False
 
 
+def claim(info, run_id, operator=None, take=True, break_stale=False, break_lock_of=(), check_mode=False):
+    """Take the lock of the host ``info`` (a ``read_host`` result) for ``run_id``, after replacing the
+    lock of a run in ``break_lock_of`` (runs the controller found gone or final).
+
+    Updates ``info``'s ``lock``, ``locked``, ``lock_broken`` and ``lock_problem``; returns whether the
+    host's lock file changed (or would change, in check mode). Another run's lock is never taken:
+    ``lock_problem`` names it.
+    """
+    holder = info["lock"]
+    info["lock_broken"] = None
+    changed = False
+    breakable_run = bool(holder and holder.get("run_id") and holder["run_id"] in break_lock_of)
+    if breakable_run and (check_mode or release_lock(info["app_root"], holder["run_id"])):
+        info["lock_broken"], info["lock"], info["lock_problem"] = holder, None, None
+        holder, changed = None, True
+    breakable = bool(break_stale and holder and holder.get("stale"))
+    if take and not info["locked"] and (not info["lock_problem"] or breakable):
+        if check_mode:
+            return True
+        try:
+            acquire_lock(info["app_root"], run_id, operator=operator, break_stale=break_stale)
+            info["locked"], info["lock_problem"], changed = True, None, True
+        except (ReleaseError, OSError) as exc:  # taken meanwhile by another run
+            info["lock_problem"] = str(exc)
+    return changed
+
+
 def discover(app_root, layout="auto", releases_dir="releases", current="current", run_id=None):
     """Everything a rollback needs to know about one host's releases, in one pass."""
     app_root = os.path.abspath(app_root)
@@ -561,3 +588,35 @@ def switch(
             shutil.rmtree(rolled_back_dir)
     result["link"] = os.readlink(os.path.join(app_root, current))
     return result
+
+
+# The arguments of a host's discovery (release_facts, and release_claim with the lock's).
+DISCOVERY_ARGS = dict(DIR_ARGS, **LAYOUT_ARGS, app_root=dict(type="path", required=True), run_id=dict(type="str"))
+
+
+def read_host(module):
+    """The host's releases and lock for ``module`` (its params are DISCOVERY_ARGS); fails the module
+    on a host whose releases cannot be read."""
+    p = module.params
+    try:
+        info = discover(
+            p["app_root"],
+            layout=p["layout"],
+            releases_dir=p["releases_dir"],
+            current=p["current_dir"],
+            run_id=p["run_id"],
+        )
+    except (ReleaseError, OSError) as exc:
+        module.fail_json(msg=str(exc))
+    holder = info["lock"]
+    info["locked"] = bool(holder and p["run_id"] and holder.get("run_id") == p["run_id"])
+    return info
+
+
+def exit_discovery(module, info, changed=False):
+    """Return ``info`` as the module's result and as the host's assess fact."""
+    result = dict(info)
+    # A truthy "skipped" is Ansible's own mark of a skipped task (whose facts are dropped): the list
+    # of passed-over releases goes out as skipped_releases; the fact keeps it as "skipped".
+    result["skipped_releases"] = result.pop("skipped")
+    module.exit_json(changed=changed, ansible_facts={"rollback_host_result_assess": info}, **result)
