@@ -280,11 +280,12 @@ def _run_job(
     cancel: threading.Event,
     limit: str | None = None,
     mark: str | None = None,
+    check: bool = False,
 ) -> tuple[str, int | None, str]:
     """One ``ansible_runner.run()``: ``(status, rc, last line printed)``.
 
     ``mark`` (``<run id>:<job>``) marks every process of the job, so that the job guard, a cancel and
-    ``resume`` find all of them (``jobs.py``).
+    ``resume`` find all of them (``jobs.py``). ``check``: ansible-playbook's ``--check --diff`` (a dry run).
     """
     # The private data dir holds the extra vars (which may carry credentials): it lives outside the
     # run directory, in memory where the machine has /dev/shm, readable by this user only, and is
@@ -311,6 +312,7 @@ def _run_job(
             cancel_callback=cancelled,
             # The gate and publish plays run on localhost, which a host limit must not exclude.
             limit=f"{limit},localhost" if limit else None,
+            cmdline="--check --diff" if check else None,
             passwords=_EVENT_MARKER,
             # How often ansible-runner asks whether to cancel while the job prints nothing (a long restart
             # or migration): a third Ctrl-C stops the job within this many seconds.
@@ -371,6 +373,7 @@ def run_stages(
     on_change: Callable[[StageRun], None] | None = None,
     playbook: Path | None = None,
     mark: str | None = None,
+    check: bool = False,
 ) -> Job:
     """Run stages as one job: ``playbooks/execute.yml`` (several), or the stage's own playbook (one).
 
@@ -381,7 +384,14 @@ def run_stages(
     splitter = StageSplitter(stages, events_file, on_gate, on_result, on_change)
     try:
         status, rc, last = _run_job(
-            playbook, "execute" if len(stages) > 1 else stages[0], inventory, extravars, splitter, cancel, mark=mark
+            playbook,
+            "execute" if len(stages) > 1 else stages[0],
+            inventory,
+            extravars,
+            splitter,
+            cancel,
+            mark=mark,
+            check=check,
         )
     finally:
         splitter.close()

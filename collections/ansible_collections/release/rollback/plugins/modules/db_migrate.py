@@ -143,7 +143,9 @@ attributes:
         backup is taken, no run record is written and no migration runs.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check mode) when in diff mode.
-    support: none
+    support: partial
+    details:
+      - In check mode, the revision the database is at and the one it would reach, with each down step.
   platform:
     description: Target OS/families that can be operated against.
     support: N/A
