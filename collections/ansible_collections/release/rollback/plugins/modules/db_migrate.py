@@ -248,7 +248,8 @@ def main():
     try:
         client = Client(module, conn, kind.workdir(p))
         tool = kind(module, conn, client)
-        _stage.run(module, tool, client, conn, record, state)
+        # Diff mode: in check mode, the revision it would reach and each down step.
+        _stage.run(module, tool, client, conn, record, state, diff=module._diff)
     except base.Fail as exc:
         record.update(exc.extra.pop("record", {}))
         if exc.extra.get("detail"):

@@ -221,7 +221,7 @@ def _earlier_half_applied(run, before, live):
     return half
 
 
-def run(module, tool, client, conn, record, state):
+def run(module, tool, client, conn, record, state, diff=False):
     p = module.params
     target = p["target_revision"]
     client.require_file()
@@ -305,7 +305,7 @@ def run(module, tool, client, conn, record, state):
         _finish(module, record, changed=False, before=before, current=before)
     if module.check_mode:
         record["current"] = before
-        extra = {"diff": revision_diff(p, before, target, steps)} if module._diff else {}
+        extra = {"diff": revision_diff(p, before, target, steps)} if diff else {}
         module.exit_json(changed=True, before=before, current=before, steps=steps, database=record, **extra)
 
     if run is None:  # no run id: this call's own backup is its restore point
