@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from . import __version__, content, jobs
-from .engine import BadInput, Blocked, Engine, check_inventory, diffs, load_manifest, operator_name, parse_window
+from .engine import BadInput, Blocked, Engine, check_inventory, load_manifest, operator_name, parse_window
 from .rundir import RecordError, RunDir, RunFileDamaged, RunsHomeError, record_error_fix
 from .view import make_view, print_summary
 
@@ -571,7 +571,7 @@ def finish_dry_run(engine: Engine, dry: Engine, exit_state: str, json_mode: bool
     rep = json.loads(report_json.read_text()) if report_json.is_file() else {}
     run_state, why = engine.run_state()
     commands = engine.next_commands()
-    changes = diffs(dry.rundir.path)
+    changes = dry.diffs
     if json_mode:
         click.echo(
             json.dumps(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import json
 import os
 import socket
 import threading
@@ -784,6 +783,8 @@ class Engine:
             # once this driver has exited; `resume` does what the stage still owes.
             raise self._record_error
         self._last_line = job.last
+        for run in job.runs.values():
+            self.diffs.extend(f"[{run.stage}]\n{text}" for text in run.diffs)
         state.pop("job", None)
         for name in seen:
             if name in state["stages"] and "job" in state["stages"][name]:
@@ -828,6 +829,7 @@ class Engine:
 
     _last_line: str = ""
     _dry_engine: Engine | None = None  # the dry run this engine is running (run --check)
+    diffs: list[str] = field(default_factory=list)  # what --diff printed, in memory only (a dry run's)
     _unfinished: str | None = None  # the stage the last job began and never published
     _locks_given_back: bool = False  # a job's code stage gave back the host locks taken at assess
     _record_error: OSError | None = None  # a run file could not be written during the job (a full disk)
@@ -1033,23 +1035,3 @@ def _no_result(run: StageRun, status: str, last_error: str, started: str, owed: 
         "started": started,
         "ended": utcnow(),
     }
-
-
-def diffs(run_dir: Path) -> list[str]:
-    """The diffs ansible-playbook printed in a job run with --diff (a dry run's), in the order they came:
-    each the lines from ``--- before`` to the task's result line."""
-    out = []
-    for stage in stages.EXECUTION_STAGES:
-        path = run_dir / "events" / f"{stage}.jsonl"
-        if not path.is_file():
-            continue
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                text = json.loads(line).get("stdout") or ""
-            except ValueError:
-                continue
-            if "--- before" not in text:
-                continue
-            start = text.index("--- before")
-            out.append(f"[{stage}]\n" + text[start:].rstrip())
-    return out

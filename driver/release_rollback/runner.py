@@ -57,6 +57,9 @@ class StageRun:
     events: int = 0
     last_error: str = ""
     gate: dict[str, Any] | None = None  # the stage's gate decision, when it ran inside a job of several
+    # What --diff printed (a dry run's): kept in memory and shown, never written to disk, since a config
+    # file's diff may hold what the file holds.
+    diffs: list[str] = field(default_factory=list)
     write_error: OSError | None = None  # its events could not be written (a full disk): the job is stopped
 
 
@@ -93,6 +96,11 @@ class EventSink:
         data = event.get("event_data") or {}
         kind = event.get("event", "")
         record = {k: event.get(k) for k in _KEEP if k in event}
+        text = record.get("stdout") or ""
+        if _DIFF in text:
+            start = text.index(_DIFF)
+            self.run.diffs.append(text[start:].rstrip())
+            record["stdout"] = text[:start] + "(a diff: shown on the terminal, not kept on disk)"
         for key in ("host", "task", "task_action", "play", "role", "changed"):
             if key in data:
                 record[key] = data[key]
@@ -144,6 +152,9 @@ class EventSink:
     def close(self) -> None:
         os.close(self.fd)
 
+
+# Where a diff begins in what ansible-playbook --diff prints for a task.
+_DIFF = "--- before"
 
 # Every stage playbook opens with this play; in a job of several stages it marks where one begins.
 _GATE_PLAY = re.compile(r"^Stage (\w+): gate$")

@@ -114,7 +114,11 @@ def test_run_check_changes_nothing_and_the_plan_can_still_be_approved_and_run(cl
     assert not (run_dir / "report.md").exists() and not (run_dir.parent.parent / "releases.jsonl").exists()
     assert [e["event"] for e in audit_events(run_dir)[trail_before:]] == ["dry_run.start", "dry_run.end"]
     assert audit_events(run_dir)[-1]["exit_state"] == "completed"
+    assert cli("audit", "verify", str(run_dir)).returncode == 0
     assert_dry_run_report(run_dir / "dry-run")
+    # The diffs were shown, and not kept: a configuration file's diff may hold what the file holds.
+    kept = [p for p in run_dir.rglob("*") if p.is_file() and "+checkout = classic" in p.read_text(errors="replace")]
+    assert kept == []
 
     # ... and the plan is approved and run for real afterwards.
     assert cli("approve", str(plan), "--approver", "bob").returncode == 0
