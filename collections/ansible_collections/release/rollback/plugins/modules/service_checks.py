@@ -41,7 +41,7 @@ attributes:
       - The smoke commands are not run in check mode, because a smoke command may change things; each is
         listed as skipped, with why.
       - Prometheus and Alertmanager are read once, without retries, and not judged, since nothing was rolled back
-        that they could show; what they answered is in the check's RV(checks[].value).
+        that they could show; what they answered is in each check's value in RV(checks).
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check mode) when in diff mode.
     support: none
@@ -71,7 +71,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 checks:
-  description: One entry per check with kind, name, target, value, threshold, ok, msg, time and attempts.
+  description: One entry per check with kind, name, target, value, threshold, ok, msg, time and attempts; in check mode also skipped.
   returned: always
   type: list
   elements: dict
