@@ -675,15 +675,14 @@ class Engine:
         return []
 
     def _write_report(self, plan, approval, results, aborted=None, audit=True) -> dict[str, Any]:
+        if self.dry_run_of is not None:
+            # A dry run's report: the same writer as rollback_report's (dry_run), into <run>/dry-run/.
+            rep, _paths = reportlib.write_dry_run_report(
+                str(self.dry_run_of.path), plan, approval, results, aborted=bool(aborted), abort_reason=aborted
+            )
+            return rep
         rep = reportlib.build_for_run(
-            str(self.rundir.path),
-            plan,
-            approval,
-            results,
-            aborted=bool(aborted),
-            abort_reason=aborted,
-            dry_run=self.dry_run_of is not None,
-            run_of=str(self.dry_run_of.path) if self.dry_run_of else None,
+            str(self.rundir.path), plan, approval, results, aborted=bool(aborted), abort_reason=aborted
         )
         reportlib.write(str(self.rundir.path), rep)
         if audit and (results.get("report") or {}).get("status") != stages.OK:
@@ -842,8 +841,7 @@ class Engine:
         try:
             if self.dry_run_of is not None:
                 # The dry run's own report, in its directory: no release record, no audit of the run's.
-                rep = self._write_report(plan, approval, reportlib.with_report_done(results), audit=False)
-                paths = {"md": str(self.rundir.path / "report.md")}
+                rep, paths = reportlib.write_dry_run_report(str(self.dry_run_of.path), plan, approval, results)
             else:
                 rep, paths, _recorded = reportlib.write_run_report(
                     str(self.rundir.path), plan, approval, results, record

@@ -20,8 +20,8 @@ audit = content.module_utils("audit")
 safefs = content.module_utils("safefs")
 
 DEFAULT_ROOT = Path(".rollback") / "runs"
-# Where a dry run (``run --check``) of a run's plan keeps its state, events and report.
-DRY_RUN_DIR = "dry-run"
+# Where a dry run (``run --check``) of a run's plan keeps its state, events and report (the report's place).
+DRY_RUN_DIR = content.module_utils("report").DRY_RUN_DIR
 
 
 def utcnow() -> str:

@@ -82,14 +82,19 @@ def dry_run_dir(run_dir):
     return os.path.join(run_dir, DRY_RUN_DIR)
 
 
-def write_dry_run_report(run_dir, plan, approval, results):
-    """A dry run's report (``--check``): ``<run_dir>/dry-run/report.{json,md,html}``, titled as a dry run.
+def write_dry_run_report(run_dir, plan, approval, results, aborted=False, abort_reason=None):
+    """A dry run's report (``--check``): ``<run_dir>/dry-run/report.{json,md,html}``, titled as a dry run,
+    for the rollback_report module and the driver alike. The run's id, state and next commands are
+    ``run_dir``'s; the stages' timing comes from the dry run's own events (``dry-run/events``, the driver's).
 
     Records no release, appends nothing to the audit trail, notifies nobody and opens no RCA ticket.
     Returns ``(report, paths)``.
     """
-    rep = build_for_run(run_dir, plan, approval, with_report_done(results), dry_run=True)
-    return rep, write(dry_run_dir(run_dir), rep)
+    dry = dry_run_dir(run_dir)
+    rep = build_for_run(
+        dry, plan, approval, with_report_done(results), aborted, abort_reason, dry_run=True, run_of=run_dir
+    )
+    return rep, write(dry, rep)
 
 
 def build_for_run(run_dir, plan, approval, results, aborted=False, abort_reason=None, dry_run=False, run_of=None):

@@ -71,7 +71,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 checks:
-  description: One entry per check with kind, name, target, value, threshold, ok, msg, time and attempts; in check mode also skipped.
+  description:
+    - One entry per check with kind, name, target, value, threshold, ok, msg, time and attempts.
+    - In check mode each entry has skipped set, since nothing is judged.
   returned: always
   type: list
   elements: dict
