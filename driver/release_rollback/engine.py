@@ -435,8 +435,20 @@ class Engine:
             RunDir.dry_run_of(self.rundir), self.view, self.cancel, self.stop_after_stage, dry_run_of=self.rundir
         )
         self._dry_engine = dry
+        window, now = plan.get("window"), utcnow()
+        outside = bool(window) and not (window["start"] <= now <= window["end"])
+        if outside:
+            # A dry run may come before the window; a real run now would be refused (exit 3) unless overridden.
+            self.view.info(
+                f"note: it is {now}, outside the plan's change window {window['start']} - {window['end']}: a real run "
+                "now would be refused unless given --override-window REASON"
+            )
         self.rundir.audit(
-            "dry_run.start", dry_run_dir=str(dry.rundir.path), plan_hash=plan["hash"], approver=approval["approver"]
+            "dry_run.start",
+            dry_run_dir=str(dry.rundir.path),
+            plan_hash=plan["hash"],
+            approver=approval["approver"],
+            outside_window=outside,
         )
         dry_state = {
             "run_id": dry.rundir.run_id,

@@ -213,3 +213,20 @@ def test_check_is_refused_for_a_changed_manifest_an_aborted_and_a_running_run(cl
     assert f"`release-rollback plan -i {fleet.inventory} -m {fleet.manifest}`" in aborted.stderr
     assert not (run_dir / "dry-run").exists()
     assert changes(before, tree_state(fleet.root, fleet_files)) == []
+
+
+def test_a_dry_run_outside_the_change_window_runs_and_says_a_real_run_would_be_refused(cli, tmp_path):
+    fleet = build_fleet(tmp_path / "fleet", 1, start=False)
+    window = "2020-01-01T00:00Z/2020-01-01T01:00Z"
+    assert cli("plan", "-i", str(fleet.inventory), "-m", str(fleet.manifest), "--window", window).returncode == 0
+    (run_dir,) = cli.run_dirs()
+
+    dry = cli("run", str(run_dir / "plan.yml"), "--check")
+
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "outside the plan's change window 2020-01-01T00:00:00Z - 2020-01-01T01:00:00Z" in dry.stdout
+    assert "a real run now would be refused unless given --override-window REASON" in dry.stdout
+    start = next(e for e in audit_events(run_dir) if e["event"] == "dry_run.start")
+    assert start["outside_window"] is True
+    real = cli("run", str(run_dir / "plan.yml"), "--approver", "alice", "--yes")
+    assert real.returncode == 3 and "outside the change window" in real.stderr, real.stdout + real.stderr
