@@ -431,6 +431,16 @@ class Engine:
             # No approval is needed to change nothing: the stages run as if approved, without the
             # destructive database steps (a real run without --destructive would be refused them too).
             approval = planlib.approval_record(plan, "dry run (check mode, no approval)", "run --check")
+        earlier = self.rundir.path / RunDir.DRY_RUN
+        if (earlier / "state.json").is_file():
+            life = RunDir(earlier).read_state().get("lifecycle") or {}
+            if life.get("state") == lifecycle.RUNNING and _driver_alive(life):
+                problem = (
+                    f"a dry run of run {self.rundir.run_id} is running now (driver pid {life.get('pid')}): wait for it "
+                    f"to end, or stop it with `kill -TERM {life.get('pid')}`, then run --check again"
+                )
+                self.rundir.audit("dry_run.refused", reason=problem)
+                raise Blocked(problem)
         dry = Engine(
             RunDir.dry_run_of(self.rundir), self.view, self.cancel, self.stop_after_stage, dry_run_of=self.rundir
         )

@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -67,6 +67,8 @@ def make_private_dirs(path: Path) -> None:
 class RunDir:
     path: Path
     name: str | None = None  # the run id, when it is not the directory's name (a dry run's)
+
+    DRY_RUN: ClassVar[str] = DRY_RUN_DIR
 
     @classmethod
     def create(cls, root: Path | None = None, run_id: str | None = None) -> RunDir:

@@ -206,6 +206,16 @@ def test_check_is_refused_for_a_changed_manifest_an_aborted_and_a_running_run(cl
     assert f"run {run_dir.name} is running" in running.stderr and f"`kill -TERM {os.getpid()}`" in running.stderr
     state_file.write_text(saved)
 
+    # Another dry run of the same plan still running (its driver alive): refused, not replaced under it.
+    (run_dir / "dry-run").mkdir()
+    (run_dir / "dry-run" / "state.json").write_text(json.dumps({"lifecycle": doc["lifecycle"]}))
+    second = cli("run", plan, "--check")
+    assert second.returncode == 3, second.stdout + second.stderr
+    assert f"a dry run of run {run_dir.name} is running now (driver pid {os.getpid()})" in second.stderr
+    assert (run_dir / "dry-run" / "state.json").is_file()
+    (run_dir / "dry-run" / "state.json").unlink()
+    (run_dir / "dry-run").rmdir()
+
     assert cli("abort", str(run_dir), "--reason", "test").returncode == 4  # exit code of an aborted run
     aborted = cli("run", plan, "--check")
     assert aborted.returncode == 3, aborted.stdout + aborted.stderr
