@@ -404,6 +404,12 @@ def approve(plan_file, approver, reason, destructive, break_glass):
 @click.option("--yes", is_flag=True, help="Approve without a prompt (needs --approver).")
 @click.option("--break-lock", is_flag=True, help="Break a stale lock left by a dead rollback (audited).")
 @click.option("--override-window", default=None, metavar="REASON", help="Run outside the change window (audited).")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Dry run: every stage with ansible-playbook --check --diff; changes nothing, needs no approval, "
+    "and leaves the plan to be approved and run.",
+)
 @click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 @handles_errors
@@ -423,9 +429,10 @@ def run(
     yes,
     break_lock,
     override_window,
+    check,
     json_mode,
 ):
-    """Run an approved plan (or plan, approve and run in one go)."""
+    """Run an approved plan (or plan, approve and run in one go); with --check, a dry run of it."""
     if bool(plan_file) == bool(inventory):
         raise BadInput("give either a PLAN file or -i INVENTORY (to plan first), not both or neither")
     if plan_file and (limit or exclude):
@@ -433,6 +440,27 @@ def run(
             "a plan covers the hosts it was made for: plan again with --limit/--exclude, or use "
             "`release-rollback resume RUN_DIR --limit HOSTS` to retry failed hosts of a paused run"
         )
+    if check:
+        given = [
+            name
+            for name, value in (
+                ("--approver", approver),
+                ("--yes", yes),
+                ("--break-lock", break_lock),
+                ("--override-window", override_window),
+            )
+            if value
+        ]
+        if given:
+            raise BadInput(
+                f"--check is a dry run that changes nothing and needs no approval, so it does not take "
+                f"{', '.join(given)}: drop {'it' if len(given) == 1 else 'them'}, "
+                "or leave out --check to roll back for real"
+            )
+        dry_run(
+            ctx, plan_file, inventory, manifest, target, scope, window, separation_of_duties, limit, exclude, json_mode
+        )
+        return
     view = make_view(json_mode)
     try:
         if plan_file:
@@ -504,6 +532,79 @@ def run(
     finally:
         view.close()
     finish(engine, exit_state, json_mode)
+
+
+def dry_run(
+    ctx, plan_file, inventory, manifest, target, scope, window, separation_of_duties, limit, exclude, json_mode
+):
+    """``run --check``: plan first when given an inventory (without taking the hosts' locks), then the dry run
+    of the plan through the engine's one execution path, with ansible-playbook's --check --diff."""
+    view = make_view(json_mode)
+    try:
+        if plan_file:
+            engine = Engine(RunDir.find(plan_file), view)
+        else:
+            check_input(inventory, manifest, target, window)
+            engine = Engine(RunDir.create(runs_root(ctx)), view)
+            with Interrupts(engine):
+                engine.plan(
+                    inventory,
+                    manifest,
+                    target,
+                    list(scope),
+                    window=window,
+                    separation_of_duties=separation_of_duties,
+                    limit=limit,
+                    exclude=exclude,
+                )
+        with Interrupts(engine):
+            exit_state, dry = engine.dry_run()
+    finally:
+        view.close()
+    finish_dry_run(engine, dry, exit_state, json_mode)
+
+
+def finish_dry_run(engine: Engine, dry: Engine, exit_state: str, json_mode: bool) -> None:
+    """What a dry run would do, its diffs, its report, and what to do next with the plan it left as it was."""
+    report_md = dry.rundir.path / "report.md"
+    report_json = dry.rundir.path / "report.json"
+    rep = json.loads(report_json.read_text()) if report_json.is_file() else {}
+    run_state, why = engine.run_state()
+    commands = engine.next_commands()
+    changes = dry.diffs
+    if json_mode:
+        click.echo(
+            json.dumps(
+                {
+                    "dry_run": True,
+                    "run_id": engine.rundir.run_id,
+                    "run_dir": str(engine.rundir.path),
+                    "dry_run_dir": str(dry.rundir.path),
+                    "exit_state": exit_state,
+                    "exit_code": stages.EXIT_CODES[exit_state],
+                    "run_state": lifecycle.describe(run_state, why),
+                    "next": commands,
+                    "report": str(report_md),
+                    "report_html": str(dry.rundir.path / "report.html"),
+                    "stages": {s["stage"]: s["status"] for s in rep.get("steps", [])},
+                    "steps": [
+                        {k: s.get(k) for k in ("stage", "status", "duration_s", "done")} for s in rep.get("steps", [])
+                    ],
+                    "diffs": changes,
+                },
+                indent=2,
+            )
+        )
+    else:
+        for text in changes:
+            click.echo(text)
+        print_summary(rep or {"exit_state": exit_state})
+        click.echo(
+            f"DRY RUN (--check): nothing was changed. A real run of this plan would end {exit_state}. "
+            f"Run {engine.rundir.run_id} is still {lifecycle.describe(run_state, why)}."
+        )
+        click.echo(f"Dry run report: {report_md} (and report.html); the run's own report is not written.")
+    sys.exit(stages.EXIT_CODES[exit_state])
 
 
 @main.command()

@@ -95,6 +95,9 @@ class Engine:
     cancel: threading.Event = field(default_factory=threading.Event)
     stop_after_stage: threading.Event = field(default_factory=threading.Event)
     current_stage: str | None = None
+    # A dry run (``run --check``): this engine's run directory is ``<run>/dry-run/`` of the run ``dry_run_of``,
+    # its jobs run with ansible-playbook's --check --diff, and it notifies, records and locks nothing.
+    dry_run_of: RunDir | None = None
 
     @property
     def stop_file(self) -> Path:
@@ -102,10 +105,11 @@ class Engine:
         return self.rundir.path / "stop-requested"
 
     def request_stop(self) -> None:
-        """Stop at the next stage boundary (first Ctrl-C, SIGTERM), including inside a job of several stages."""
+        """Stop at the next stage boundary (first Ctrl-C, SIGTERM), including inside a job of several stages
+        (of the dry run this engine is running, if it is running one)."""
         self.stop_after_stage.set()
         with contextlib.suppress(OSError):
-            self.stop_file.write_text(utcnow() + "\n")
+            (self._dry_engine or self).stop_file.write_text(utcnow() + "\n")
 
     @property
     def job_mark(self) -> str:
@@ -377,6 +381,109 @@ class Engine:
     def approval_problem(self) -> str | None:
         return planlib.approval_problem(self.load_plan(), self.rundir.read_approval())
 
+    # --------------------------------------------------------------------------------- dry run
+    def dry_run(self) -> tuple[str, Engine]:
+        """``run --check``: the plan's stages through the same engine and stage list as a real run, each
+        job with ansible-playbook's ``--check --diff``, in ``<run>/dry-run/``. Needs no approval and does
+        not consume the plan (it stays planned or approved, and can still be approved and run); a plan
+        whose manifest or inventory changed since it was made is still refused. Returns the dry run's
+        exit state and its engine (whose run directory holds its report)."""
+        state = self.rundir.read_state()
+        if not self.rundir.plan_file.is_file():
+            raise Blocked(
+                f"run {self.rundir.run_id} has no plan, so there is nothing to dry-run: end it with "
+                f"`release-rollback abort {self.rundir.path} --reason interrupted`, then plan again"
+            )
+        name, why = self.run_state(state)
+        if name not in (lifecycle.PLANNED, lifecycle.APPROVED):
+            nexts = self.next_commands(state)
+            if name == lifecycle.COMPLETED and state.get("inventory"):
+                # A dry run of the same rollback needs a plan of its own.
+                nexts.append(
+                    lifecycle.next_commands(
+                        lifecycle.ABORTED,
+                        self.rundir.path,
+                        inventory=state["inventory"],
+                        manifest=state.get("manifest_file"),
+                    )[-1]
+                )
+            problem = (
+                f"run {self.rundir.run_id} is {lifecycle.describe(name, why)}: a dry run (--check) is for a plan "
+                "that has not started; " + ("next: " + " or ".join(f"`{c}`" for c in nexts) if nexts else "")
+            ).rstrip("; ")
+            self.rundir.audit("dry_run.refused", reason=problem, state=name)
+            raise Blocked(problem)
+        plan = self.load_plan()
+        if plan.get("hash") != planlib.plan_hash(plan):
+            raise BadInput(
+                "the plan was edited after it was built (its hash no longer matches): build a new plan "
+                "with `release-rollback plan`"
+            )
+        if plan.get("blockers"):
+            raise Blocked("the plan is blocked: " + "; ".join(plan["blockers"]))
+        raw, parsed = load_manifest(state.get("manifest_file"))
+        problem = planlib.binding_problem(plan, planlib.manifest_digest(parsed))
+        if problem:
+            self.rundir.audit("dry_run.refused", reason=problem)
+            raise Blocked(problem)
+        approval = self.rundir.read_approval()
+        if planlib.approval_problem(plan, approval):
+            # No approval is needed to change nothing: the stages run as if approved, without the
+            # destructive database steps (a real run without --destructive would be refused them too).
+            approval = planlib.approval_record(plan, "dry run (check mode, no approval)", "run --check")
+        earlier = self.rundir.path / RunDir.DRY_RUN
+        if (earlier / "state.json").is_file():
+            life = RunDir(earlier).read_state().get("lifecycle") or {}
+            if life.get("state") == lifecycle.RUNNING and _driver_alive(life):
+                problem = (
+                    f"a dry run of run {self.rundir.run_id} is running now (driver pid {life.get('pid')}): wait for it "
+                    f"to end, or stop it with `kill -TERM {life.get('pid')}`, then run --check again"
+                )
+                self.rundir.audit("dry_run.refused", reason=problem)
+                raise Blocked(problem)
+        dry = Engine(
+            RunDir.dry_run_of(self.rundir), self.view, self.cancel, self.stop_after_stage, dry_run_of=self.rundir
+        )
+        self._dry_engine = dry
+        window, now = plan.get("window"), utcnow()
+        outside = bool(window) and not (window["start"] <= now <= window["end"])
+        if outside:
+            # A dry run may come before the window; a real run now would be refused (exit 3) unless overridden.
+            self.view.info(
+                f"note: it is {now}, outside the plan's change window {window['start']} - {window['end']}: a real run "
+                "now would be refused unless given --override-window REASON"
+            )
+        self.rundir.audit(
+            "dry_run.start",
+            dry_run_dir=str(dry.rundir.path),
+            plan_hash=plan["hash"],
+            approver=approval["approver"],
+            outside_window=outside,
+        )
+        dry_state = {
+            "run_id": dry.rundir.run_id,
+            "created": utcnow(),
+            "dry_run_of": str(self.rundir.path),
+            "operator": operator_name(),
+            "inventory": state["inventory"],
+            "manifest_file": state.get("manifest_file"),
+            # What the plan was made from (the assess stage's result): the stages' gates read it.
+            "stages": {k: v for k, v in (state.get("stages") or {}).items() if k == "assess"},
+            "exit_state": None,
+        }
+        dry.rundir.write_state(dry_state)
+        exit_state = stages.ABORTED
+        try:
+            exit_state = dry._execute(plan, approval, dry_state, raw, parsed, resume=False, retry_hosts=None)
+        finally:
+            self.rundir.audit(
+                "dry_run.end",
+                exit_state=exit_state,
+                report=str(dry.rundir.path / "report.md"),
+                note="a dry run changed nothing; the plan is as it was",
+            )
+        return exit_state, dry
+
     # --------------------------------------------------------------------------------- execute
     def execute(
         self,
@@ -484,8 +591,9 @@ class Engine:
             approver=approval["approver"],
             retry_hosts=retry_hosts,
         )
-        started = reportlib.build(plan, approval, results, run_id=self.rundir.run_id)
-        followup.announce(str(self.rundir.path), parsed.get("notify"), notifylib.STARTED, started)
+        if self.dry_run_of is None:
+            started = reportlib.build(plan, approval, results, run_id=self.rundir.run_id)
+            followup.announce(str(self.rundir.path), parsed.get("notify"), notifylib.STARTED, started)
         state["exit_state"] = None
         state["aborted"] = None
         self._move(state, lifecycle.RUNNING, resumed=resume)
@@ -541,7 +649,12 @@ class Engine:
         if aborted:
             state["aborted"] = aborted
             self.rundir.audit("run.aborted", reason=aborted)
-            if "code_config" not in results and plan.get("locked") and not self._locks_given_back:
+            if (
+                "code_config" not in results
+                and plan.get("locked")
+                and not self._locks_given_back
+                and self.dry_run_of is None
+            ):
                 self.release_host_locks(plan, state, why=f"the run was stopped before stage code_config: {aborted}")
         elif "report" in stages.EXECUTION_STAGES:
             results["report"] = self._bookkeep("report", state, lambda: self._report_stage(plan, approval, results))
@@ -560,9 +673,11 @@ class Engine:
         rep = self._write_report(plan, approval, results, aborted=aborted)
         self.rundir.audit("run.end", exit_state=exit_state, state=to, why=why)
         # Notifications and the RCA ticket never change the exit state: a channel or tracker that is
-        # down is recorded (RCA pending) and retried with `release-rollback rca RUN_DIR`.
-        followup.after_run(str(self.rundir.path), parsed, rep)
-        self._write_report(plan, approval, results, aborted=aborted, audit=False)
+        # down is recorded (RCA pending) and retried with `release-rollback rca RUN_DIR`. A dry run
+        # notifies nobody and opens no ticket.
+        if self.dry_run_of is None:
+            followup.after_run(str(self.rundir.path), parsed, rep)
+            self._write_report(plan, approval, results, aborted=aborted, audit=False)
         self.rundir.write_state(state)
         return exit_state
 
@@ -582,6 +697,12 @@ class Engine:
         return []
 
     def _write_report(self, plan, approval, results, aborted=None, audit=True) -> dict[str, Any]:
+        if self.dry_run_of is not None:
+            # A dry run's report: the same writer as rollback_report's (dry_run), into <run>/dry-run/.
+            rep, _paths = reportlib.write_dry_run_report(
+                str(self.dry_run_of.path), plan, approval, results, aborted=bool(aborted), abort_reason=aborted
+            )
+            return rep
         rep = reportlib.build_for_run(
             str(self.rundir.path), plan, approval, results, aborted=bool(aborted), abort_reason=aborted
         )
@@ -676,12 +797,15 @@ class Engine:
             on_result,
             on_change=on_change,
             mark=mark,
+            check=self.dry_run_of is not None,
         )
         if self._record_error is not None:
             # The job was stopped: the run stays as last recorded (the stage running), paused (interrupted)
             # once this driver has exited; `resume` does what the stage still owes.
             raise self._record_error
         self._last_line = job.last
+        for run in job.runs.values():
+            self.diffs.extend(f"[{run.stage}]\n{text}" for text in run.diffs)
         state.pop("job", None)
         for name in seen:
             if name in state["stages"] and "job" in state["stages"][name]:
@@ -725,6 +849,8 @@ class Engine:
         return out
 
     _last_line: str = ""
+    _dry_engine: Engine | None = None  # the dry run this engine is running (run --check)
+    diffs: list[str] = field(default_factory=list)  # what --diff printed, in memory only (a dry run's)
     _unfinished: str | None = None  # the stage the last job began and never published
     _locks_given_back: bool = False  # a job's code stage gave back the host locks taken at assess
     _record_error: OSError | None = None  # a run file could not be written during the job (a full disk)
@@ -735,7 +861,13 @@ class Engine:
         started = utcnow()
         record = plan.get("release_record") or str(self.rundir.path.parent.parent / "releases.jsonl")
         try:
-            rep, paths, _recorded = reportlib.write_run_report(str(self.rundir.path), plan, approval, results, record)
+            if self.dry_run_of is not None:
+                # The dry run's own report, in its directory: no release record, no audit of the run's.
+                rep, paths = reportlib.write_dry_run_report(str(self.dry_run_of.path), plan, approval, results)
+            else:
+                rep, paths, _recorded = reportlib.write_run_report(
+                    str(self.rundir.path), plan, approval, results, record
+                )
             host = {"status": stages.OK, "changed": True, "msg": f"report written to {paths['md']}"}
             host["exit_state"] = rep["exit_state"]
         except OSError as exc:
@@ -765,6 +897,8 @@ class Engine:
     def _stage_finish(
         self, name: str, state: dict[str, Any], result: dict[str, Any], clock: float, facts: dict[str, Any]
     ) -> dict[str, Any]:
+        if self.dry_run_of is not None:
+            result = dict(result, dry_run=True)
         attempts = (state["stages"].get(name) or {}).get("attempts")
         if attempts:
             # Every earlier attempt stays in the result beside this one: the report shows them all.
@@ -788,6 +922,8 @@ class Engine:
         self, name: str, gate: dict[str, Any], result: dict[str, Any], state: dict[str, Any]
     ) -> dict[str, Any]:
         """A stage its gate kept from running: recorded, audited and shown, with the gate's reason."""
+        if self.dry_run_of is not None:
+            result = dict(result, dry_run=True)
         attempts = _attempts(state["stages"].get(name))
         state["stages"][name] = {"result": dict(result, attempts=attempts) if attempts else result}
         self.rundir.write_state(state)

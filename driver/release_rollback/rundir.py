@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -19,6 +20,8 @@ audit = content.module_utils("audit")
 safefs = content.module_utils("safefs")
 
 DEFAULT_ROOT = Path(".rollback") / "runs"
+# Where a dry run (``run --check``) of a run's plan keeps its state, events and report (the report's place).
+DRY_RUN_DIR = content.module_utils("report").DRY_RUN_DIR
 
 
 def utcnow() -> str:
@@ -63,6 +66,9 @@ def make_private_dirs(path: Path) -> None:
 @dataclass
 class RunDir:
     path: Path
+    name: str | None = None  # the run id, when it is not the directory's name (a dry run's)
+
+    DRY_RUN: ClassVar[str] = DRY_RUN_DIR
 
     @classmethod
     def create(cls, root: Path | None = None, run_id: str | None = None) -> RunDir:
@@ -101,9 +107,22 @@ class RunDir:
             raise FileNotFoundError(f"{value} is not a run directory (it has no state.json)")
         return cls(path)
 
+    @classmethod
+    def dry_run_of(cls, run: RunDir) -> RunDir:
+        """A fresh ``<run>/dry-run/`` for a dry run (``run --check``) of ``run``'s plan: its own state,
+        events, audit entries and report, so that nothing of it is mistaken for the run's own. A dry run
+        before it is replaced."""
+        path = run.path / DRY_RUN_DIR
+        if path.is_symlink() or path.is_file():
+            raise FileExistsError(f"{path} is not a directory this tool made: remove it, then run --check again")
+        shutil.rmtree(path, ignore_errors=True)
+        os.mkdir(path, 0o700)
+        safefs.make_private_dir(str(path / "events"))
+        return cls(path, name=f"{run.run_id}.dry-run")
+
     @property
     def run_id(self) -> str:
-        return self.path.name
+        return self.name or self.path.name
 
     @property
     def plan_file(self) -> Path:

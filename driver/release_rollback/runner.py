@@ -57,6 +57,9 @@ class StageRun:
     events: int = 0
     last_error: str = ""
     gate: dict[str, Any] | None = None  # the stage's gate decision, when it ran inside a job of several
+    # What --diff printed (a dry run's): kept in memory and shown, never written to disk, since a config
+    # file's diff may hold what the file holds.
+    diffs: list[str] = field(default_factory=list)
     write_error: OSError | None = None  # its events could not be written (a full disk): the job is stopped
 
 
@@ -93,6 +96,11 @@ class EventSink:
         data = event.get("event_data") or {}
         kind = event.get("event", "")
         record = {k: event.get(k) for k in _KEEP if k in event}
+        text = record.get("stdout") or ""
+        if _DIFF in text:
+            start = text.index(_DIFF)
+            self.run.diffs.append(text[start:].rstrip())
+            record["stdout"] = text[:start] + "(a diff: shown on the terminal, not kept on disk)"
         for key in ("host", "task", "task_action", "play", "role", "changed"):
             if key in data:
                 record[key] = data[key]
@@ -144,6 +152,9 @@ class EventSink:
     def close(self) -> None:
         os.close(self.fd)
 
+
+# Where a diff begins in what ansible-playbook --diff prints for a task.
+_DIFF = "--- before"
 
 # Every stage playbook opens with this play; in a job of several stages it marks where one begins.
 _GATE_PLAY = re.compile(r"^Stage (\w+): gate$")
@@ -280,11 +291,12 @@ def _run_job(
     cancel: threading.Event,
     limit: str | None = None,
     mark: str | None = None,
+    check: bool = False,
 ) -> tuple[str, int | None, str]:
     """One ``ansible_runner.run()``: ``(status, rc, last line printed)``.
 
     ``mark`` (``<run id>:<job>``) marks every process of the job, so that the job guard, a cancel and
-    ``resume`` find all of them (``jobs.py``).
+    ``resume`` find all of them (``jobs.py``). ``check``: ansible-playbook's ``--check --diff`` (a dry run).
     """
     # The private data dir holds the extra vars (which may carry credentials): it lives outside the
     # run directory, in memory where the machine has /dev/shm, readable by this user only, and is
@@ -311,6 +323,7 @@ def _run_job(
             cancel_callback=cancelled,
             # The gate and publish plays run on localhost, which a host limit must not exclude.
             limit=f"{limit},localhost" if limit else None,
+            cmdline="--check --diff" if check else None,
             passwords=_EVENT_MARKER,
             # How often ansible-runner asks whether to cancel while the job prints nothing (a long restart
             # or migration): a third Ctrl-C stops the job within this many seconds.
@@ -371,6 +384,7 @@ def run_stages(
     on_change: Callable[[StageRun], None] | None = None,
     playbook: Path | None = None,
     mark: str | None = None,
+    check: bool = False,
 ) -> Job:
     """Run stages as one job: ``playbooks/execute.yml`` (several), or the stage's own playbook (one).
 
@@ -381,7 +395,14 @@ def run_stages(
     splitter = StageSplitter(stages, events_file, on_gate, on_result, on_change)
     try:
         status, rc, last = _run_job(
-            playbook, "execute" if len(stages) > 1 else stages[0], inventory, extravars, splitter, cancel, mark=mark
+            playbook,
+            "execute" if len(stages) > 1 else stages[0],
+            inventory,
+            extravars,
+            splitter,
+            cancel,
+            mark=mark,
+            check=check,
         )
     finally:
         splitter.close()

@@ -60,6 +60,8 @@ def _duration(result: dict[str, Any], took: float | None) -> str:
 
 
 def what_was_done(stage: str, result: dict[str, Any]) -> str:
+    if result.get("dry_run"):
+        return str(model.dry_account(stage, result, None))
     return str(model.account(stage, result, None))
 
 
@@ -207,7 +209,10 @@ def print_summary(rep: dict[str, Any], stream=None) -> None:
     hosts = sections.get("hosts")
     if console.is_terminal:
         if steps:
-            table = Table(title=f"release-rollback: {rep.get('exit_state')}", expand=False)
+            title = f"release-rollback: {rep.get('exit_state')}"
+            if rep.get("dry_run"):
+                title = f"release-rollback DRY RUN, nothing changed: would end {rep.get('exit_state')}"
+            table = Table(title=title, expand=False)
             for col in ("stage", "status", "time", "what was done"):
                 table.add_column(col, overflow="fold", max_width=90 if col == "what was done" else None)
             for stage, status, _start, _end, secs, done in steps["table"]["rows"]:
@@ -244,7 +249,8 @@ def print_summary(rep: dict[str, Any], stream=None) -> None:
                     highlight=False,
                     soft_wrap=True,
                 )
-    console.print(f"\nExit state: {rep.get('exit_state')}", markup=False, highlight=False)
+    dry = " (DRY RUN: what a real run would end; nothing was changed)" if rep.get("dry_run") else ""
+    console.print(f"\nExit state: {rep.get('exit_state')}{dry}", markup=False, highlight=False)
     if rep.get("run_state"):
         console.print(f"Run state:  {rep['run_state']}", markup=False, highlight=False)
     for item in rep.get("known_limitations") or []:

@@ -305,3 +305,27 @@ def test_a_host_lost_mid_stage_stops_the_batches_and_is_named(cli, ssh_fleet):
     assert fleet.live("web1") == f"./releases/{GOOD}" and sup.version("web1") == GOOD
     assert fleet.live("web3") == f"./releases/{BAD}" and sup.version("web3") == BAD
     assert "web2" in (cli.run_dirs()[-1] / "report.md").read_text()
+
+
+def test_a_dry_run_over_ssh_restarts_nothing_and_changes_no_file(cli, ssh_fleet):
+    """``run -i ... --check`` over SSH: the switch and restart each host would get are shown, and no
+    host's file, link or directory changes, and supervisord restarts nothing."""
+    from treestate import SERVICE_FILES, changes, tree_state
+
+    fleet, _ssh, sup = ssh_fleet
+    pids = {h: sup.pid(h) for h in fleet.hosts}
+    ignore = (*SERVICE_FILES, "hosts/*/app.log")  # supervisord's log of each application
+    before = tree_state(fleet.root, ignore)
+
+    proc = cli("run", "-i", str(fleet.inventory), "-m", str(fleet.manifest), "--check")
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for host in fleet.hosts:
+        assert f"--- before: {fleet.app_root(host)}/current" in proc.stdout
+        assert fleet.live(host) == f"./releases/{BAD}" and sup.version(host) == BAD
+    assert f"+-> ./releases/{GOOD}" in proc.stdout
+    assert {h: sup.pid(h) for h in fleet.hosts} == pids  # nothing restarted
+    assert changes(before, tree_state(fleet.root, ignore)) == []
+    (run_dir,) = cli.run_dirs()
+    assert json.loads((run_dir / "state.json").read_text())["lifecycle"]["state"] == "planned"
+    assert (run_dir / "dry-run" / "report.md").read_text().startswith("# DRY RUN, nothing changed")

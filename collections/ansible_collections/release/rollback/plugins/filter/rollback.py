@@ -180,9 +180,11 @@ def inventory_problems(hosts, hostvars, manifest, groups, app_group="app", db_gr
             "the manifest has a database section but the inventory group %r is empty: put the host that runs the "
             "migrations there (or set rollback_db_group)" % db_group
         )
-    if manifest.get("infrastructure") and manifest["infrastructure"].get("kind") != "tasks" and not (
-        groups or {}
-    ).get(infra_group):
+    if (
+        manifest.get("infrastructure")
+        and manifest["infrastructure"].get("kind") != "tasks"
+        and not (groups or {}).get(infra_group)
+    ):
         problems.append(
             "the manifest has an infrastructure section but the inventory group %r is empty: put the load "
             "balancer or IaC host there (or set rollback_infra_group)" % infra_group
@@ -252,12 +254,15 @@ def stage_result(
         for host in expected:
             if host in hosts:
                 continue
-            host_results[host] = dict(earlier.get(host) or {
-                "status": _stages.PENDING,
-                "changed": False,
-                "release": (planned.get(host) or {}).get("live") or "unknown",
-                "msg": "not attempted yet: still on %s" % ((planned.get(host) or {}).get("live") or "its release"),
-            })
+            host_results[host] = dict(
+                earlier.get(host)
+                or {
+                    "status": _stages.PENDING,
+                    "changed": False,
+                    "release": (planned.get(host) or {}).get("live") or "unknown",
+                    "msg": "not attempted yet: still on %s" % ((planned.get(host) or {}).get("live") or "its release"),
+                }
+            )
         hosts = sorted(set(hosts) | set(expected))
     extra = dict(extra or {})
     for res in host_results.values():

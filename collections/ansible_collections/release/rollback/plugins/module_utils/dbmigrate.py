@@ -963,6 +963,7 @@ def describe_identity(ident):
 # step running and a half-applied step. Written before each change, so even an attempt that was
 # killed before it published anything leaves the restore point findable by the next attempt.
 
+
 def run_record_path(backup_dir, run_id):
     """The database stage's record of the run in ``backup_dir`` (``runrecord``, shared by every stage)."""
     return _runrecord.path(backup_dir, run_id)

@@ -163,17 +163,28 @@ def _turn_off(path, names, check_mode, expected=None):
         off = off_variant(flag)
         if off is None:
             raise FlagError("flag %s has no off variant (a variant whose value is false, or one named off)" % name)
+        flag = dict(flags[name])
         flag["state"] = "ENABLED"
         flag["defaultVariant"] = off
         flag.pop("targeting", None)
         edits[name] = flag
 
     result = each_flag("flagd", names, read, write, check_mode=check_mode, read_back=False, expected=expected)
-    if edits and not check_mode:
+    if check_mode:
+        # Nothing is written: the edits are only worked out, for the diff of what the file would become.
+        for name in names:
+            if (result["flags"].get(name) or {}).get("would_change"):
+                try:
+                    write(name)
+                except FlagError as exc:
+                    result["errors"][name] = str(exc)
+    if edits:
         new_text = text
         for name, (start, end) in sorted(spans.items(), key=lambda kv: kv[1][0], reverse=True):
             if name in edits:
                 new_text = new_text[:start] + _render_like(text[start:end], edits[name], text, start) + new_text[end:]
+        result["diff"] = {"before_header": path, "after_header": path, "before": text, "after": new_text}
+    if edits and not check_mode:
         try:
             _write_atomic(path, new_text)
         except FlagError as exc:

@@ -66,7 +66,7 @@ STATES = (
         "means": "partially completed: every stage was reached, some left gaps (the known limitations)",
         "next": [
             "release-rollback resume {run_dir}",
-            "release-rollback signoff {run_dir} --by \"$USER\" --accept-gaps",
+            'release-rollback signoff {run_dir} --by "$USER" --accept-gaps',
             "release-rollback abort {run_dir} --reason {why}",
         ],
     },

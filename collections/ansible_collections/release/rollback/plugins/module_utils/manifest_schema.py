@@ -91,7 +91,7 @@ SCHEMA = {
             ),
             "target_revision": _o(
                 "raw",
-                "The previous release's revision (required; quote an all-digit one: \"0001\"); django: a mapping "
+                'The previous release\'s revision (required; quote an all-digit one: "0001"); django: a mapping '
                 "of app to migration.",
                 required=True,
             ),

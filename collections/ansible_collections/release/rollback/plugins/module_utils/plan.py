@@ -260,9 +260,7 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
         disagreement = {h: "%s -> %s" % (v["live"], v["target"]) for h, v in hosts.items()}
         spelled = "; ".join("%s: %s" % hv for hv in sorted(disagreement.items()))
         if accept_mixed:
-            risks.append(
-                "hosts disagree and each host is rolled back to its own target, as approved: %s" % spelled
-            )
+            risks.append("hosts disagree and each host is rolled back to its own target, as approved: %s" % spelled)
         else:
             if len(lives) > 1:
                 blockers.append(
@@ -367,7 +365,7 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
         if infra["kind"] == "tasks":
             risks.append(
                 "the custom revert tasks change what they change without a compare-and-swap: the tool cannot read "
-                "their \"from\" state, so nothing stops them if the infrastructure changed after this plan"
+                'their "from" state, so nothing stops them if the infrastructure changed after this plan'
             )
         if infra["kind"] == "terraform":
             risks.append(
@@ -503,9 +501,7 @@ def _fact_changes(before, after):
         else:
             for key in sorted(set(hb[host]) | set(ha[host])):
                 if hb[host].get(key) != ha[host].get(key):
-                    changes.append(
-                        "%s's rollback_%s was %s, is %s" % (host, key, hb[host].get(key), ha[host].get(key))
-                    )
+                    changes.append("%s's rollback_%s was %s, is %s" % (host, key, hb[host].get(key), ha[host].get(key)))
     for key in ("db_host", "flags_host", "db_url"):
         if before.get(key) != after.get(key):
             if key == "db_url":
@@ -529,9 +525,13 @@ def _holder_hint(lock, options):
         return ""
     if state in _lifecycle.FINAL:
         return (
-            "; that run is %s, so its lock is left over: `release-rollback abort %s --reason cleanup` gives it "
-            "back" % (state, run_dir)
-        ) if state != _lifecycle.COMPLETED else ""
+            (
+                "; that run is %s, so its lock is left over: `release-rollback abort %s --reason cleanup` gives it "
+                "back" % (state, run_dir)
+            )
+            if state != _lifecycle.COMPLETED
+            else ""
+        )
     commands = _lifecycle.next_commands(state, run_dir) if state in (_lifecycle.PAUSED, _lifecycle.PARTIAL) else []
     gone = "; or, if its driver is gone, plan again with --break-lock (audited)"
     if not commands:
@@ -766,8 +766,11 @@ def stage_gate(stage, results, plan=None, approval=None, binding=None):
     if stage == "assess":
         return {"run": True, "reason": "assess always runs", "status": None, "reached": True}
     earlier = (results or {}).get(stage)
-    if stage != "report" and earlier and finished(earlier) and not (
-        stage == "validate" and _stages.stale_validation(results)
+    if (
+        stage != "report"
+        and earlier
+        and finished(earlier)
+        and not (stage == "validate" and _stages.stale_validation(results))
     ):
         return {
             "run": False,

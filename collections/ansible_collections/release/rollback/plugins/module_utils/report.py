@@ -74,19 +74,45 @@ def load_host_spans(run_dir):
     return spans
 
 
-def build_for_run(run_dir, plan, approval, results, aborted=False, abort_reason=None):
+DRY_RUN_DIR = "dry-run"
+
+
+def dry_run_dir(run_dir):
+    """Where a dry run's report goes: never where the run's real report is."""
+    return os.path.join(run_dir, DRY_RUN_DIR)
+
+
+def write_dry_run_report(run_dir, plan, approval, results, aborted=False, abort_reason=None):
+    """A dry run's report (``--check``): ``<run_dir>/dry-run/report.{json,md,html}``, titled as a dry run,
+    for the rollback_report module and the driver alike. The run's id, state and next commands are
+    ``run_dir``'s; the stages' timing comes from the dry run's own events (``dry-run/events``, the driver's).
+
+    Records no release, appends nothing to the audit trail, notifies nobody and opens no RCA ticket.
+    Returns ``(report, paths)``.
+    """
+    dry = dry_run_dir(run_dir)
+    rep = build_for_run(
+        dry, plan, approval, with_report_done(results), aborted, abort_reason, dry_run=True, run_of=run_dir
+    )
+    return rep, write(dry, rep)
+
+
+def build_for_run(run_dir, plan, approval, results, aborted=False, abort_reason=None, dry_run=False, run_of=None):
     """``build`` with everything the run directory holds: host spans, sign-off, RCA, notifications,
-    and the run's lifecycle state with its next commands."""
+    and the run's lifecycle state with its next commands. ``run_of``: the run directory whose plan a
+    dry run's directory (``run_dir``) ran; its id, state and next commands are the report's."""
+    owner = run_of or run_dir
     return _model.build(
         plan,
         approval,
         results,
-        run_id=os.path.basename(os.path.normpath(run_dir)),
+        run_id=os.path.basename(os.path.normpath(owner)),
         aborted=aborted,
         abort_reason=abort_reason,
         host_spans=load_host_spans(run_dir),
-        run_state=_run_state(run_dir),
-        **read_extras(run_dir),
+        run_state=_run_state(owner),
+        dry_run=dry_run,
+        **(read_extras(run_dir) if not dry_run else {}),
     )
 
 

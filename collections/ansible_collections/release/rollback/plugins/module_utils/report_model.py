@@ -36,8 +36,12 @@ def build(
     rca=None,
     notifications=None,
     run_state=None,
+    dry_run=False,
 ):
     """The report as data. ``results``: stage name -> published stage result.
+
+    ``dry_run``: the results of a run in check mode (``--check``): the report says so in its title and
+    first fact, and records nothing as rolled back.
 
     ``host_spans`` (stage -> host -> {started, ended}, from the stage's events) makes the timeline
     precise per host; ``signoff``, ``rca`` and ``notifications`` are the run's records of them;
@@ -72,7 +76,7 @@ def build(
                 "title": entry["title"],
                 "status": res.get("status"),
                 "summary": res.get("summary"),
-                "done": account(name, res, plan),
+                "done": dry_account(name, res, plan) if dry_run else account(name, res, plan),
                 "started": res.get("started"),
                 "ended": res.get("ended"),
                 # A stage that did not run took no time: no duration, rather than a rounding artefact.
@@ -134,6 +138,15 @@ def build(
         "rca": rca or {"status": "not configured"},
         "notifications": list(notifications or []),
     }
+    if dry_run:
+        rep["dry_run"] = True
+        rep["release_record"].update(status="not rolled back (dry run)", known_bad=False)
+        rep["rca"] = {"status": "not opened (dry run)"}
+        # What a completed run calls for (watch monitoring, the RCA) is not for a dry run.
+        rest = list(rep["next_steps"] or [])[1 if state == _stages.COMPLETED else 0 :]
+        rep["next_steps"] = [
+            "This was a dry run (--check): nothing was changed. To roll back for real, approve and run the plan."
+        ] + rest
     rep["digest"] = ["%s: %s" % (s["stage"], s["done"]) for s in steps if s["status"] not in (NOT_RUN,)]
     rep["sections"] = sections(rep)
     return rep
@@ -165,6 +178,48 @@ def account(name, res, plan):
     if status == _stages.OK:
         return done or summary
     return "%s; %s" % (summary, done) if done else summary
+
+
+def dry_account(name, res, plan):
+    """One sentence for a stage of a dry run (check mode): what it would do; nothing was done."""
+    summary = str(res.get("summary") or res.get("status"))
+    if res.get("status") != _stages.OK or name == "assess":
+        return summary
+    would = None
+    if name == "feature_flags":
+        flags = res.get("flags") or {}
+        names = sorted(n for n, st in flags.items() if st.get("would_change"))
+        would = "would turn off %s" % ", ".join(names) if names else "every flag is already off"
+    elif name == "code_config":
+        moves = {}
+        for host, entry in sorted(((plan or {}).get("hosts") or {}).items()):
+            if host in (res.get("hosts") or {}):
+                moves.setdefault("%s -> %s" % (entry.get("live"), entry.get("target")), []).append(host)
+        would = "; ".join("would switch %s: %s" % (", ".join(h), m) for m, h in sorted(moves.items())) or None
+    elif name == "database":
+        db = res.get("database") or {}
+        steps = db.get("steps") or []
+        if steps:
+            would = "would back up, then run %d down step(s) with %s: %s -> %s" % (
+                len(steps),
+                db.get("tool"),
+                db.get("from_revision") or db.get("current"),
+                db.get("to_revision"),
+            )
+        elif db:
+            would = "would change nothing: %s is at %s" % (db.get("tool"), db.get("current"))
+    elif name == "infrastructure":
+        infra = res.get("infrastructure") or {}
+        if infra.get("path"):
+            would = "would restore %s%s" % (
+                infra["path"],
+                " from %s" % infra["snapshot"] if infra.get("snapshot") else "",
+            )
+    elif name == "validate":
+        would = "not validated: nothing was rolled back (what the hosts answer now is in Validation)"
+    elif name == "report":
+        would = "this dry run's report (dry-run/ in the run directory)"
+    return "dry run: %s" % (would or summary)
 
 
 def _flags_done(res, plan):
@@ -716,8 +771,22 @@ def attempt_lines(rep):
 
 def _summary_section(rep):
     appr = rep.get("approval") or {}
-    facts = [
-        fact("Exit state", "%s (exit code %s)" % (rep["exit_state"], rep["exit_code"]), status=rep["exit_state"]),
+    facts = []
+    if rep.get("dry_run"):
+        facts.append(
+            fact(
+                "DRY RUN",
+                "check mode (--check): nothing was changed; the release is not rolled back. A real run of this "
+                "plan would end %s." % rep["exit_state"],
+                status="dry run",
+            )
+        )
+    facts += [
+        fact(
+            "Exit state" if not rep.get("dry_run") else "Exit state of the dry run",
+            "%s (exit code %s)" % (rep["exit_state"], rep["exit_code"]),
+            status=rep["exit_state"],
+        ),
         fact("Run", "%s%s" % (rep.get("run_id"), " (%s)" % rep["run_state"] if rep.get("run_state") else "")),
         fact("Reason", rep.get("reason")),
         fact("Scope", ", ".join(rep.get("scope") or [])),
@@ -771,6 +840,8 @@ def _summary_section(rep):
     facts.append(fact("RCA", rca_line(rep.get("rca"))))
     facts.append(fact("Generated", rep.get("generated")))
     title = "Rollback report: %s %s -> %s" % (rep.get("app"), rep.get("from_version"), rep.get("to_version"))
+    if rep.get("dry_run"):
+        title = "DRY RUN, nothing changed: " + title
     return section("summary", title, facts=facts)
 
 

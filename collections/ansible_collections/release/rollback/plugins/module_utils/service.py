@@ -179,6 +179,12 @@ def restart_and_verify(p, run_command, check_mode=False):
                 failed = dict(changed=False, restarted=False, health=None, version=None, attempts=0)
                 return failed, "%s failed with exit code %d: %s" % (" ".join(argv), rc, (err or out).strip()[-500:])
         restarted = True
+    if check_mode:
+        # Nothing was switched or restarted: what the host answers now is read once and reported, not judged.
+        ok, health, version, attempts = verify(dict(p, retries=1, delay=0))
+        return dict(
+            changed=False, restarted=False, health=health, version=version, attempts=attempts, judged=False
+        ), None
     ok, health, version, attempts = verify(p)
     result = dict(changed=restarted, restarted=restarted, health=health, version=version, attempts=attempts)
     if ok and not p["version_url"] and p["app_root"] and p["release"]:

@@ -46,7 +46,8 @@ attributes:
     description: Can run in check mode and return the changed status prediction without modifying the target.
     support: full
     details:
-      - Nothing is restarted; the health and version URLs are read only when no restart would be needed.
+      - Nothing is restarted. When no restart would be needed, the health and version URLs are read once and
+        reported without being judged (RV(judged) is false); a host that would be restarted is not read.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check mode) when in diff mode.
     support: none
@@ -85,6 +86,10 @@ attempts:
   description: How many polls it took.
   returned: always
   type: int
+judged:
+  description: False in check mode, where what the application answers is reported and never fails the task.
+  returned: in check mode
+  type: bool
 """
 
 from ansible.module_utils.basic import AnsibleModule

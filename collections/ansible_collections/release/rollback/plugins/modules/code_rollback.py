@@ -59,7 +59,7 @@ attributes:
       - Reads the host; no link, file, lock or mark is written and nothing is restarted.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check mode) when in diff mode.
-    support: none
+    support: full
   platform:
     description: Target OS/families that can be operated against.
     support: N/A
@@ -211,7 +211,7 @@ def main():
         switched = switch_with(dict(p, lock=holds_lock), check_mode=module.check_mode, info=info)
     except (ReleaseError, OSError) as exc:
         fail("failed", False, live or "unknown", "switch: %s" % exc)
-    switched.pop("diff", None)
+    diff = switched.pop("diff", None)
     service = dict(
         p,
         only_if_unhealthy=not switched["changed"],
@@ -230,8 +230,21 @@ def main():
     result["host_result"] = dict(
         status="ok", changed=changed, release=p["target"], msg="on %s%s" % (p["target"], restarted)
     )
+    if module.check_mode:
+        # Nothing was switched: the host still runs what it ran; the result says what would happen.
+        if switched["from"] != p["target"]:
+            would = "would switch from %s to %s" % (switched["from"], p["target"])
+        else:
+            would = (
+                "on %s, would restore its configuration" % p["target"]
+                if switched["changed"]
+                else "already on %s" % p["target"]
+            )
+        result["host_result"].update(release=switched["from"] or live or "unknown", msg="check mode: %s" % would)
     result["host_result"].update((k, checked[k]) for k in ("health", "version") if checked.get(k) is not None)
     facts = {"rollback_host_result_code_config": result["host_result"]}
+    if module._diff and diff:
+        result["diff"] = diff
     module.exit_json(changed=changed, ansible_facts=facts, **result)
 
 

@@ -143,7 +143,9 @@ attributes:
         backup is taken, no run record is written and no migration runs.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check mode) when in diff mode.
-    support: none
+    support: partial
+    details:
+      - In check mode, the revision the database is at and the one it would reach, with each down step.
   platform:
     description: Target OS/families that can be operated against.
     support: N/A
@@ -246,7 +248,8 @@ def main():
     try:
         client = Client(module, conn, kind.workdir(p))
         tool = kind(module, conn, client)
-        _stage.run(module, tool, client, conn, record, state)
+        # Diff mode: in check mode, the revision it would reach and each down step.
+        _stage.run(module, tool, client, conn, record, state, diff=module._diff)
     except base.Fail as exc:
         record.update(exc.extra.pop("record", {}))
         if exc.extra.get("detail"):

@@ -101,7 +101,7 @@ attributes:
         changed and no run record is written.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check mode) when in diff mode.
-    support: none
+    support: full
   platform:
     description: Target OS/families that can be operated against.
     support: N/A
@@ -284,11 +284,36 @@ def main():
             changed=result["changed"],
         )
     verb = "would be turned off" if module.check_mode and result["changed"] else "read back off"
+    diff = result.get("diff") or _state_diff(p, result)
     module.exit_json(
         changed=result["changed"],
         flags=result["flags"],
         msg="flags %s %s (%s)" % (", ".join(p["names"]), verb, p["backend"]),
+        **({"diff": diff} if module._diff and diff and result["changed"] else {}),
     )
+
+
+def _state_diff(p, result):
+    """A flag system without a file to compare: each changed flag's state before and after, one line each."""
+    changed = [
+        n
+        for n in p["names"]
+        if (result["flags"].get(n) or {}).get("would_change") or result["flags"].get(n, {}).get("changed")
+    ]
+    if not changed:
+        return None
+
+    def line(name, state):
+        state = state or {}
+        return "%s: %s\n" % (name, "off" if state.get("off") else "on (%s)" % (state.get("state") or "enabled"))
+
+    where = "%s flags" % p["backend"]
+    return {
+        "before_header": where,
+        "after_header": where,
+        "before": "".join(line(n, result["flags"][n].get("before")) for n in changed),
+        "after": "".join(line(n, {"off": True}) for n in changed),
+    }
 
 
 if __name__ == "__main__":

@@ -53,12 +53,23 @@ options:
       - Secrets named by the C(*_env) keys of the C(notify) and C(rca) sections (e.g. from Ansible Vault);
         a name missing here is read from the controller's environment.
     type: dict
+  dry_run:
+    description:
+      - The results are those of a dry run (C(--check)). The report is written to C(dry-run/) in O(run_dir) instead,
+        titled as a dry run; no release is recorded, nothing is audited, nobody is notified and no RCA ticket is
+        opened. O(record_file), O(audit_stages) and O(followup) are ignored.
+      - In check mode, even a dry run's report is not written; the stage role runs this task with
+        C(check_mode=false) and O(dry_run=true) when the play runs in check mode.
+    type: bool
+    default: false
 requirements:
   - Python 3 on the host; the module runs no external command.
 attributes:
   check_mode:
     description: Can run in check mode and return the changed status prediction without modifying the target.
-    support: none
+    support: full
+    details:
+      - Builds the report and returns its exit state; writes no file, records, audits and notifies nothing.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check mode) when in diff mode.
     support: none
@@ -84,9 +95,13 @@ exit_state:
   returned: success
   type: str
 report:
-  description: Paths of the written report files.
+  description: Paths of the written report files (none in check mode).
   returned: success
   type: dict
+dry_run:
+  description: Whether the report written is a dry run's.
+  returned: success
+  type: bool
 recorded:
   description: Whether the release record was updated.
   returned: success
@@ -119,11 +134,24 @@ def main():
             followup=dict(type="bool", default=False),
             manifest=dict(type="dict"),
             secrets=dict(type="dict", no_log=True),
+            dry_run=dict(type="bool", default=False),
         ),
-        supports_check_mode=False,
+        supports_check_mode=True,
     )
     p = module.params
     results = report.with_report_done(p["results"])
+    nothing = dict(recorded=False, rca=None, notifications=[], dry_run=p["dry_run"])
+    if module.check_mode:
+        rep = report.build_for_run(p["run_dir"], p["plan"], p["approval"], results, dry_run=p["dry_run"])
+        module.exit_json(changed=True, exit_state=rep["exit_state"], exit_code=rep["exit_code"], report={}, **nothing)
+    if p["dry_run"]:
+        try:
+            rep, paths = report.write_dry_run_report(p["run_dir"], p["plan"], p["approval"], results)
+        except OSError as exc:
+            module.fail_json(msg="the dry run's report could not be written to %s: %s" % (p["run_dir"], exc))
+        module.exit_json(
+            changed=True, exit_state=rep["exit_state"], exit_code=rep["exit_code"], report=paths, **nothing
+        )
     try:
         rep, paths, recorded = report.write_run_report(
             p["run_dir"], p["plan"], p["approval"], results, p["record_file"], audit_stages=p["audit_stages"]
@@ -147,6 +175,7 @@ def main():
         recorded=recorded,
         rca=done["rca"],
         notifications=done["notifications"],
+        dry_run=False,
     )
 
 

@@ -38,8 +38,10 @@ attributes:
     description: Can run in check mode and return the changed status prediction without modifying the target.
     support: full
     details:
-      - The checks change nothing themselves, so they run in check mode too; the smoke commands given are run
-        and the URLs are read.
+      - The smoke commands are not run in check mode, because a smoke command may change things; each is
+        listed as skipped, with why.
+      - Prometheus and Alertmanager are read once, without retries, and not judged, since nothing was rolled back
+        that they could show; what they answered is in each check's value in RV(checks).
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check mode) when in diff mode.
     support: none
@@ -69,7 +71,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 checks:
-  description: One entry per check with kind, name, target, value, threshold, ok, msg, time and attempts.
+  description:
+    - One entry per check with kind, name, target, value, threshold, ok, msg, time and attempts.
+    - In check mode each entry has skipped set, since nothing is judged.
   returned: always
   type: list
   elements: dict
@@ -227,6 +231,43 @@ def _with_retries(section, check):
     return rec
 
 
+def dry_run(p):
+    """Check mode: no smoke command runs (it may change things); monitoring is read once and not judged,
+    since nothing was rolled back that it could show."""
+    checks = []
+    for check in p["smoke"] or []:
+        checks.append(
+            {
+                "kind": "smoke",
+                "name": check.get("name"),
+                "attempts": 0,
+                "time": _now(),
+                "value": None,
+                "ok": True,
+                "skipped": True,
+                "msg": "not run in check mode: a smoke command may change things",
+            }
+        )
+    read = []
+    prom = p["prometheus"]
+    if prom:
+        read += [prometheus_check(prom, q) for q in prom.get("queries") or []]
+    if p["alertmanager"]:
+        read.append(alertmanager_check(p["alertmanager"]))
+    for rec in read:
+        now = "passes" if rec["ok"] else "fails (%s)" % rec.get("msg")
+        rec.update(
+            ok=True, skipped=True, msg="check mode: read once, not judged (it %s now, before any rollback)" % now
+        )
+        checks.append(rec)
+    return dict(
+        changed=False,
+        checks=checks,
+        passed=True,
+        msg="check mode: %d check(s) not judged; smoke commands not run" % len(checks),
+    )
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -237,6 +278,8 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
+    if module.check_mode:
+        module.exit_json(**dry_run(p))
     checks = [smoke_check(c) for c in p["smoke"] or []]
     prom = p["prometheus"]
     if prom:

@@ -42,15 +42,18 @@ requirements:
 attributes:
   check_mode:
     description: Can run in check mode and return the changed status prediction without modifying the target.
-    support: partial
+    support: full
     details:
-      - Nothing is applied, but the preparation runs. With O(init), C(init) may download providers and modules
-        into C(.terraform) and write C(.terraform.lock.hcl) in O(project_path).
-      - C(plan) takes and releases the state lock and writes its plan file into the module's temporary
-        directory, which is removed afterwards.
+      - Nothing is applied and nothing is prepared. C(init) does not run (O(init) is ignored), the workspace is
+        not selected (C(TF_WORKSPACE) names it for the plan instead), and C(plan) runs with C(-lock=false), so
+        the state lock is not taken.
+      - O(project_path) must already be initialised; the plan file goes to the module's temporary directory,
+        which is removed afterwards.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check mode) when in diff mode.
-    support: none
+    support: full
+    details:
+      - Each resource the plan changes, with its actions.
   platform:
     description: Target OS/families that can be operated against.
     support: N/A
@@ -122,7 +125,11 @@ class Terraform:
         path = binary if os.path.isabs(binary) else self.module.get_bin_path(binary)
         if not path:
             self.fail("%s is not on this host's PATH: install it or set infrastructure.binary" % binary)
-        rc, out, err = self.module.run_command([path, *args], cwd=self.p["project_path"])
+        env = {}
+        if self.module.check_mode and self.p["workspace"]:
+            # Check mode selects no workspace (that writes .terraform/environment): the plan is told which.
+            env["TF_WORKSPACE"] = self.p["workspace"]
+        rc, out, err = self.module.run_command([path, *args], cwd=self.p["project_path"], environ_update=env)
         if check and rc != 0:
             self.fail("%s %s failed: %s" % (binary, args[0], (err or out).strip()[-800:]))
         return rc, out, err
@@ -147,16 +154,21 @@ class Terraform:
             self.version = json.loads(out).get("terraform_version") if rc == 0 else None
         except ValueError:
             self.version = None
-        if p["init"]:
+        check_mode = self.module.check_mode
+        if p["init"] and not check_mode:
             self.run("init", "-input=false", "-no-color")
-        if p["workspace"]:
+        if p["workspace"] and not check_mode:
             self.run("workspace", "select", "-no-color", p["workspace"])
         planfile = os.path.join(self.module.tmpdir, "rollback.tfplan")
+        lock = "-lock=false" if check_mode else "-lock=true"
         rc, out, err = self.run(
-            "plan", "-input=false", "-no-color", "-lock=true", "-detailed-exitcode", "-out=" + planfile, check=False
+            "plan", "-input=false", "-no-color", lock, "-detailed-exitcode", "-out=" + planfile, check=False
         )
         if rc not in (0, 2):
-            self.fail("%s plan failed: %s" % (p["binary"], (err or out).strip()[-800:]))
+            why = (err or out).strip()[-800:]
+            if check_mode and p["init"]:
+                why += " (check mode runs no init: the directory must already be initialised)"
+            self.fail("%s plan failed: %s" % (p["binary"], why))
         if rc == 2:
             _rc, out, _err = self.run("show", "-json", "-no-color", planfile)
             try:
@@ -184,9 +196,20 @@ class Terraform:
                     outputs[name] = "(sensitive)" if hidden else (value or {}).get("value")
             except (ValueError, AttributeError):
                 outputs = {}
+        extra = {}
+        if self.module._diff and changes:
+            lines = "".join("%s: %s\n" % (r["address"], ", ".join(r["actions"])) for r in self.summary["resources"])
+            extra["diff"] = {
+                "before_header": "%s (live infrastructure)" % p["project_path"],
+                "after_header": "%s (plan: %d to add, %d to change, %d to destroy)"
+                % (p["project_path"], self.summary["add"], self.summary["change"], self.summary["destroy"]),
+                "before": "",
+                "after": lines,
+            }
         self.module.exit_json(
             changed=changes,
             applied=applied,
+            **extra,
             plan_summary=self.summary,
             version=self.version,
             project_path=p["project_path"],

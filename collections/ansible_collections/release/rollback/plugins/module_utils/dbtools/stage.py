@@ -221,7 +221,7 @@ def _earlier_half_applied(run, before, live):
     return half
 
 
-def run(module, tool, client, conn, record, state):
+def run(module, tool, client, conn, record, state, diff=False):
     p = module.params
     target = p["target_revision"]
     client.require_file()
@@ -305,7 +305,8 @@ def run(module, tool, client, conn, record, state):
         _finish(module, record, changed=False, before=before, current=before)
     if module.check_mode:
         record["current"] = before
-        module.exit_json(changed=True, before=before, current=before, steps=steps, database=record)
+        extra = {"diff": revision_diff(p, before, target, steps)} if diff else {}
+        module.exit_json(changed=True, before=before, current=before, steps=steps, database=record, **extra)
 
     if run is None:  # no run id: this call's own backup is its restore point
         run = state["run"] = {"path": None, "attempts": 0, "backups": [], "applied": []}
@@ -395,3 +396,18 @@ def _finish(module, record, changed, before, current):
             changed=changed,
         )
     module.exit_json(changed=changed, before=before, current=current, database=record)
+
+
+def revision_diff(p, before, target, steps):
+    """What the down steps would do to the database, for diff mode: its revision, and each step."""
+    where = "database (%s)" % p["tool"]
+    lines = [
+        "down %s -> %s%s\n" % (s.get("revision"), s.get("to"), " (destructive)" if s.get("destructive") else "")
+        for s in steps
+    ]
+    return {
+        "before_header": where,
+        "after_header": where,
+        "before": "revision %s\n" % before,
+        "after": "revision %s\n" % target + "".join("# " + line for line in lines),
+    }
