@@ -184,7 +184,10 @@ def test_destructive_steps_take_the_destructive_approval_then_its_record_then_th
     assert broken.index("record_destructive_approval") + 1 == broken.index("database")
     record = TEMPLATES[NODES["record_destructive_approval"]["unified_job_template"]["name"]]
     assert record["playbook"] == "playbooks/approval.yml"
-    assert record["extra_vars"] == {"rollback_approval_node": "destructive_approval", "rollback_approve_destructive": True}
+    assert record["extra_vars"] == {
+        "rollback_approval_node": "destructive_approval",
+        "rollback_approve_destructive": True,
+    }
     plan = TEMPLATES[NODES["record_approval"]["unified_job_template"]["name"]]
     assert plan["playbook"] == "playbooks/approval.yml" and "extra_vars" not in plan
     check = TEMPLATES[NODES["destructive_check"]["unified_job_template"]["name"]]
@@ -376,7 +379,7 @@ def test_configure_playbook_uses_only_options_the_awx_modules_have(awx_collectio
             used[module] = task
     assert set(used) == set(LAYOUT.values())
     for var, module in LAYOUT.items():
-        assert used[module]["loop"] == "{{ %s }}" % var
+        assert used[module]["loop"] == "{{ " + var + " }}"
         options = _doc(awx_collection, module)
         names = set(options) | {a for o in options.values() for a in o.get("aliases", [])}
         unknown = set(used[module][module]) - names
