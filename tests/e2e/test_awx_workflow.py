@@ -50,6 +50,7 @@ CREDENTIALS = {c["name"]: c for c in CONFIG["controller_credentials"]}
 API_TOKEN = "awx-PLANTED-5b0e8c7a31"
 FLAGS_TOKEN = "flags-PLANTED-9c3d71e2a4"
 PASSWORD = "pw-PLANTED-0a7f5e9d13"
+SLACK_SECRET = "T0PLANTED/B0PLANTED/slack7e21c4d9"
 WORKFLOW_JOB_ID = 4242
 
 
@@ -214,6 +215,7 @@ def play_workflow(fleet, launch_vars: dict, approvals: dict[str, tuple[str, bool
     api = AwxApi(launch_vars)
     events = tmp_path / "events"
     events.mkdir(exist_ok=True)
+    (tmp_path / "containers").mkdir(exist_ok=True)
     run_dir = Path(launch_vars["rollback_run_dir"])
     artifacts: dict = {}
     ran: list[tuple[str, bool]] = []
@@ -235,7 +237,6 @@ def play_workflow(fleet, launch_vars: dict, approvals: dict[str, tuple[str, bool
                 # AWX's precedence: template extra vars < survey defaults < artifacts of earlier nodes < the
                 # workflow's launch variables.
                 extravars = {**template.get("extra_vars", {}), **survey, **artifacts, **launch_vars, **awx_vars}
-                shutil.rmtree(run_dir, ignore_errors=True)  # each job's container starts empty
                 with environ(credential_env(template, inputs or {}, api)):
                     job = run_stage(
                         Path(template["playbook"]).stem,
@@ -246,6 +247,10 @@ def play_workflow(fleet, launch_vars: dict, approvals: dict[str, tuple[str, bool
                     )
                 ok = job.status == "successful"
                 artifacts.update(job.stats)
+                # The job's container is thrown away: what it wrote is kept aside (scanned for secrets), and
+                # the next job starts with no run directory.
+                if run_dir.exists():
+                    shutil.move(run_dir, tmp_path / "containers" / ident)
                 output[ident] = "\n".join(
                     json.loads(line).get("stdout", "") for line in (events / f"{ident}.jsonl").read_text().splitlines()
                 )
@@ -259,7 +264,7 @@ def play_workflow(fleet, launch_vars: dict, approvals: dict[str, tuple[str, bool
     return ran, artifacts, api, output
 
 
-def _leaks(artifacts: dict, *roots: Path, secrets=(PASSWORD, FLAGS_TOKEN, API_TOKEN)) -> list[str]:
+def _leaks(artifacts: dict, *roots: Path, secrets=(PASSWORD, FLAGS_TOKEN, API_TOKEN, SLACK_SECRET)) -> list[str]:
     text = json.dumps(artifacts)
     found = [f"{s[:10]}... in the artifacts" for s in secrets if s in text]
     for root in roots:
@@ -343,6 +348,82 @@ def test_awx_workflow_rolls_the_fleet_back_with_artifacts_between_nodes(fleet, t
         assert "rollback_signoff" not in artifacts  # partially completed: not without accepting the gaps
 
 
+class Services:
+    """An in-house flag service (PUT turns a flag off with the right bearer token, GET reads it back)
+    and a Slack incoming webhook, whose URL is a secret."""
+
+    def __init__(self):
+        self.flags = {"new-checkout": True}
+        self.auth_seen: list[str] = []
+        self.slack: list[dict] = []
+        services = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _reply(self, code, doc):
+                data = json.dumps(doc).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._reply(200, {"enabled": services.flags.get(self.path.rsplit("/", 1)[-1], True)})
+
+            def do_PUT(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                services.auth_seen.append(self.headers.get("Authorization", ""))
+                if self.headers.get("Authorization") != f"Bearer {FLAGS_TOKEN}":
+                    return self._reply(401, {"error": "bad token"})
+                services.flags[self.path.rsplit("/", 1)[-1]] = False
+                self._reply(200, {"enabled": False})
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path != f"/slack/{SLACK_SECRET}":
+                    return self._reply(404, {"error": "no such webhook"})
+                services.slack.append(json.loads(body))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def services(fleet):
+    """The fleet's flags on the flag service, its notifications to Slack: the token and the webhook URL are
+    only in the credentials, the manifest names their environment variables (credential types' injectors)."""
+    svc = Services()
+    doc = yaml.safe_load(fleet.manifest.read_text())
+    doc["rollback_manifest"]["flags"] = {
+        "backend": "http",
+        "names": ["new-checkout"],
+        "token_env": "ROLLBACK_FLAGS_TOKEN",
+        "request": {
+            "method": "PUT",
+            "url": svc.url + "/flags/{flag}",
+            "headers": {"Authorization": "Bearer {token}"},
+            "body": {"enabled": False},
+        },
+        "read_back": {"url": svc.url + "/flags/{flag}", "field": "enabled", "off_value": False},
+    }
+    doc["rollback_manifest"]["notify"] = {"channels": [{"kind": "slack", "url_env": "ROLLBACK_SLACK_WEBHOOK"}]}
+    fleet.manifest.write_text(yaml.safe_dump(doc))
+    yield svc
+    svc.close()
+
+
 @pytest.fixture
 def destructive_pg(fleet, tmp_path, need):
     """The fleet's database on PostgreSQL at c3, whose rollback to a1 drops orders.coupon (destructive);
@@ -362,7 +443,7 @@ def destructive_pg(fleet, tmp_path, need):
 
 @pytest.mark.parametrize("approve", [True, False], ids=["destructive_approved", "destructive_denied"])
 def test_a_destructive_database_step_runs_only_after_the_destructive_approval_node(
-    fleet, destructive_pg, tmp_path, approve
+    fleet, destructive_pg, services, tmp_path, approve
 ):
     db = destructive_pg
     approvals = {
@@ -370,7 +451,11 @@ def test_a_destructive_database_step_runs_only_after_the_destructive_approval_no
         "destructive_approval": ("dana", approve),
         "signoff_approval": ("sam", True),
     }
-    inputs = {"release-rollback database": {"db_url": db.url}}
+    inputs = {
+        "release-rollback database": {"db_url": db.url},
+        "release-rollback feature flags": {"flags_token": FLAGS_TOKEN},
+        "release-rollback notifications": {"slack_webhook_url": f"{services.url}/slack/{SLACK_SECRET}"},
+    }
     launch_vars = launch(fleet, tmp_path)
     ran, artifacts, api, output = play_workflow(fleet, launch_vars, approvals, tmp_path, inputs)
 
@@ -407,8 +492,13 @@ def test_a_destructive_database_step_runs_only_after_the_destructive_approval_no
         why = next(s for s in report["steps"] if s["stage"] == "database")["summary"]
         assert "b2 -> a1" in why and "would lose data" in why, why
         assert report["exit_state"] == "partially completed"
-    # The database password (only in the credential) reached neither the artifacts nor a file of the run.
-    assert not _leaks(artifacts, tmp_path / "run", tmp_path / "events", tmp_path / "backups")
+    # The credentials' environment reached the modules: the flag went off with the token, Slack was told.
+    assert services.flags == {"new-checkout": False} and services.auth_seen == [f"Bearer {FLAGS_TOKEN}"]
+    assert statuses["feature_flags"] == "ok"
+    assert services.slack and report["exit_state"] in services.slack[-1]["text"]
+    # The secrets (only in the credentials) reached neither the artifacts nor a file of the run.
+    assert not _leaks(artifacts, tmp_path / "containers", tmp_path / "events", tmp_path / "backups")
+    assert (tmp_path / "containers" / "report" / "report.json").is_file() and not (tmp_path / "run").exists()
 
 
 def test_a_workflow_launched_with_an_approval_is_refused_before_anything_changes(fleet, tmp_path):
