@@ -18,6 +18,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,6 +32,7 @@ import yaml
 from release_rollback.runner import run_stage
 
 ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
 
 
 class _Loader(yaml.SafeLoader):
@@ -339,6 +342,19 @@ def test_awx_workflow_rolls_the_fleet_back_with_artifacts_between_nodes(fleet, t
         assert at > 1 and entries[at]["prev"] == entries[at - 1]["hash"] and entries[at]["seq"] == at + 1
         assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
         assert report["signoff"]["by"] == "sam"
+        # Outside AWX the same playbook signs off with the name given (the report job's run directory, kept aside).
+        kept = tmp_path / "containers" / "report"
+        playbook = [str(BIN / "ansible-playbook"), str(ROOT / "playbooks" / "signoff.yml")]
+        proc = subprocess.run(
+            [*playbook, "-e", f"rollback_run_dir={kept}", "-e", "rollback_signed_off_by=grace"],
+            cwd=ROOT,
+            env=dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert json.loads((kept / "signoff.json").read_text())["by"] == "grace"
     else:
         assert "database" not in _order(ran)
         assert ("database_approval", False) in ran and ran[-1] == ("signoff", False)
