@@ -282,6 +282,7 @@ def launch(fleet, tmp_path) -> dict:
         **yaml.safe_load(fleet.manifest.read_text()),  # pasted into the workflow's launch variables
         "rollback_approval_reason": "checkout errors",
         "rollback_run_dir": str(tmp_path / "run"),
+        "rollback_release_record": str(tmp_path / "containers" / "releases.jsonl"),
     }
 
 
@@ -310,8 +311,9 @@ def test_awx_workflow_rolls_the_fleet_back_with_artifacts_between_nodes(fleet, t
     report = artifacts["rollback_report"]
     record = artifacts["rollback_run_record"]
     statuses = {s["stage"]: s["status"] for s in report["steps"]}
-    assert record["run_id"] == artifacts["rollback_run_id"] and record["audit_head"]["seq"] == len(record["audit"])
+    assert record["run_id"] == report["run_id"] and record["audit_head"]["seq"] == len(record["audit"])
     assert json.loads(record["audit"][-1])["hash"] == record["audit_head"]["hash"]
+    assert [e["run_id"] for e in record["release_record"]] == [record["run_id"]]  # the release record's entry
     assert all(fleet.live(h) == f"./releases/{fleet.good}" for h in fleet.hosts)
     assert fleet.flag()["defaultVariant"] == "off" and fleet.lb_release() == fleet.good
     if not denied:
