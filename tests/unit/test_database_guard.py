@@ -414,3 +414,27 @@ def test_an_unreadable_database_is_a_blocker_that_does_not_repeat_nothing_was_ch
     status = {"failed": True, "msg": "schema_migrations is dirty at version 3: fix it; nothing was changed"}
     plan = planlib.build_plan(manifest, facts, status, {"scope": ["database"]})
     assert plan["blockers"] == ["the database could not be assessed: schema_migrations is dirty at version 3: fix it"]
+
+
+def test_destructive_changes_list_what_the_awx_destructive_approval_node_covers():
+    """The AWX workflow's destructive check asks for the destructive approval exactly when this list is not empty."""
+    plan = _db_plan(STEPS, ["code_config", "database"])
+    (change,) = planlib.destructive_changes(plan)
+    assert change == {
+        "stage": "database",
+        "id": "b2",
+        "what": "database down step b2 -> a1",
+        "why": "drops column orders.coupon",
+    }
+    # The approval that covers them is the one that lets the database stage run them.
+    approved = planlib.approval_record(plan, "dana", destructive=True)
+    assert approved["destructive_steps"] == [change["id"]]
+    assert planlib.stage_gate("database", {"assess": {"status": "ok"}}, plan, approved)["run"] is True
+    # Out of scope, reversible, or no database: nothing destructive.
+    assert planlib.destructive_changes(_db_plan(STEPS, ["code_config"])) == []
+    assert planlib.destructive_changes(_db_plan([STEPS[0]], ["database"])) == []
+    # A Terraform apply may destroy: it is listed, since what it destroys is known only when it plans.
+    terraform = dict(plan, steps=[*plan["steps"], {"stage": "infrastructure", "kind": "terraform", "action": "x"}])
+    assert [c["id"] for c in planlib.destructive_changes(terraform)] == ["b2", "terraform"]
+    config_file = dict(plan, steps=[{"stage": "infrastructure", "kind": "config_file", "action": "x"}])
+    assert [c["stage"] for c in planlib.destructive_changes(config_file)] == ["database"]

@@ -326,6 +326,7 @@ class FilterModule:
             "stage_result": stage_result,
             "known_bad_releases": known_bad_releases,
             "approved_steps": _plan.approved_steps,
+            "destructive_changes": _plan.destructive_changes,
             "manifest_digest": manifest_digest,
             "binding_problem": binding_problem,
             "assess_hosts": assess_hosts,

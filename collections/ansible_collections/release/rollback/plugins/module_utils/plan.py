@@ -686,6 +686,42 @@ def destructive_steps(plan):
     return [s for s in ((plan or {}).get("database") or {}).get("steps") or [] if _dbm.needs_approval(s)]
 
 
+def destructive_changes(plan):
+    """What in the plan needs an approval of destructive steps, one entry per change.
+
+    A database down step that would lose data, cannot restore the schema or cannot be analysed (it
+    runs only when the approval covers it), and a Terraform/OpenTofu infrastructure stage (its
+    apply is refused if it destroys a resource, unless the approval covers destructive steps: what
+    it destroys is known only when it plans). Each entry: ``stage``, ``id``, ``what``, ``why``.
+    """
+    out = []
+    scope = (plan or {}).get("scope") or []
+    if not scope or "database" in scope:
+        for step in destructive_steps(plan):
+            if not step.get("runnable", True):
+                continue
+            out.append(
+                {
+                    "stage": "database",
+                    "id": step.get("id"),
+                    "what": "database down step %s" % _dbm.step_label(step),
+                    "why": "; ".join(step.get("reasons") or [])
+                    or ("irreversible" if step.get("irreversible") else "unclassified"),
+                }
+            )
+    for step in (plan or {}).get("steps") or []:
+        if step.get("stage") == "infrastructure" and step.get("kind") == "terraform":
+            out.append(
+                {
+                    "stage": "infrastructure",
+                    "id": "terraform",
+                    "what": "Terraform/OpenTofu apply of the previous release's configuration",
+                    "why": "the apply may destroy resources; without this approval a plan that destroys is refused",
+                }
+            )
+    return out
+
+
 def approval_record(plan, approver, reason=None, when=None, destructive=False, break_glass=None):
     """An approval bound to the plan's content hash.
 
