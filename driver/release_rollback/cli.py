@@ -463,30 +463,15 @@ def run(
         return
     view = make_view(json_mode)
     try:
-        if plan_file:
-            engine = Engine(RunDir.find(plan_file), view)
-            # A plan executes at most once: a run that already started or ended is refused first (a
-            # planned one is approved below, at the prompt or with --approver --yes).
-            if engine.run_state()[0] != lifecycle.PLANNED:
-                engine.check("run")
-        else:
-            check_input(inventory, manifest, target, window)
-            engine = Engine(RunDir.create(runs_root(ctx)), view)
-            # This run goes on to roll back: the hosts are locked while they are assessed. Ctrl-C or
-            # SIGTERM while assessing stops before anything changes.
-            with Interrupts(engine):
-                engine.plan(
-                    inventory,
-                    manifest,
-                    target,
-                    list(scope),
-                    window=window,
-                    separation_of_duties=separation_of_duties,
-                    lock_hosts=True,
-                    limit=limit,
-                    exclude=exclude,
-                    break_lock=break_lock,
-                )
+        # A run planned here goes on to roll back: its hosts are locked while they are assessed.
+        engine = run_engine(
+            ctx, view, plan_file, inventory, manifest, target, scope, window, separation_of_duties, limit, exclude,
+            lock_hosts=True, break_lock=break_lock,
+        )  # fmt: skip
+        # A plan executes at most once: a run that already started or ended is refused first (a planned
+        # one is approved below, at the prompt or with --approver --yes).
+        if plan_file and engine.run_state()[0] != lifecycle.PLANNED:
+            engine.check("run")
         problem = engine.approval_problem()
         try:
             if problem:
@@ -534,6 +519,32 @@ def run(
     finish(engine, exit_state, json_mode)
 
 
+def run_engine(
+    ctx, view, plan_file, inventory, manifest, target, scope, window, separation_of_duties, limit, exclude,
+    lock_hosts=False, break_lock=False,
+) -> Engine:  # fmt: skip
+    """The run that ``run`` works on: the given plan's, or a new one planned here from ``-i INVENTORY``
+    (Ctrl-C or SIGTERM while assessing stops before anything changes)."""
+    if plan_file:
+        return Engine(RunDir.find(plan_file), view)
+    check_input(inventory, manifest, target, window)
+    engine = Engine(RunDir.create(runs_root(ctx)), view)
+    with Interrupts(engine):
+        engine.plan(
+            inventory,
+            manifest,
+            target,
+            list(scope),
+            window=window,
+            separation_of_duties=separation_of_duties,
+            lock_hosts=lock_hosts,
+            limit=limit,
+            exclude=exclude,
+            break_lock=break_lock,
+        )
+    return engine
+
+
 def dry_run(
     ctx, plan_file, inventory, manifest, target, scope, window, separation_of_duties, limit, exclude, json_mode
 ):
@@ -541,22 +552,9 @@ def dry_run(
     of the plan through the engine's one execution path, with ansible-playbook's --check --diff."""
     view = make_view(json_mode)
     try:
-        if plan_file:
-            engine = Engine(RunDir.find(plan_file), view)
-        else:
-            check_input(inventory, manifest, target, window)
-            engine = Engine(RunDir.create(runs_root(ctx)), view)
-            with Interrupts(engine):
-                engine.plan(
-                    inventory,
-                    manifest,
-                    target,
-                    list(scope),
-                    window=window,
-                    separation_of_duties=separation_of_duties,
-                    limit=limit,
-                    exclude=exclude,
-                )
+        engine = run_engine(
+            ctx, view, plan_file, inventory, manifest, target, scope, window, separation_of_duties, limit, exclude
+        )
         with Interrupts(engine):
             exit_state, dry = engine.dry_run()
     finally:

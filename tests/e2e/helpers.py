@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
@@ -68,3 +70,58 @@ def resume_after_kill(cli, fleet, run_dir: Path, stage: str):
     assert "lock.recovered" in [e["event"] for e in events]
     assert cli("audit", "verify", str(run_dir)).returncode == 0
     return resumed
+
+
+class FlagService:
+    """An in-house flag service on a real port: PUT turns a flag off with the right bearer token, GET reads
+    it back; ``fail`` answers every PUT 503. With ``slack_secret``, POST ``/slack/<secret>`` is a Slack
+    incoming webhook whose URL is a secret (what it received is in ``slack``)."""
+
+    def __init__(self, token: str, fail: bool = False, slack_secret: str | None = None):
+        self.state = {"new-checkout": True}
+        self.auth_seen: list[str] = []
+        self.slack: list[dict] = []
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _reply(self, code, doc):
+                data = json.dumps(doc).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._reply(200, {"enabled": service.state.get(self.path.rsplit("/", 1)[-1], True)})
+
+            def do_PUT(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                service.auth_seen.append(self.headers.get("Authorization", ""))
+                if fail:
+                    return self._reply(503, {"error": "maintenance"})
+                if self.headers.get("Authorization") != f"Bearer {token}":
+                    return self._reply(401, {"error": "bad token"})
+                service.state[self.path.rsplit("/", 1)[-1]] = False
+                self._reply(200, {"enabled": False})
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if slack_secret is None or self.path != f"/slack/{slack_secret}":
+                    return self._reply(404, {"error": "no such webhook"})
+                service.slack.append(json.loads(body))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, urlparse
 import dbkit
 import pytest
 import yaml
+from helpers import FlagService
 from release_rollback.runner import run_stage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -366,63 +367,11 @@ def test_awx_workflow_rolls_the_fleet_back_with_artifacts_between_nodes(fleet, t
         assert "rollback_signoff" not in artifacts  # partially completed: not without accepting the gaps
 
 
-class Services:
-    """An in-house flag service (PUT turns a flag off with the right bearer token, GET reads it back)
-    and a Slack incoming webhook, whose URL is a secret."""
-
-    def __init__(self):
-        self.flags = {"new-checkout": True}
-        self.auth_seen: list[str] = []
-        self.slack: list[dict] = []
-        services = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _reply(self, code, doc):
-                data = json.dumps(doc).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                self._reply(200, {"enabled": services.flags.get(self.path.rsplit("/", 1)[-1], True)})
-
-            def do_PUT(self):
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                services.auth_seen.append(self.headers.get("Authorization", ""))
-                if self.headers.get("Authorization") != f"Bearer {FLAGS_TOKEN}":
-                    return self._reply(401, {"error": "bad token"})
-                services.flags[self.path.rsplit("/", 1)[-1]] = False
-                self._reply(200, {"enabled": False})
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.path != f"/slack/{SLACK_SECRET}":
-                    return self._reply(404, {"error": "no such webhook"})
-                services.slack.append(json.loads(body))
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def services(fleet):
     """The fleet's flags on the flag service, its notifications to Slack: the token and the webhook URL are
     only in the credentials, the manifest names their environment variables (credential types' injectors)."""
-    svc = Services()
+    svc = FlagService(FLAGS_TOKEN, slack_secret=SLACK_SECRET)
     doc = yaml.safe_load(fleet.manifest.read_text())
     doc["rollback_manifest"]["flags"] = {
         "backend": "http",
@@ -511,7 +460,7 @@ def test_a_destructive_database_step_runs_only_after_the_destructive_approval_no
         assert "b2 -> a1" in why and "would lose data" in why, why
         assert report["exit_state"] == "partially completed"
     # The credentials' environment reached the modules: the flag went off with the token, Slack was told.
-    assert services.flags == {"new-checkout": False} and services.auth_seen == [f"Bearer {FLAGS_TOKEN}"]
+    assert services.state == {"new-checkout": False} and services.auth_seen == [f"Bearer {FLAGS_TOKEN}"]
     assert statuses["feature_flags"] == "ok"
     assert services.slack and report["exit_state"] in services.slack[-1]["text"]
     # The secrets (only in the credentials) reached neither the artifacts nor a file of the run.

@@ -13,13 +13,12 @@ import json
 import os
 import socket
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 from helpers import assert_rolled_back, audit_events, edit_manifest, fleet_state
 from release_rollback.demo import BAD, GOOD, build_fleet
+from replay import ReplayServer
 from treestate import SERVICE_FILES, changes, tree_state
 
 pytestmark = pytest.mark.e2e
@@ -95,31 +94,18 @@ def test_rollback_yml_check_diff_shows_every_layer_writes_a_dry_run_report_and_c
     assert_dry_run_report(run_dir / "dry-run")
 
 
-class Hook(BaseHTTPRequestHandler):
-    """A notification endpoint that counts what reaches it."""
-
-    hits: list[str] = []
-
-    def do_POST(self):
-        Hook.hits.append(self.path)
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def hook():
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    Hook.hits.clear()
-    yield f"http://127.0.0.1:{server.server_port}/hooks/rollback"
-    server.shutdown()
+    """A notification webhook that records what reaches it."""
+    server = ReplayServer().start()
+    server.answer("/hooks/rollback", (204, "text/plain", ""))
+    yield server
+    server.stop()
 
 
 def test_run_check_changes_nothing_and_the_plan_can_still_be_approved_and_run(cli, fleet, hook):
-    edit_manifest(fleet, lambda m: m.update(notify={"channels": [{"kind": "webhook", "url": hook}]}))
+    channel = {"kind": "webhook", "url": hook.url + "/hooks/rollback"}
+    edit_manifest(fleet, lambda m: m.update(notify={"channels": [channel]}))
     planned = cli("plan", "-i", str(fleet.inventory), "-m", str(fleet.manifest))
     assert planned.returncode == 0, planned.stdout + planned.stderr
     (run_dir,) = cli.run_dirs()
@@ -141,7 +127,7 @@ def test_run_check_changes_nothing_and_the_plan_can_still_be_approved_and_run(cl
     assert [e["event"] for e in audit_events(run_dir)[trail_before:]] == ["dry_run.start", "dry_run.end"]
     assert audit_events(run_dir)[-1]["exit_state"] == "completed"
     assert cli("audit", "verify", str(run_dir)).returncode == 0
-    assert Hook.hits == [], "a dry run notified the stakeholders"
+    assert hook.requests == [], "a dry run notified the stakeholders"
     assert_dry_run_report(run_dir / "dry-run")
     # The diffs were shown, and not kept: a configuration file's diff may hold what the file holds.
     kept = [p for p in run_dir.rglob("*") if p.is_file() and "+checkout = classic" in p.read_text(errors="replace")]
@@ -153,7 +139,7 @@ def test_run_check_changes_nothing_and_the_plan_can_still_be_approved_and_run(cl
     assert real.returncode == 0, real.stdout + real.stderr
     assert_rolled_back(fleet)
     assert json.loads((run_dir / "report.json").read_text()).get("dry_run") is None
-    assert Hook.hits, "the real run notifies (so the dry run's silence above means something)"
+    assert hook.requests, "the real run notifies (so the dry run's silence above means something)"
 
     # A completed run takes no dry run: exit 3, and what to do instead, ready to paste.
     again = cli("run", str(plan), "--check")

@@ -7,65 +7,17 @@ private data dirs (which must be gone).
 from __future__ import annotations
 
 import glob
-import json
 import os
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dbkit
 import pytest
-from helpers import edit_manifest, report, statuses
+from helpers import FlagService, edit_manifest, report, statuses
 from release_rollback import jobs
 
 TOKEN = "tok-PLANTED-7d1c2f90b6"
 PASSWORD = "pw-PLANTED-4e8a11c3d2"
-
-
-class FlagService:
-    """An in-house flag service: PUT turns a flag off (with the right bearer token), GET reads it."""
-
-    def __init__(self, fail: bool = False):
-        self.state = {"new-checkout": True}
-        self.auth_seen: list[str] = []
-        service = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _reply(self, code, doc):
-                data = json.dumps(doc).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                name = self.path.rsplit("/", 1)[-1]
-                self._reply(200, {"enabled": service.state.get(name, True)})
-
-            def do_PUT(self):
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                service.auth_seen.append(self.headers.get("Authorization", ""))
-                if fail:
-                    self._reply(503, {"error": "maintenance"})
-                    return
-                if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-                    self._reply(401, {"error": "bad token"})
-                    return
-                service.state[self.path.rsplit("/", 1)[-1]] = False
-                self._reply(200, {"enabled": False})
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
@@ -140,7 +92,7 @@ def runner_dirs() -> list[Path]:
 
 
 def test_a_planted_token_and_db_password_reach_no_file_on_the_success_path(cli, fleet, pg):
-    service = FlagService()
+    service = FlagService(TOKEN)
     try:
         environ = planted_inputs(fleet, pg, service)
         proc = run(cli, fleet, environ)
@@ -157,7 +109,7 @@ def test_a_planted_token_and_db_password_reach_no_file_on_the_success_path(cli, 
 
 
 def test_a_planted_token_and_db_password_reach_no_file_on_the_failure_path(cli, fleet, pg):
-    service = FlagService(fail=True)
+    service = FlagService(TOKEN, fail=True)
     migration = fleet.app_root("web1") / "releases" / fleet.bad / "migrations" / "versions" / "b2_orders_index.py"
     migration.write_text(
         migration.read_text().replace(

@@ -12,13 +12,12 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
 from release_rollback.demo import BAD, FLAG, GOOD, build_fleet
+from replay import ReplayServer
 from treestate import changes, tree_state
 
 pytestmark = pytest.mark.integration
@@ -27,20 +26,6 @@ ROOT = Path(__file__).resolve().parents[2]
 MODULES = ROOT / "collections" / "ansible_collections" / "release" / "rollback" / "plugins" / "modules"
 FAKE_TERRAFORM = Path(__file__).resolve().parent / "bin" / "terraform"
 RUN_ID = "20261205T120000-0001"
-
-
-class Hook(BaseHTTPRequestHandler):
-    """A notification endpoint that counts what reaches it."""
-
-    hits: list[str] = []
-
-    def do_POST(self):
-        Hook.hits.append(self.path)
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +48,10 @@ def world(tmp_path_factory):
     state.write_text(
         json.dumps({"version": 4, "resources": {"null_resource.web": {"triggers": {"release": BAD, "instances": 4}}}})
     )
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield type("World", (), {"root": root, "fleet": fleet, "hook": f"http://127.0.0.1:{server.server_port}"})
-    server.shutdown()
+    server = ReplayServer().start()
+    server.answer("/hooks/rollback", (204, "text/plain", ""))
+    yield type("World", (), {"root": root, "fleet": fleet, "hook": server.url, "hook_server": server})
+    server.stop()
     fleet.stop()
 
 
@@ -243,7 +228,7 @@ MODULE_NAMES = [
 @pytest.mark.parametrize("module", MODULE_NAMES)
 def test_a_module_in_check_mode_writes_nothing(world, module, tmp_path):
     hosts, args, env = cases(world)[module]
-    Hook.hits.clear()
+    world.hook_server.requests.clear()
     before = tree_state(world.root)
     revision = world.fleet.db_revision()
 
@@ -251,7 +236,7 @@ def test_a_module_in_check_mode_writes_nothing(world, module, tmp_path):
 
     assert changes(before, tree_state(world.root)) == [], proc.stdout[-3000:]
     assert world.fleet.db_revision() == revision == "b2"
-    assert Hook.hits == [], "a notification was sent in check mode"
+    assert world.hook_server.requests == [], "a notification was sent in check mode"
     # What each module says it would do (the dry run's output), not only that it did nothing.
     if module in ("release_switch", "code_rollback"):
         assert result["changed"] is True
