@@ -125,6 +125,8 @@ def test_driver_and_ansible_playbook_leave_the_same_fleet_and_report(scenario, c
         blocked = rollback_yml(tmp_path / "unapproved-run")
         assert blocked.returncode != 0, blocked.stdout[-3000:]
         assert json.loads((tmp_path / "unapproved-run" / "report.json").read_text())["exit_state"] == "blocked"
+        # ... and the refusal is in its audit trail, as the driver's would be.
+        assert '"blocked"' in (tmp_path / "unapproved-run" / "audit.jsonl").read_text()
         assert end_state(second_fleet) == before
 
     playbook_run = tmp_path / "playbook-run"
