@@ -237,7 +237,12 @@ def play_workflow(fleet, launch_vars: dict, approvals: dict[str, tuple[str, bool
                 template = TEMPLATES[ujt["name"]]
                 spec = (template.get("survey_spec") or {}).get("spec") or []
                 survey = {q["variable"]: q["default"] for q in spec if "default" in q}
-                awx_vars = {"awx_job_id": 100 + len(ran), "awx_workflow_job_id": WORKFLOW_JOB_ID}
+                # A workflow's job gets its launcher as awx_user_name (AWX's awx_meta_vars: the workflow job's creator).
+                awx_vars = {
+                    "awx_job_id": 100 + len(ran),
+                    "awx_workflow_job_id": WORKFLOW_JOB_ID,
+                    "awx_user_name": "oncall",
+                }
                 # AWX's precedence: template extra vars < survey defaults < artifacts of earlier nodes < the
                 # workflow's launch variables.
                 extravars = {**template.get("extra_vars", {}), **survey, **artifacts, **launch_vars, **awx_vars}
@@ -303,6 +308,8 @@ def test_awx_workflow_rolls_the_fleet_back_with_artifacts_between_nodes(fleet, t
 
     # The approver of record is the AWX user who approved the node, read from the API (not typed at launch).
     assert artifacts["rollback_approval"]["approver"] == "rita"
+    # The planner of record is the AWX user who launched the workflow, not the container's $USER.
+    assert artifacts["rollback_plan"]["created_by"] == "oncall"
     assert artifacts["rollback_approval"]["plan_hash"] == artifacts["rollback_plan"]["hash"]
     assert artifacts["rollback_approval"]["destructive"] is False
     assert artifacts["rollback_awx_approval"]["node"] == "plan_approval"
