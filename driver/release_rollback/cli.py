@@ -825,6 +825,66 @@ def audit_verify(run_dir):
 @main.command()
 @runs_dir_option
 @click.option(
+    "--kind",
+    type=click.Choice(["alert", "deploy", "validation"]),
+    default=None,
+    help="What the event is: an Alertmanager alert, a deploy's outcome, a post-deploy validation's outcome.",
+)
+@click.option(
+    "--event-file",
+    type=click.File("r"),
+    default=None,
+    help="The event as JSON (the rulebook's event, or the webhook's body); - reads standard input.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    envvar="RELEASE_ROLLBACK_TRIGGER_CONFIG",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The triggers' configuration (environments, inventories, manifests, policies); "
+    "default $RELEASE_ROLLBACK_TRIGGER_CONFIG.",
+)
+@click.option("--check", is_flag=True, help="Only check the configuration and its policies, then exit.")
+@click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+@handles_errors
+def trigger(ctx, kind, event_file, config_file, check, json_mode):
+    """Decide what an event leads to: ignore, duplicate, plan and ask, or a standard-change rollback."""
+    from . import trigger as triggerlib
+
+    if check:
+        config, policies = triggerlib.load_config(config_file)
+        for env in config["environments"]:
+            pol = policies.get((env["app"], env["environment"]))
+            what = f"policy {pol[0]['name']} (sha256 {pol[1]})" if pol else "no policy: every rollback is asked for"
+            click.echo(f"{env['app']} {env['environment']}: {what}")
+        return
+    if kind is None or event_file is None:
+        raise BadInput("give --kind and --event-file (or --check to check the configuration only)")
+    try:
+        doc = json.loads(event_file.read(1 << 20))
+    except ValueError:
+        raise BadInput("the event is not JSON: pass the webhook's JSON body or the rulebook's event") from None
+    view = make_view(json_mode)
+    try:
+        decisions = triggerlib.Trigger(config_file, runs_root(ctx), view).handle(kind, doc)
+    finally:
+        view.close()
+    for decision in decisions:
+        if json_mode:
+            click.echo(json.dumps(decision, default=str))
+        else:
+            click.echo(f"{decision['decision']}: {decision.get('why') or ''}")
+            if decision.get("approve_command"):
+                click.echo(f"  approve and run: {decision['approve_command']}")
+    codes = [d.get("exit_code", 0) for d in decisions]
+    sys.exit(max(codes) if codes else 0)
+
+
+@main.command()
+@runs_dir_option
+@click.option(
     "--workdir",
     type=click.Path(file_okay=False),
     default=None,

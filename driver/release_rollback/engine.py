@@ -300,8 +300,15 @@ class Engine:
 
     # --------------------------------------------------------------------------------- approve
     def approve(
-        self, approver: str, reason: str | None = None, destructive: bool = False, break_glass: str | None = None
+        self,
+        approver: str,
+        reason: str | None = None,
+        destructive: bool = False,
+        break_glass: str | None = None,
+        of_record: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """Approve exactly the plan. ``of_record``: what else the approval of record holds, in approval.json
+        and the audit trail (a standard-change policy's name and sha256, and the event that triggered it)."""
         state = self.rundir.read_state()
         plan = self.load_plan()
         if plan.get("blockers"):
@@ -320,6 +327,7 @@ class Engine:
         except ValueError as exc:
             self.rundir.audit("approval.refused", approver=approver, reason=str(exc))
             raise Blocked(str(exc)) from None
+        approval.update(of_record or {})
         self.rundir.write_approval(approval)
         self.rundir.audit(
             "approval.recorded",
@@ -328,6 +336,7 @@ class Engine:
             plan_hash=approval["plan_hash"],
             destructive=approval["destructive"],
             break_glass=approval.get("break_glass"),
+            **(of_record or {}),
         )
         if current in (lifecycle.PLANNED, lifecycle.APPROVED):
             self._move(state, lifecycle.APPROVED)

@@ -31,7 +31,9 @@ PARTIAL = "partially completed"
 BLOCKED = "blocked"
 ABORTED = "aborted"
 RCA_INITIATED = "rca initiated"
-EVENTS = (STARTED, COMPLETED, PARTIAL, BLOCKED, ABORTED, RCA_INITIATED)
+# An event trigger (docs/eda.md) planned a rollback that waits for a person's approval.
+APPROVAL_REQUESTED = "approval requested"
+EVENTS = (STARTED, COMPLETED, PARTIAL, BLOCKED, ABORTED, RCA_INITIATED, APPROVAL_REQUESTED)
 CHANNEL_KINDS = ("slack", "email", "webhook")
 
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -44,6 +46,7 @@ HEADLINES = {
     BLOCKED: "Rollback blocked",
     ABORTED: "Rollback aborted",
     RCA_INITIATED: "RCA initiated",
+    APPROVAL_REQUESTED: "Rollback planned, approval requested",
 }
 
 
@@ -179,6 +182,16 @@ def required_action(event, rep):
         )
     if event == RCA_INITIATED:
         return "Start the root-cause analysis in the ticket."
+    if event == APPROVAL_REQUESTED:
+        ask = (rep or {}).get("approval_request") or {}
+        return (
+            "Read the plan (%s); nothing changes until a person approves it. "
+            "To approve exactly this plan and run it: %s"
+            % (
+                ask.get("plan_file"),
+                ask.get("approve_command"),
+            )
+        )
     steps = list((rep or {}).get("next_steps") or [])
     return " ".join(steps) or "Read the report."
 
@@ -197,6 +210,25 @@ def message(event, rep, link, rca=None):
     lines = [subject, "Run: %s" % rep.get("run_id"), "Reason: %s" % reason, "Required action: %s" % action]
     if event == RCA_INITIATED and rca:
         lines.append("Ticket: %s %s" % (rca.get("key"), rca.get("url")))
+    ask = rep.get("approval_request") or {}
+    if event == APPROVAL_REQUESTED:
+        lines.append("Trigger: %s" % ask.get("trigger"))
+        lines += ["Plan:"] + ["- %s" % step for step in ask.get("steps") or []]
+        for why in ask.get("not_automatic") or []:
+            lines.append("Not pre-approved: %s" % why)
+    approval = rep.get("approval") or {}
+    if event != APPROVAL_REQUESTED and approval.get("approver"):
+        policy = approval.get("policy") or {}
+        lines.append(
+            "Approved by: %s%s"
+            % (
+                approval["approver"],
+                " (standard change: policy sha256 %s, trigger %s)"
+                % (policy.get("sha256"), (approval.get("trigger") or {}).get("summary"))
+                if policy
+                else "",
+            )
+        )
     if event != STARTED and rep.get("digest"):
         # What each stage did, as the report model words it.
         lines += ["What was done:"] + ["- %s" % line for line in rep["digest"]]
@@ -214,6 +246,9 @@ def message(event, rep, link, rca=None):
         "required_action": action,
         "report_url": link,
         "rca": {"key": rca.get("key"), "url": rca.get("url")} if rca else None,
+        "approver": approval.get("approver"),
+        "approve_command": ask.get("approve_command") if event == APPROVAL_REQUESTED else None,
+        "plan_file": ask.get("plan_file") if event == APPROVAL_REQUESTED else None,
     }
 
 

@@ -150,6 +150,8 @@ def read_extras(run_dir):
         "signoff": _read_json(os.path.join(run_dir, "signoff.json")),
         "rca": _read_json(os.path.join(run_dir, "rca.json")),
         "notifications": notes,
+        # The event that started the run (docs/eda.md): when its webhook arrived, for the timeline.
+        "trigger": _read_json(os.path.join(run_dir, "trigger.json")),
     }
 
 

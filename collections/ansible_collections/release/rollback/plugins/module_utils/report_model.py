@@ -37,6 +37,7 @@ def build(
     notifications=None,
     run_state=None,
     dry_run=False,
+    trigger=None,
 ):
     """The report as data. ``results``: stage name -> published stage result.
 
@@ -46,7 +47,8 @@ def build(
     ``host_spans`` (stage -> host -> {started, ended}, from the stage's events) makes the timeline
     precise per host; ``signoff``, ``rca`` and ``notifications`` are the run's records of them;
     ``run_state`` the run's lifecycle (``label``, ``next``: its next commands with real paths,
-    ``plan``: the plan file), from ``report.build_for_run``.
+    ``plan``: the plan file), from ``report.build_for_run``. ``trigger``: the event that started the run
+    (docs/eda.md), whose webhook arrival time the timeline measures from.
     """
     run_state = run_state or {}
     plan = plan or {}
@@ -133,6 +135,8 @@ def build(
         },
         "timeline": rows,
         "time_to_restore": time_to_restore(approval, rows),
+        "trigger": trigger or None,
+        "from_webhook": from_webhook(trigger, rows),
         "signoff": signoff or None,
         "signoff_status": signoff_status(signoff),
         "rca": rca or {"status": "not configured"},
@@ -426,6 +430,62 @@ def time_to_restore(approval, rows):
         "all_hosts_restored": every,
         "validated": validated,
     }
+
+
+def from_webhook(trigger, rows):
+    """Seconds from the triggering webhook's arrival to the flags off, every host restored and validated
+    (``None`` without a trigger). Each mark is ``{"at", "seconds", "why"}`` like ``time_to_restore``'s."""
+    received = parse_time((trigger or {}).get("received_at"))
+    if received is None:
+        return None
+    by_stage = {row["stage"]: row for row in rows or []}
+
+    def mark(row, why):
+        if not row or row.get("status") != _stages.OK:
+            return {"at": None, "seconds": None, "why": why}
+        if row is code and hosts:
+            ends = [parse_time(h.get("ended")) if h.get("status") == _stages.OK else None for h in hosts]
+            if any(t is None for t in ends):
+                return {"at": None, "seconds": None, "why": why}
+            moment = max(ends)
+        else:
+            moment = parse_time(row.get("ended"))
+        if moment is None:
+            return {"at": None, "seconds": None, "why": why}
+        return {"at": _iso(moment), "seconds": round(max(0.0, (moment - received).total_seconds()), 1), "why": None}
+
+    code = by_stage.get("code_config")
+    hosts = (code or {}).get("hosts") or []
+    return {
+        "received": _iso(received),
+        "kind": (trigger or {}).get("kind"),
+        "flags_off": mark(by_stage.get("feature_flags"), "the flags were not turned off"),
+        "all_hosts_restored": mark(code, "not every host was restored"),
+        "validated": mark(by_stage.get("validate"), "validation did not pass"),
+    }
+
+
+def from_webhook_line(marks):
+    """One sentence: the times from the triggering webhook's arrival."""
+    if not marks:
+        return None
+    parts = []
+    for key, label in (
+        ("flags_off", "flags off"),
+        ("all_hosts_restored", "every host restored"),
+        ("validated", "validated"),
+    ):
+        mark = marks.get(key) or {}
+        parts.append(
+            "%s %.1f s" % (label, mark["seconds"])
+            if mark.get("seconds") is not None
+            else "%s: %s" % (label, mark.get("why"))
+        )
+    return "From the %s webhook received at %s: %s." % (
+        marks.get("kind") or "trigger",
+        marks["received"],
+        ", ".join(parts),
+    )
 
 
 def time_to_restore_line(ttr):
@@ -736,7 +796,7 @@ def sections(rep):
     earlier = attempt_lines(rep)
     if earlier:
         out.append(section("attempts", "Earlier attempts", items=earlier))
-    out.append(_timeline_section(rep.get("timeline") or [], rep.get("time_to_restore")))
+    out.append(_timeline_section(rep.get("timeline") or [], rep.get("time_to_restore"), rep.get("from_webhook")))
     failures = what_failed(rep.get("timeline") or [])
     if failures:
         out.append(section("failed", "What failed", items=failures))
@@ -802,6 +862,15 @@ def _summary_section(rep):
         )
         if appr.get("break_glass"):
             facts.append(fact("BREAK-GLASS self-approval", appr["break_glass"]))
+        if appr.get("policy"):
+            pol = appr["policy"]
+            facts.append(
+                fact(
+                    "Standard change",
+                    "pre-approved by policy %s (%s, sha256 %s); no person approved this run; triggered by %s"
+                    % (pol.get("name"), pol.get("path"), pol.get("sha256"), (appr.get("trigger") or {}).get("summary")),
+                )
+            )
     else:
         facts.append(fact("Approved by", "nobody"))
     window = rep.get("window")
@@ -1044,7 +1113,7 @@ def infrastructure_facts(inf):
     return out
 
 
-def _timeline_section(rows, ttr=None):
+def _timeline_section(rows, ttr=None, webhook=None):
     timed = [r for r in rows if r.get("duration_s") is not None]
     longest = max(timed, key=lambda r: r["duration_s"]) if timed else None
     flat = []
@@ -1058,7 +1127,8 @@ def _timeline_section(rows, ttr=None):
         facts=[
             fact(None, "Most time: %s (%s s)." % (longest["stage"], _secs(longest)) if longest else "No stage ran."),
             fact(None, time_to_restore_line(ttr)),
-        ],
+        ]
+        + ([fact(None, from_webhook_line(webhook))] if webhook else []),
         table=table(["stage", "host", "status", "started", "ended", "seconds"], flat, status_column="status"),
         chart=rows,
     )
