@@ -868,7 +868,13 @@ def trigger(ctx, kind, event_file, config_file, check, json_mode):
         raise BadInput("the event is not JSON: pass the webhook's JSON body or the rulebook's event") from None
     view = make_view(json_mode)
     try:
-        decisions = triggerlib.Trigger(config_file, runs_root(ctx), view).handle(kind, doc)
+        given = (ctx.find_root().obj or {}).get("runs_dir") or os.environ.get("RELEASE_ROLLBACK_RUNS_DIR")
+        trig = triggerlib.Trigger(config_file, runs_root(ctx), view)
+        if not given and trig.config.get("runs_dir"):
+            # The configuration's runs directory, unless --runs-dir (or $RELEASE_ROLLBACK_RUNS_DIR) says.
+            trig.runs_root = Path(trig.config["runs_dir"]).absolute()
+            trig.home = trig.runs_root.parent / "eda"
+        decisions = trig.handle(kind, doc)
     finally:
         view.close()
     for decision in decisions:

@@ -246,6 +246,30 @@ def ansible_env() -> dict[str, str]:
     return env
 
 
+# What an ansible-runner job sets in its environment for its own callback and cache plugins. A driver
+# started from inside such a job (the EDA rulebook's release.rollback.trigger playbook runs
+# `release-rollback trigger`) would hand them to its own jobs, whose ansible-playbook would then load the
+# outer job's callback instead of its own (docs/eda.md).
+_OUTER_RUNNER_VARS = (
+    "ANSIBLE_CALLBACK_PLUGINS",
+    "ANSIBLE_STDOUT_CALLBACK",
+    "ORIGINAL_STDOUT_CALLBACK",
+    "ANSIBLE_LOAD_CALLBACK_PLUGINS",
+    "ANSIBLE_CACHE_PLUGIN",
+    "ANSIBLE_CACHE_PLUGIN_CONNECTION",
+    "AWX_ISOLATED_DATA_DIR",
+    "RUNNER_OMIT_EVENTS",
+    "RUNNER_ONLY_FAILED_EVENTS",
+)
+
+
+def _forget_outer_runner() -> None:
+    """Drop an enclosing ansible-runner job's plugin settings from this process's environment."""
+    if os.environ.get("AWX_ISOLATED_DATA_DIR") or os.environ.get("ORIGINAL_STDOUT_CALLBACK"):
+        for name in _OUTER_RUNNER_VARS:
+            os.environ.pop(name, None)
+
+
 def _last_stdout_line(private: Path, tail: int = 65536) -> str:
     """The last line ansible-playbook printed, for runs that died before publishing a result.
 
@@ -303,6 +327,7 @@ def _run_job(
     # removed when the job ends (by the job guard when the driver dies; ``jobs.sweep`` otherwise).
     private = jobs.make_private(prefix)
     mark = mark or f"adhoc:{private.name}"
+    _forget_outer_runner()
 
     def cancelled() -> bool:
         if cancel.is_set():

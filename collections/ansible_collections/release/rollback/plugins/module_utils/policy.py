@@ -61,6 +61,7 @@ TRIGGERS_SPEC = {
         "type": "dict",
         "required": True,
         "options": {
+            "runs_dir": {"type": "path"},
             "labels": {
                 "type": "dict",
                 "default": {},
