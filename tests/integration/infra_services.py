@@ -350,6 +350,8 @@ class Alertmanager:
     root: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
+    # Its configuration (route and receivers); by default every alert goes to a receiver that sends nothing.
+    config: dict | None = None
 
     @property
     def url(self) -> str:
@@ -358,7 +360,9 @@ class Alertmanager:
     def start(self) -> Alertmanager:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "alertmanager.yml").write_text(
-            yaml.safe_dump({"route": {"receiver": "null", "group_wait": "1s"}, "receivers": [{"name": "null"}]})
+            yaml.safe_dump(
+                self.config or {"route": {"receiver": "null", "group_wait": "1s"}, "receivers": [{"name": "null"}]}
+            )
         )
         self.proc = subprocess.Popen(
             [
@@ -380,8 +384,12 @@ class Alertmanager:
 
         return http_json(f"{self.url}/api/v2/alerts?{urlencode(flags)}")
 
-    def post_alert(self, labels: dict) -> None:
-        http_json(f"{self.url}/api/v2/alerts", [{"labels": labels, "annotations": {"summary": "test"}}])
+    def post_alert(self, labels: dict, ends_at: str | None = None) -> None:
+        """Fire an alert (or, with ``ends_at`` in the past, resolve it) as Prometheus would."""
+        alert = {"labels": labels, "annotations": {"summary": "test"}}
+        if ends_at:
+            alert["endsAt"] = ends_at
+        http_json(f"{self.url}/api/v2/alerts", [alert])
 
     def silence(self, matchers: dict, minutes: int = 30) -> str:
         from datetime import UTC, datetime, timedelta

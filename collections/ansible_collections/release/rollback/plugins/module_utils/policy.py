@@ -26,7 +26,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 CHANGING_STAGES = ("feature_flags", "code_config", "database", "infrastructure")
 TRIGGER_KINDS = ("alert", "deploy", "validation")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+_HHMM = re.compile(r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 MAX_FILE_BYTES = 64 * 1024
 
@@ -146,6 +146,8 @@ def parse_policy(doc, path="the policy"):
             raise PolicyError(
                 "%s: standard_change.change_window.%s %r must be HH:MM in UTC, e.g. '08:00'" % (path, key, window[key])
             )
+    if window["start"] == "24:00":
+        raise PolicyError("%s: standard_change.change_window.start cannot be 24:00: start at 00:00" % path)
     if window["start"] == window["end"]:
         raise PolicyError(
             "%s: standard_change.change_window starts and ends at %s: give a window" % (path, window["start"])
