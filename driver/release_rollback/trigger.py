@@ -57,7 +57,7 @@ def load_config(path: str) -> tuple[dict[str, Any], dict[tuple[str, str], tuple[
             if env.get("policy"):
                 policies[(env["app"], env["environment"])] = policylib.load_policy(env["policy"], _yaml)
     except policylib.PolicyError as exc:
-        raise BadInput(f"{exc}. Nothing was changed") from None
+        raise BadInput(f"{exc}. Nothing was changed.") from None
     return config, policies
 
 

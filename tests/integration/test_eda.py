@@ -393,3 +393,41 @@ def test_a_request_without_the_token_is_refused_and_reaches_no_rule(eda):
     assert eda.post("deploy", body) == 200
     eda.wait("token", "recorded")
     assert len(eda.decisions("token")) == seen + 1
+
+
+def test_two_events_at_the_same_moment_make_one_plan(own_fleet, tmp_path):
+    """The decision lock: two trigger processes started together for the same deploy cannot both plan."""
+    fleet = own_fleet
+    config = tmp_path / "eda.yml"
+    env = {"app": APP, "environment": "race", "inventory": str(fleet.inventory), "manifest": str(fleet.manifest)}
+    config.write_text(
+        yaml.safe_dump({"rollback_triggers": {"runs_dir": str(tmp_path / "runs"), "environments": [env]}})
+    )
+    cmd = [str(BIN / "release-rollback"), "trigger", "--config", str(config), "--event-file", "-", "--json", "--kind"]
+    deploy = {"app": APP, "environment": "race", "version": fleet.bad, "status": "succeeded"}
+    assert subprocess.run([*cmd, "deploy"], input=json.dumps(deploy), text=True, capture_output=True).returncode == 0
+    alert = {"status": "firing", "alerts": [{"status": "firing", "labels": {"app": APP, "environment": "race"}}]}
+    import fcntl
+
+    # Hold the decision lock while both start: neither may decide (nor create a run) until it is free.
+    with open(tmp_path / "eda" / "trigger.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        procs = [
+            subprocess.Popen(
+                [*cmd, "alert"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            for _ in range(2)
+        ]
+        for proc in procs:
+            proc.stdin.write(json.dumps(alert))
+            proc.stdin.close()
+        time.sleep(4)
+        assert not list((tmp_path / "runs").glob("*")), "a trigger decided while another held the decision lock"
+        assert all(proc.poll() is None for proc in procs)
+        fcntl.flock(held, fcntl.LOCK_UN)
+    outs = [(proc.stdout.read(), proc.stderr.read()) for proc in procs]
+    for proc in procs:
+        proc.wait(timeout=300)
+    decisions = sorted(json.loads(out)["decision"] for out, _err in outs)
+    assert decisions == ["duplicate", "planned, approval requested"], outs
+    assert len([p for p in (tmp_path / "runs").glob("*") if (p / "state.json").is_file()]) == 1

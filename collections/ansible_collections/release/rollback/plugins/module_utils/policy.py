@@ -21,6 +21,7 @@ import re
 from datetime import datetime, timedelta, timezone
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.errors import UnsupportedError
 
 # The stages a policy may pre-approve (validate and report change nothing).
 CHANGING_STAGES = ("feature_flags", "code_config", "database", "infrastructure")
@@ -101,6 +102,11 @@ def _first_error(spec, data, what, fix):
     result = ArgumentSpecValidator(spec).validate(data)
     if result.error_messages:
         msg = result.error_messages[0].rstrip(".")
+        if isinstance(result.errors.errors[0], UnsupportedError):
+            # "standard_change.x. Supported parameters include: a, b" -> one sentence naming the key
+            key, _sep, known = msg.partition(". Supported parameters include: ")
+            key = key.replace("Unsupported parameters for (basic.py) module: ", "")
+            msg = "unknown key %s (known keys: %s)" % (key, known) if known else msg
         raise PolicyError("%s is invalid: %s; %s" % (what, msg, fix))
     return result.validated_parameters
 
@@ -118,8 +124,10 @@ def _read_yaml(path, what, loader):
         doc = loader(data)
     except ValueError as exc:
         mark = getattr(exc, "mark", None) or getattr(exc, "problem_mark", None)
-        where = " at line %d" % (mark.line + 1) if mark else ""
-        raise PolicyError("%s %s is not valid YAML%s (%s): fix it there" % (what, path, where, exc)) from None
+        if mark is not None or str(exc) == "not valid YAML":
+            where = " at line %d" % (mark.line + 1) if mark else ""
+            raise PolicyError("%s %s is not valid YAML%s: fix the syntax there" % (what, path, where)) from None
+        raise PolicyError("%s %s cannot be read: it %s" % (what, path, exc)) from None
     return doc, hashlib.sha256(data).hexdigest()
 
 
