@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import shlex
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -328,7 +329,10 @@ class Trigger:
 
     # ------------------------------------------------------------------------------ act
     def approve_command(self, rundir: RunDir) -> str:
-        return f'release-rollback --runs-dir {self.runs_root} run {rundir.plan_file} --approver "$USER" --yes'
+        return (
+            f"release-rollback --runs-dir {shlex.quote(str(self.runs_root))} run {shlex.quote(str(rundir.plan_file))} "
+            '--approver "$USER" --yes'
+        )
 
     def _ask(self, engine: Engine, plan: dict[str, Any], event: Event, env: dict[str, Any], unmet: list[str]):
         """Plan and ask: the plan goes to the approvers with the command that approves and runs it."""
@@ -352,7 +356,8 @@ class Trigger:
             run_dir=str(rundir.path),
             approve_command=command,
             not_pre_approved=unmet,
-            notified=[f"{n['channel']}: {n['outcome']}" for n in sent],
+            notified=[f"{n['channel']}: {n['outcome']}" for n in sent]
+            or [f"nobody: the manifest {env['manifest']} has no notify channels for the approvers"],
             why="; ".join(unmet),
         )
 
