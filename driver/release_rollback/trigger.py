@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from . import boundedyaml, content, locks
-from .engine import BadInput, Blocked, Engine, load_manifest
+from .engine import BadInput, Blocked, Engine, check_inventory, load_manifest
 from .rundir import RunDir, make_private_dirs, write_atomic
 
 policylib = content.module_utils("policy")
@@ -267,6 +267,12 @@ class Trigger:
                 )
             except locks.LockHeld as exc:
                 return self._log(event, "duplicate", why=f"a rollback of this environment is running: {exc}")
+            try:
+                # What a plan is made from is checked before a run directory is made (as `plan` does).
+                load_manifest(env["manifest"])
+                check_inventory(env["inventory"])
+            except BadInput as exc:
+                return self._log(event, "failed", why=f"{exc}; fix {self.config_path}")
             engine = Engine(RunDir.create(self.runs_root), self.view)
             rundir = engine.rundir
             write_atomic(rundir.path / "trigger.json", json.dumps(event.record(), indent=2) + "\n")

@@ -205,3 +205,17 @@ def test_alerts_without_a_recorded_deploy_outside_the_window_or_for_no_environme
     trail = [json.loads(line) for line in (tmp_path / "eda" / "events.jsonl").read_text().splitlines()]
     assert [e["decision"] for e in trail] == ["ignored", "recorded", "ignored", "ignored"]
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_failed_deploy_is_recorded_and_a_fleet_that_cannot_be_planned_leaves_no_run(tmp_path):
+    manifest = write(tmp_path, {"rollback_manifest": {"app": "shop", "version": "r3"}}, "manifest.yml")
+    config = config_file(tmp_path, manifest=str(manifest))  # its inventory does not exist
+    deploy = {"app": "shop", "environment": "prod", "version": "r3", "status": "failed"}
+    done = trigger(tmp_path, config, "deploy", {"payload": deploy, "meta": {"received_at": "2026-12-02T10:00:00Z"}})
+    decision = json.loads(done.stdout)
+    assert (
+        decision["decision"] == "failed" and "the inventory" in decision["why"] and "does not exist" in decision["why"]
+    )
+    deploys = json.loads((tmp_path / "eda" / "deploys.json").read_text())
+    assert deploys["shop|prod"] == {"version": "r3", "time": "2026-12-02T10:00:00Z", "status": "failed"}
+    assert not (tmp_path / "runs").exists()
