@@ -143,16 +143,6 @@ def parse_events(kind: str, doc: Any, labels: dict[str, str]) -> list[Event]:
     ]
 
 
-def _parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        when = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
 class Trigger:
     """Decides what each event leads to; its records are under ``<runs root>/../eda/``."""
 
@@ -240,7 +230,7 @@ class Trigger:
                     "ignored",
                     why=f"no deploy of {event.app} to {event.environment} is recorded: post it to /deploy",
                 )
-            received, deployed = _parse_time(event.received_at), _parse_time(deploy["time"])
+            received, deployed = policylib.parse_time(event.received_at), policylib.parse_time(deploy["time"])
             minutes = (received - deployed).total_seconds() / 60.0 if received and deployed else None
             if minutes is None or minutes > env["alert_window_minutes"]:
                 return self._log(

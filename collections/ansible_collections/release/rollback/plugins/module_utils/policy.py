@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.errors import UnsupportedError
+from ansible_collections.release.rollback.plugins.module_utils.report_model import parse_time
 
 # The stages a policy may pre-approve (validate and report change nothing).
 CHANGING_STAGES = ("feature_flags", "code_config", "database", "infrastructure")
@@ -193,16 +194,6 @@ def load_triggers(path, loader):
     return config
 
 
-def _parse_time(text):
-    if not text:
-        return None
-    try:
-        when = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-
-
 def in_window(window, now):
     """Whether ``now`` (aware datetime) is inside the change window (UTC days and times)."""
     now = now.astimezone(timezone.utc)
@@ -245,8 +236,8 @@ def unmet(policy, facts):
         )
     for change in facts.get("destructive") or []:
         out.append("the plan has a destructive step, never pre-approved: %s (%s)" % (change["what"], change["why"]))
-    now = _parse_time(facts.get("now")) or datetime.now(timezone.utc)
-    deployed = _parse_time(facts.get("deploy_time"))
+    now = parse_time(facts.get("now")) or datetime.now(timezone.utc)
+    deployed = parse_time(facts.get("deploy_time"))
     if deployed is None:
         out.append("no deploy time is recorded, so the time since the deploy is unknown")
     else:
