@@ -132,6 +132,7 @@ def _run_state(run_dir):
             pid=life.get("pid"),
             inventory=state.get("inventory"),
             manifest=state.get("manifest_file"),
+            step=life.get("step"),
         ),
     }
 
@@ -150,6 +151,7 @@ def read_extras(run_dir):
         "signoff": _read_json(os.path.join(run_dir, "signoff.json")),
         "rca": _read_json(os.path.join(run_dir, "rca.json")),
         "notifications": notes,
+        "manual": _read_json(os.path.join(run_dir, "manual.json")) or {},
     }
 
 
