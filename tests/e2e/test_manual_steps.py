@@ -241,3 +241,44 @@ def test_with_neither_manifest_nor_runbook_the_plan_is_an_emergency_plan_naming_
     rep = report(run_dir)
     assert rep["plan_label"] == "emergency plan" and "document for future" in rep["document_for_future"]
     assert "document for future" in (run_dir / "report.md").read_text()
+
+
+def test_rollback_yml_stops_at_a_blocking_manual_step_instead_of_running_past_it(fleet, tmp_path):
+    """Plain ansible-playbook cannot wait for an operator: it fails closed at the step, with its instructions,
+    and no stage after it starts (promise 8)."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    hybrid(fleet)
+    run = tmp_path / "playbook-run"
+    proc = subprocess.run(
+        [
+            "ansible-playbook",
+            "-i",
+            str(fleet.inventory),
+            str(root / "playbooks" / "rollback.yml"),
+            "-e",
+            f"@{fleet.manifest}",
+            "-e",
+            f"rollback_run_dir={run}",
+            "-e",
+            "rollback_approved_by=alice",
+        ],
+        cwd=root,
+        env=dict(os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg")),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert (
+        "The rollback is waiting for operator at manual step purge-cdn (Purge the CDN, owner web on-call" in proc.stdout
+    )
+    assert "[CDN console](https://cdn.example.com/purge)" in proc.stdout
+    assert all(fleet.live(h) == f"./releases/{fleet.good}" for h in fleet.hosts)  # the code stage ran
+    assert fleet.db_revision() == "b2"  # the database stage did not
+    rep = report(run)
+    assert rep["exit_state"] == "waiting for operator"
+    assert {s["stage"]: s["status"] for s in rep["steps"]}["database"] == "skipped"
+    assert manual_row(run)["status"] == "waiting"

@@ -949,7 +949,7 @@ def gated_result(stage, gate, started=None, ended=None, prior=None):
     result, ``prior``, when that attempt already did the stage)."""
     if gate.get("done") and prior:
         return prior
-    return {
+    out = {
         "stage": stage,
         "status": gate.get("status") or _stages.SKIPPED,
         "changed": False,
@@ -959,6 +959,10 @@ def gated_result(stage, gate, started=None, ended=None, prior=None):
         "started": started,
         "ended": ended,
     }
+    if gate.get("waiting"):
+        # Kept from starting by a blocking manual step nobody confirmed (ansible-playbook: the run stops there).
+        out["waiting"] = gate["waiting"]
+    return out
 
 
 def _infra_action(infra, to_version):
