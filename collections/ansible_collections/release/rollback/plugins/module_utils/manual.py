@@ -365,3 +365,96 @@ def find(plan, ident):
         if step["id"] == ident:
             return step
     return None
+
+
+# --------------------------------------------------------------------------------------------- AWX
+AWX_RECORD_TEMPLATE = "release-rollback manual step"
+
+
+def awx_node_id(step):
+    return "manual_%s" % step["id"]
+
+
+def awx_workflow_nodes(nodes, steps, organization="{{ rollback_awx_organization }}", timeout=None):
+    """The AWX workflow's nodes with an approval node per blocking manual step (its instructions in the
+    node's description), each followed by the job that records who approved it as the step's confirmation
+    (``rollback_manual_confirmations``). Approving is confirming; denying is the step failing, and the
+    failure rule of the step's stage applies (halt: to the report; continue: past the stage).
+
+    ``nodes``: ``workflow_nodes`` in awx.awx.workflow_job_template's format (stage nodes named by stage);
+    ``steps``: the manual steps (``normalise_steps``). Non-blocking steps get no node.
+    """
+    out = [_copy_node(n) for n in nodes]
+    by_id = {n["identifier"]: n for n in out}
+
+    def targets(node, kinds=("success_nodes", "always_nodes")):
+        return [e["identifier"] for k in kinds for e in node["related"][k]]
+
+    def edges(idents):
+        return [{"identifier": i} for i in idents]
+
+    def add(step, onward, denied):
+        approval = awx_node_id(step)
+        record = approval + "_record"
+        description = "Manual step %s (owner %s, %s %s): %s Approve once it is done; deny if it could not be done." % (
+            step["title"],
+            step["owner"],
+            step["position"],
+            step["stage"],
+            step["instructions"],
+        )
+        ujt = {"name": "release-rollback manual step: %s" % step["title"], "type": "workflow_approval"}
+        ujt["description"] = description
+        if timeout is not None:
+            ujt["timeout"] = timeout
+        out.append(
+            {
+                "identifier": approval,
+                "unified_job_template": ujt,
+                "related": {"success_nodes": edges([record]), "failure_nodes": edges(denied), "always_nodes": []},
+            }
+        )
+        out.append(
+            {
+                "identifier": record,
+                "unified_job_template": {
+                    "name": AWX_RECORD_TEMPLATE,
+                    "type": "job_template",
+                    "organization": {"name": organization},
+                },
+                "extra_data": {"rollback_manual_step": step["id"]},
+                "related": {"success_nodes": edges(onward), "failure_nodes": edges(["report"]), "always_nodes": []},
+            }
+        )
+        by_id[approval], by_id[record] = out[-2], out[-1]
+        return approval
+
+    blocking = [s for s in steps or [] if s["blocking"]]
+    for step in [s for s in blocking if s["position"] == "before"]:
+        stage = by_id[step["stage"]]
+        onward = targets(stage)
+        halts = _stages.decide(step["stage"], _stages.FAILED)["halt"]
+        first = add(step, [step["stage"]], ["report"] if halts else onward)
+        for node in out:
+            if node["identifier"] == first:
+                continue
+            for kind in ("success_nodes", "failure_nodes", "always_nodes"):
+                node["related"][kind] = [
+                    {"identifier": first} if e["identifier"] == step["stage"] else e for e in node["related"][kind]
+                ]
+        by_id[first + "_record"]["related"]["success_nodes"] = edges([step["stage"]])
+    for step in reversed([s for s in blocking if s["position"] == "after"]):
+        stage = by_id[step["stage"]]
+        # Where the stage goes when it did not halt the rollback (its success, or always, edges).
+        kind = "success_nodes" if stage["related"]["success_nodes"] else "always_nodes"
+        onward = targets(stage, (kind,))
+        halts = _stages.decide(step["stage"], _stages.FAILED)["halt"]
+        first = add(step, onward, ["report"] if halts else onward)
+        stage["related"][kind] = edges([first])
+    return out
+
+
+def _copy_node(node):
+    out = dict(node)
+    out["related"] = {k: [dict(e) for e in v] for k, v in node["related"].items()}
+    return out
