@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import json
 import os
 import socket
 import threading
@@ -28,7 +29,6 @@ followup = content.module_utils("followup")
 notifylib = content.module_utils("notify")
 lifecycle = content.module_utils("lifecycle")
 manuallib = content.module_utils("manual")
-recordlib = content.module_utils("report_record")
 
 # The stages playbooks/execute.yml runs as one job: every execution stage but the report.
 JOB_STAGES = [n for n in stages.EXECUTION_STAGES if n != "report"]
@@ -123,26 +123,29 @@ def load_inputs(manifest_file: str | None, runbook_file: str | None) -> tuple[di
     return raw, parsed
 
 
-def last_rollback(record_file: Path, app: str) -> dict[str, Any] | None:
-    """The last rollback of ``app`` in the controller's run history (the release record, then that run's
-    plan): its run id, scope and manual steps, for an emergency plan."""
-    if not record_file.is_file():
-        return None
-    last = None
-    with open(record_file, encoding="utf-8") as fh:
-        for entry in recordlib.json_lines(fh):
-            if isinstance(entry, dict) and entry.get("app") in (None, app) and entry.get("run_id"):
-                last = entry
-    if not last:
-        return None
-    out = {"run_id": last["run_id"], "version": last.get("version"), "scope": [], "manual_steps": []}
-    with contextlib.suppress(PlanFileError, OSError, ValueError):
-        plan = read_plan_file(record_file.parent / "runs" / str(last["run_id"]) / "plan.yml")
-        out["scope"] = list(plan.get("scope") or [])
-        out["manual_steps"] = [
-            {k: s.get(k) for k in ("title", "stage", "position")} for s in plan.get("manual_steps") or []
-        ]
-    return out
+def last_rollback(runs_root: Path, inventory: str, this_run: str) -> dict[str, Any] | None:
+    """The last rollback of the same application in the run history, for an emergency plan: the newest
+    other run under ``runs_root`` made from the same inventory that went past assessing. Its run id, app,
+    scope and manual steps (from its plan)."""
+    for run_dir in sorted(runs_root.iterdir(), reverse=True) if runs_root.is_dir() else []:
+        if run_dir.name == this_run or not (run_dir / "plan.yml").is_file():
+            continue
+        try:
+            state = json.loads((run_dir / "state.json").read_text(encoding="utf-8"))
+            if state.get("inventory") != inventory or set(state.get("stages") or {}) <= {"assess"}:
+                continue
+            plan = read_plan_file(run_dir / "plan.yml")
+        except (PlanFileError, OSError, ValueError):
+            continue
+        return {
+            "run_id": run_dir.name,
+            "app": plan.get("app"),
+            "scope": list(plan.get("scope") or []),
+            "manual_steps": [
+                {k: m.get(k) for k in ("title", "stage", "position")} for m in plan.get("manual_steps") or []
+            ],
+        }
+    return None
 
 
 def check_inventory(inventory: str) -> str:
@@ -331,9 +334,7 @@ class Engine:
         if not raw:
             # Neither a manifest nor a runbook: an emergency plan, from discovery and the last rollback of the
             # same application in the run history.
-            extravars["rollback_last_rollback"] = last_rollback(
-                self.rundir.path.parent.parent / "releases.jsonl", parsed.get("app") or "app"
-            )
+            extravars["rollback_last_rollback"] = last_rollback(self.rundir.path.parent, inventory, self.rundir.run_id)
         if break_lock:
             # Host locks of runs that cannot be working any more go at once (each one audited); a holder
             # this controller cannot check waits for the hour (rollback_break_stale_lock).

@@ -224,6 +224,24 @@ def test_a_bad_runbook_is_one_sentence_with_the_fix_exit_2_and_nothing_written(c
 
 def test_with_neither_manifest_nor_runbook_the_plan_is_an_emergency_plan_naming_the_missing_layers(cli, shared_fleet):
     fleet = shared_fleet
+    # The run history: an earlier rollback from the same inventory rolled the database back and had a
+    # manual step (its run directory, as the driver leaves it).
+    earlier = cli.runs / "20261101T100000-0001"
+    earlier.mkdir(parents=True)
+    (earlier / "state.json").write_text(
+        json.dumps({"inventory": str(fleet.inventory), "stages": {"assess": {}, "code_config": {}, "database": {}}})
+    )
+    (earlier / "plan.yml").write_text(
+        yaml.safe_dump(
+            {
+                "app": "shop",
+                "hash": "sha256:0",
+                "steps": [],
+                "scope": ["code_config", "database", "validate"],
+                "manual_steps": [{"title": "Purge the CDN", "stage": "code_config", "position": "after"}],
+            }
+        )
+    )
     proc = cli("plan", "-i", str(fleet.inventory), "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     plan = json.loads(proc.stdout)["plan"]
@@ -231,12 +249,15 @@ def test_with_neither_manifest_nor_runbook_the_plan_is_an_emergency_plan_naming_
     risks = " | ".join(plan["risks"])
     for layer in ("feature_flags", "database", "infrastructure"):
         assert f"the {layer} layer was not discovered" in risks
+    assert "the last rollback of this application (run 20261101T100000-0001) rolled back its database" in risks
+    assert "had the manual step 'Purge the CDN' (after code_config)" in risks
     assert all(s.get("source") == "discovery" for s in plan["steps"] if s["stage"] != "report")
     assert "document for future" in plan["document_for_future"]
     text = cli("plan", "-i", str(fleet.inventory))
     assert "EMERGENCY PLAN" in text.stdout and "document for future" in text.stdout
     # The report asks for the runbook to be written (an abandoned emergency plan's report too).
     run_dir = cli.run_dirs()[-1]
+    assert run_dir != earlier
     assert cli("abort", str(run_dir), "--reason", "written up instead").returncode == 4
     rep = report(run_dir)
     assert rep["plan_label"] == "emergency plan" and "document for future" in rep["document_for_future"]
