@@ -733,7 +733,14 @@ class Engine:
                     note="the driver stopped during this stage; what it still owes runs again",
                 )
         results: dict[str, Any] = {name: s["result"] for name, s in state["stages"].items() if s.get("result")}
-        manual = self.rundir.read_manual() if self.dry_run_of is None else {}
+        manual = self.rundir.read_manual()
+        if self.dry_run_of is not None:
+            # A dry run changes nothing, so it goes past the manual steps as if each were done: it shows every
+            # stage's diff. The real run waits for them.
+            manual = {
+                m["id"]: {"status": manuallib.CONFIRMED, "by": "dry run (assumed done)"}
+                for m in plan.get("manual_steps") or []
+            }
         self.rundir.audit(
             "run.resumed" if resume else "run.started",
             plan_hash=plan["hash"],

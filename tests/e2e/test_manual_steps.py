@@ -303,3 +303,17 @@ def test_rollback_yml_stops_at_a_blocking_manual_step_instead_of_running_past_it
     assert rep["exit_state"] == "waiting for operator"
     assert {s["stage"]: s["status"] for s in rep["steps"]}["database"] == "skipped"
     assert manual_row(run)["status"] == "waiting"
+
+
+def test_a_dry_run_of_a_hybrid_plan_goes_past_its_manual_steps_and_changes_nothing(cli, shared_fleet):
+    fleet = shared_fleet
+    hybrid(fleet)
+    before = fleet_state(fleet)
+    proc = cli("run", "-i", str(fleet.inventory), "-m", str(fleet.manifest), "--check", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert fleet_state(fleet) == before
+    run_dir = cli.run_dirs()[-1]
+    dry = report(run_dir / "dry-run")
+    # Every stage after the manual step was dry-run too (nothing waits in a dry run).
+    assert {s["stage"]: s["status"] for s in dry["steps"]}["database"] == "ok"
+    assert json.loads((run_dir / "state.json").read_text())["lifecycle"]["state"] == "planned"
