@@ -317,3 +317,53 @@ def test_a_dry_run_of_a_hybrid_plan_goes_past_its_manual_steps_and_changes_nothi
     # Every stage after the manual step was dry-run too (nothing waits in a dry run).
     assert {s["stage"]: s["status"] for s in dry["steps"]}["database"] == "ok"
     assert json.loads((run_dir / "state.json").read_text())["lifecycle"]["state"] == "planned"
+
+
+def _converse_in_pty(args: list[str], cwd, answers: list[tuple[str, str]], timeout: float = 600) -> tuple[int, str]:
+    """Run ``args`` on a pseudo-terminal; each time the output shows the next prompt, type its answer."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import time
+
+    leader, follower = pty.openpty()
+    env = dict(os.environ, COLUMNS="200", LINES="60", TERM="xterm-256color")
+    proc = subprocess.Popen(args, cwd=cwd, stdin=follower, stdout=follower, stderr=follower, env=env)
+    os.close(follower)
+    out, pending = b"", list(answers)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 1)
+        if ready:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            out += data
+            if pending and pending[0][0].encode() in out[-500:]:
+                os.write(leader, pending.pop(0)[1].encode() + b"\r")
+        elif proc.poll() is not None:
+            break
+    os.close(leader)
+    return proc.wait(30), out.decode("utf-8", "replace")
+
+
+def test_on_a_terminal_run_asks_for_the_confirmation_in_place_and_goes_on(cli, fleet, tmp_path):
+    from conftest import CLI
+
+    hybrid(fleet)
+    args = [CLI, "--runs-dir", str(cli.runs), "run", "-i", str(fleet.inventory), "-m", str(fleet.manifest)]
+    code, out = _converse_in_pty(
+        [*args, "--approver", "alice", "--yes"],
+        tmp_path,
+        [("type your name to record it", "Grace Hopper"), ("done successfully?", "y"), ("A note", "purged")],
+    )
+    assert code == 0, out[-3000:]
+    assert "Purge `/static/*` in the [CDN console](https://cdn.example.com/purge)" in out
+    assert_rolled_back(fleet)
+    run_dir = cli.run_dirs()[-1]
+    row = manual_row(run_dir)
+    assert row["status"] == "confirmed" and row["by"] == "Grace Hopper" and row["note"] == "purged"
