@@ -1,7 +1,7 @@
 """The ``release-rollback`` command line: plan, approve, run, resume, status, report, audit, demo.
 
 Exit codes: 0 completed, 1 unexpected error, 2 bad input (nothing changed), 3 blocked,
-4 aborted, 5 partially completed.
+4 aborted, 5 partially completed, 6 waiting for operator (a blocking manual step: confirm, then resume).
 """
 
 from __future__ import annotations
@@ -18,7 +18,16 @@ from typing import Any
 import click
 
 from . import __version__, content, jobs
-from .engine import BadInput, Blocked, Engine, check_inventory, load_manifest, operator_name, parse_window
+from .engine import (
+    BadInput,
+    Blocked,
+    Engine,
+    Waiting,
+    check_inventory,
+    load_inputs,
+    operator_name,
+    parse_window,
+)
 from .rundir import RecordError, RunDir, RunFileDamaged, RunsHomeError, record_error_fix
 from .view import make_view, print_summary
 
@@ -28,6 +37,7 @@ auditlib = content.module_utils("audit")
 followuplib = content.module_utils("followup")
 lifecycle = content.module_utils("lifecycle")
 manifestlib = content.module_utils("manifest")
+manuallib = content.module_utils("manual")
 
 SCOPES = ("feature_flags", "code_config", "database", "infrastructure", "validate")
 
@@ -108,6 +118,8 @@ def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except BadInput as exc:
             fail(str(exc), stages.BAD_INPUT_EXIT, as_json, exit_state="bad input")
+        except Waiting as exc:
+            fail(str(exc), stages.EXIT_CODES[stages.WAITING], as_json, exit_state=stages.WAITING)
         except Blocked as exc:
             fail(
                 f"blocked: {exc}. Nothing was changed.",
@@ -176,10 +188,17 @@ class Interrupts:
 
 
 def print_plan(plan: dict[str, Any]) -> None:
+    label = plan.get("label") or "plan"
     click.echo(
-        f"Rollback plan {plan.get('run_id')} for {plan.get('app')}: "
+        f"Rollback {label} {plan.get('run_id')} for {plan.get('app')}: "
         f"{plan.get('from_version')} -> {plan.get('to_version')}"
     )
+    if label == "emergency plan":
+        click.echo("  EMERGENCY PLAN: no manifest and no runbook; built from discovery and the run history")
+    if plan.get("runbook"):
+        click.echo(f"  runbook: {plan['runbook'].get('name')} ({plan['runbook'].get('file')})")
+    if plan.get("layers"):
+        click.echo("  layers:  " + ", ".join(f"{k} {v}" for k, v in plan["layers"].items()))
     click.echo(f"  reason:  {plan.get('reason')}")
     click.echo(f"  scope:   {', '.join(plan.get('scope') or []) or 'nothing'}")
     click.echo(f"  hash:    {plan.get('hash')}")
@@ -193,7 +212,12 @@ def print_plan(plan: dict[str, Any]) -> None:
         )
     click.echo("  steps:")
     for i, step in enumerate(plan.get("steps") or [], 1):
-        click.echo(f"    {i}. [{step['stage']}] {step['action']}")
+        source = f"  (from {step['source']})" if step.get("source") else ""
+        click.echo(f"    {i}. [{step['stage']}] {step['action']}{source}")
+        if step.get("kind") == "manual":
+            click.echo(f"         {step['position']} the {step['stage']} stage's automated work; id {step['manual']}")
+            for line in str(step.get("instructions") or "").splitlines():
+                click.echo(f"         | {line}")
         for flag in step.get("flags") or []:
             click.echo(f"         flag {flag['name']} ({flag['backend']}): now {flag['state']}")
     for host, why in sorted((plan.get("excluded") or {}).items()):
@@ -202,6 +226,8 @@ def print_plan(plan: dict[str, Any]) -> None:
         click.echo(f"  risk:    {risk}")
     for blocker in plan.get("blockers") or []:
         click.echo(f"  BLOCKER: {blocker}")
+    if plan.get("document_for_future"):
+        click.echo(f"  {plan['document_for_future']}")
 
 
 def finish(engine: Engine, exit_state: str, json_mode: bool) -> None:
@@ -231,6 +257,8 @@ def finish(engine: Engine, exit_state: str, json_mode: bool) -> None:
                         {k: s.get(k) for k in ("stage", "status", "duration_s", "done")} for s in rep.get("steps", [])
                     ],
                     "hosts": rep.get("hosts", []),
+                    "manual_steps": rep.get("manual_steps", []),
+                    "waiting_for": rep.get("waiting_for"),
                     "sections": rep.get("sections", []),
                 },
                 indent=2,
@@ -238,6 +266,9 @@ def finish(engine: Engine, exit_state: str, json_mode: bool) -> None:
         )
     else:
         print_summary(rep or {"exit_state": exit_state})
+        step = engine.waiting_step() if exit_state == stages.WAITING else None
+        if step:
+            click.echo("\n" + engine.waiting_message(step))
         if (rep.get("rca") or {}).get("status") in ("filed", "pending"):
             click.echo(f"  RCA: {reportlib.rca_line(rep['rca'])}")
         click.echo(f"Report: {rundir.path / 'report.md'} (and report.html)")
@@ -263,9 +294,11 @@ def main(ctx: click.Context, runs_dir: str | None) -> None:
     ctx.obj["runs_dir"] = runs_dir
 
 
-def check_input(inventory: str, manifest: str | None, target: str | None, window: str | None) -> None:
+def check_input(
+    inventory: str, manifest: str | None, target: str | None, window: str | None, runbook: str | None = None
+) -> None:
     """Check what a plan is made from before anything is written: bad input leaves no run directory."""
-    load_manifest(manifest)
+    load_inputs(manifest, runbook)
     check_inventory(inventory)
     if target is not None:
         try:
@@ -303,6 +336,13 @@ def _plan_options(func: Callable[..., Any]) -> Callable[..., Any]:
         type=click.Choice(SCOPES),
         help="Limit the rollback to these stages (repeat the option).",
     )(func)
+    func = click.option(
+        "--runbook",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="The application's runbook (YAML): its standard automated and manual steps per layer, merged with "
+        "the manifest (docs/runbooks.md).",
+    )(func)
     func = click.option("--target", default=None, help="Roll back to this release instead of the previous one.")(func)
     func = click.option(
         "-m",
@@ -328,10 +368,22 @@ def _plan_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.pass_context
 @handles_errors
 def plan(
-    ctx, inventory, manifest, target, scope, window, separation_of_duties, limit, exclude, output, break_lock, json_mode
+    ctx,
+    inventory,
+    manifest,
+    target,
+    runbook,
+    scope,
+    window,
+    separation_of_duties,
+    limit,
+    exclude,
+    output,
+    break_lock,
+    json_mode,
 ):
     """Assess the fleet and build the rollback plan (changes nothing)."""
-    check_input(inventory, manifest, target, window)
+    check_input(inventory, manifest, target, window, runbook)
     view = make_view(json_mode)
     engine = Engine(RunDir.create(runs_root(ctx)), view)
     try:
@@ -346,6 +398,7 @@ def plan(
                 limit=limit,
                 exclude=exclude,
                 break_lock=break_lock,
+                runbook=runbook,
             )
     except Blocked as exc:
         if not json_mode:
@@ -419,6 +472,7 @@ def run(
     inventory,
     manifest,
     target,
+    runbook,
     scope,
     window,
     separation_of_duties,
@@ -458,15 +512,16 @@ def run(
                 "or leave out --check to roll back for real"
             )
         dry_run(
-            ctx, plan_file, inventory, manifest, target, scope, window, separation_of_duties, limit, exclude, json_mode
-        )
+            ctx, plan_file, inventory, manifest, target, scope, window, separation_of_duties, limit, exclude, json_mode,
+            runbook=runbook,
+        )  # fmt: skip
         return
     view = make_view(json_mode)
     try:
         # A run planned here goes on to roll back: its hosts are locked while they are assessed.
         engine = run_engine(
             ctx, view, plan_file, inventory, manifest, target, scope, window, separation_of_duties, limit, exclude,
-            lock_hosts=True, break_lock=break_lock,
+            lock_hosts=True, break_lock=break_lock, runbook=runbook,
         )  # fmt: skip
         # A plan executes at most once: a run that already started or ended is refused first (a planned
         # one is approved below, at the prompt or with --approver --yes).
@@ -514,20 +569,47 @@ def run(
                         engine.load_plan(), engine.rundir.read_state(), why="the run was refused before it started"
                     )
                 raise
+            exit_state, view = offer_confirmation(engine, view, exit_state, json_mode, override_window=override_window)
     finally:
         view.close()
     finish(engine, exit_state, json_mode)
 
 
+def offer_confirmation(engine: Engine, view, exit_state: str, json_mode: bool, **resume_args: Any):
+    """On a terminal, a run waiting for operator asks for the manual step's confirmation in place, then goes
+    on (as ``confirm`` and ``resume`` would); an empty answer leaves it waiting. Returns the exit state and
+    the view in use."""
+    while exit_state == stages.WAITING and sys.stdin.isatty() and not json_mode:
+        step = engine.waiting_step()
+        if step is None:
+            break
+        view.close()
+        click.echo(engine.waiting_message(step))
+        name = click.prompt(
+            f"Manual step {step['id']}: type your name to record it (empty to leave the run waiting)",
+            default="",
+            show_default=False,
+        )
+        if not name.strip():
+            break
+        done = click.confirm(f"Was {step['title']!r} done successfully?", default=True)
+        note = click.prompt("A note (what was done, or what went wrong)", default="", show_default=False)
+        engine.confirm(step["id"], name, note or None, failed=not done)
+        view = make_view(json_mode)
+        engine.view = view
+        exit_state = engine.execute(resume=True, **resume_args)
+    return exit_state, view
+
+
 def run_engine(
     ctx, view, plan_file, inventory, manifest, target, scope, window, separation_of_duties, limit, exclude,
-    lock_hosts=False, break_lock=False,
+    lock_hosts=False, break_lock=False, runbook=None,
 ) -> Engine:  # fmt: skip
     """The run that ``run`` works on: the given plan's, or a new one planned here from ``-i INVENTORY``
     (Ctrl-C or SIGTERM while assessing stops before anything changes)."""
     if plan_file:
         return Engine(RunDir.find(plan_file), view)
-    check_input(inventory, manifest, target, window)
+    check_input(inventory, manifest, target, window, runbook)
     engine = Engine(RunDir.create(runs_root(ctx)), view)
     with Interrupts(engine):
         engine.plan(
@@ -541,20 +623,23 @@ def run_engine(
             limit=limit,
             exclude=exclude,
             break_lock=break_lock,
+            runbook=runbook,
         )
     return engine
 
 
 def dry_run(
-    ctx, plan_file, inventory, manifest, target, scope, window, separation_of_duties, limit, exclude, json_mode
-):
+    ctx, plan_file, inventory, manifest, target, scope, window, separation_of_duties, limit, exclude, json_mode,
+    runbook=None,
+):  # fmt: skip
     """``run --check``: plan first when given an inventory (without taking the hosts' locks), then the dry run
     of the plan through the engine's one execution path, with ansible-playbook's --check --diff."""
     view = make_view(json_mode)
     try:
         engine = run_engine(
-            ctx, view, plan_file, inventory, manifest, target, scope, window, separation_of_duties, limit, exclude
-        )
+            ctx, view, plan_file, inventory, manifest, target, scope, window, separation_of_duties, limit, exclude,
+            runbook=runbook,
+        )  # fmt: skip
         with Interrupts(engine):
             exit_state, dry = engine.dry_run()
     finally:
@@ -626,9 +711,76 @@ def resume(run_dir, limit, break_lock, override_window, json_mode):
             exit_state = engine.execute(
                 resume=True, retry_hosts=limit, break_lock=break_lock, override_window=override_window
             )
+            exit_state, view = offer_confirmation(engine, view, exit_state, json_mode, override_window=override_window)
     finally:
         view.close()
     finish(engine, exit_state, json_mode)
+
+
+@main.command()
+@runs_dir_option
+@click.argument("run_dir", type=RUN)
+@click.argument("step")
+@click.option("--by", "by", required=True, help="Who did the manual step (recorded in the audit trail and the report).")
+@click.option("--note", default=None, help="What was done (or, with --failed, what went wrong).")
+@click.option("--failed", is_flag=True, help="Record that the step could not be done (needs --note).")
+@click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
+@handles_errors
+def confirm(run_dir, step, by, note, failed, json_mode):
+    """Record that a manual step of a run was done (or, with --failed, that it could not be)."""
+    engine = Engine(RunDir.find(run_dir), make_view(True))
+    record = engine.confirm(step, by, note, failed=failed)
+    nexts = [f"release-rollback resume {engine.rundir.path}"]
+    if json_mode:
+        click.echo(
+            json.dumps({"run_id": engine.rundir.run_id, "step": step, "record": record, "next": nexts}, indent=2)
+        )
+        return
+    word = "recorded as FAILED" if failed else "confirmed"
+    click.echo(f"Manual step {step} of run {engine.rundir.run_id} {word} by {record['by']} at {record['at']}.")
+    for command in nexts:
+        click.echo(f"  next: {command}")
+
+
+@main.command("awx-workflow")
+@click.option("-m", "--manifest", type=click.Path(dir_okay=False), default=None, help="A manifest with manual_steps.")
+@click.option("--runbook", type=click.Path(dir_okay=False), default=None, help="The application's runbook (YAML).")
+@click.option(
+    "--workflows",
+    type=click.Path(dir_okay=False, exists=True),
+    default="awx/config/workflows.yml",
+    show_default=True,
+    help="The workflow definition to add the manual steps to.",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write it here (default: stdout).")
+@handles_errors
+def awx_workflow(manifest, runbook, workflows, output):
+    """The AWX workflow with an approval node per blocking manual step (from the manifest or the runbook),
+    each followed by the job that records who approved it; apply it with awx/configure.yml -e @FILE."""
+    import yaml
+
+    _raw, parsed = load_inputs(manifest, runbook)
+    steps = parsed.get("manual_steps") or []
+    if not steps:
+        raise BadInput(
+            "neither the manifest nor the runbook has manual steps: give -m MANIFEST or --runbook FILE with some"
+        )
+    doc = yaml.safe_load(Path(workflows).read_text(encoding="utf-8"))
+    for workflow in doc.get("controller_workflows") or []:
+        workflow["workflow_nodes"] = manuallib.awx_workflow_nodes(
+            workflow["workflow_nodes"], steps, timeout="{{ rollback_awx_approval_timeout }}"
+        )
+    text = (
+        "---\n# Generated by `release-rollback awx-workflow`: "
+        + workflows
+        + " with the manual steps' approval nodes.\n"
+    )
+    text += yaml.safe_dump(doc, sort_keys=False, width=120)
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output}: apply it with `ansible-playbook awx/configure.yml -e @{output}`")
+    else:
+        click.echo(text, nl=False)
 
 
 @main.command()

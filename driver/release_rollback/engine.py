@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import json
 import os
 import socket
 import threading
@@ -27,6 +28,7 @@ reportlib = content.module_utils("report")
 followup = content.module_utils("followup")
 notifylib = content.module_utils("notify")
 lifecycle = content.module_utils("lifecycle")
+manuallib = content.module_utils("manual")
 
 # The stages playbooks/execute.yml runs as one job: every execution stage but the report.
 JOB_STAGES = [n for n in stages.EXECUTION_STAGES if n != "report"]
@@ -38,6 +40,10 @@ class BadInput(Exception):
 
 class Blocked(Exception):
     """Inputs or approval missing: exit 3, nothing changed."""
+
+
+class Waiting(Exception):
+    """The run waits for an operator to confirm a manual step: exit 6, nothing changed."""
 
 
 class View(Protocol):
@@ -79,6 +85,67 @@ def load_manifest(path: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
     if isinstance(raw, dict) and "rollback_manifest" in raw:
         raw = raw["rollback_manifest"]
     return raw or {}, parsed
+
+
+def load_runbook(path: str) -> dict[str, Any]:
+    """Read and check a runbook file. Raises BadInput with one sentence and the fix."""
+    try:
+        raw = boundedyaml.load_file(path, boundedyaml.MANIFEST)
+    except FileNotFoundError:
+        raise BadInput(f"the runbook {path} does not exist: check the path given with --runbook") from None
+    except boundedyaml.TooLarge as exc:
+        raise BadInput(f"the runbook {path} {exc}, over the limit for a runbook: split it per application") from None
+    except boundedyaml.YAMLSyntax as exc:
+        where = f" at line {exc.mark.line + 1}, column {exc.mark.column + 1}" if exc.mark else ""
+        raise BadInput(f"the runbook {path} is not valid YAML{where}: fix the syntax there") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"the runbook {path} cannot be read ({exc.__class__.__name__}): check the file") from None
+    try:
+        return manuallib.check_runbook(raw, f"the runbook {path}")
+    except manuallib.RunbookError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def load_inputs(manifest_file: str | None, runbook_file: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The manifest with the runbook merged in (``manual.compose``): ``(raw, parsed)``, as ``load_manifest``.
+    What the approval binds is this merge: a runbook edited after the approval voids it too."""
+    raw, parsed = load_manifest(manifest_file)
+    if not runbook_file:
+        return raw, parsed
+    runbook = load_runbook(runbook_file)
+    try:
+        raw = manuallib.compose(raw, runbook, str(Path(runbook_file).absolute()))
+        parsed = manifestlib.parse_manifest(raw)
+    except manuallib.RunbookError as exc:
+        raise BadInput(str(exc)) from None
+    except manifestlib.ManifestError as exc:
+        raise BadInput(f"the runbook {runbook_file} gives an invalid step: {exc}; fix it in the runbook") from None
+    return raw, parsed
+
+
+def last_rollback(runs_root: Path, inventory: str, this_run: str) -> dict[str, Any] | None:
+    """The last rollback of the same application in the run history, for an emergency plan: the newest
+    other run under ``runs_root`` made from the same inventory that went past assessing. Its run id, app,
+    scope and manual steps (from its plan)."""
+    for run_dir in sorted(runs_root.iterdir(), reverse=True) if runs_root.is_dir() else []:
+        if run_dir.name == this_run or not (run_dir / "plan.yml").is_file():
+            continue
+        try:
+            state = json.loads((run_dir / "state.json").read_text(encoding="utf-8"))
+            if state.get("inventory") != inventory or set(state.get("stages") or {}) <= {"assess"}:
+                continue
+            plan = read_plan_file(run_dir / "plan.yml")
+        except (PlanFileError, OSError, ValueError):
+            continue
+        return {
+            "run_id": run_dir.name,
+            "app": plan.get("app"),
+            "scope": list(plan.get("scope") or []),
+            "manual_steps": [
+                {k: m.get(k) for k in ("title", "stage", "position")} for m in plan.get("manual_steps") or []
+            ],
+        }
+    return None
 
 
 def check_inventory(inventory: str) -> str:
@@ -140,6 +207,7 @@ class Engine:
             pid=(state.get("lifecycle") or {}).get("pid"),
             inventory=state.get("inventory"),
             manifest=state.get("manifest_file"),
+            step=(state.get("lifecycle") or {}).get("step"),
         )
 
     def _move(self, state: dict[str, Any], to: str, why: str | None = None, **detail: Any) -> None:
@@ -163,6 +231,7 @@ class Engine:
             why=why,
             inventory=state.get("inventory"),
             manifest=state.get("manifest_file"),
+            step=(state.get("lifecycle") or {}).get("step"),
         )
         if problem:
             self.rundir.audit(f"{command}.refused", reason=problem, state=name)
@@ -203,6 +272,7 @@ class Engine:
         limit: str | None = None,
         exclude: str | None = None,
         break_lock: bool = False,
+        runbook: str | None = None,
     ) -> dict[str, Any]:
         """Run the assess stage and write plan.yml. Raises Blocked when the plan has blockers.
 
@@ -211,7 +281,7 @@ class Engine:
         ``limit``/``exclude`` (host patterns) take application hosts out of the plan; they are listed in
         it, as a risk, and in the report.
         """
-        raw, parsed = load_manifest(manifest_file)
+        raw, parsed = load_inputs(manifest_file, runbook)
         inventory = check_inventory(inventory)
         try:
             locks.check(self.lock_dir(), locks.lock_name(parsed.get("app"), inventory))
@@ -230,11 +300,13 @@ class Engine:
             "operator": operator,
             "inventory": inventory,
             "manifest_file": str(Path(manifest_file).absolute()) if manifest_file else None,
+            "runbook_file": str(Path(runbook).absolute()) if runbook else None,
             "stages": {},
             "exit_state": None,
         }
         self.rundir.audit(
             "run.created",
+            runbook_file=state["runbook_file"],
             run_id=self.rundir.run_id,
             operator=operator,
             inventory=inventory,
@@ -259,6 +331,10 @@ class Engine:
             "rollback_plan_limit": limit or "",
             "rollback_plan_exclude": exclude or "",
         }
+        if not raw:
+            # Neither a manifest nor a runbook: an emergency plan, from discovery and the last rollback of the
+            # same application in the run history.
+            extravars["rollback_last_rollback"] = last_rollback(self.rundir.path.parent, inventory, self.rundir.run_id)
         if break_lock:
             # Host locks of runs that cannot be working any more go at once (each one audited); a holder
             # this controller cannot check waits for the hour (rollback_break_stale_lock).
@@ -285,6 +361,8 @@ class Engine:
             scope=plan.get("scope"),
             excluded=plan.get("excluded"),
             blockers=plan.get("blockers"),
+            label=plan.get("label"),
+            manual_steps=[m["id"] for m in plan.get("manual_steps") or []],
         )
         if plan.get("blockers"):
             state["exit_state"] = stages.RUN_BLOCKED
@@ -341,6 +419,71 @@ class Engine:
         if current in (lifecycle.PLANNED, lifecycle.APPROVED):
             self._move(state, lifecycle.APPROVED)
         return approval
+
+    # ------------------------------------------------------------------------------ manual steps
+    def waiting_step(self, state: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """The manual step a run waiting for operator waits for (from the plan), or None."""
+        state = state if state is not None else self.rundir.read_state()
+        name, _why = self.run_state(state)
+        if name != lifecycle.WAITING or not self.rundir.plan_file.is_file():
+            return None
+        return manuallib.find(self.load_plan(), (state.get("lifecycle") or {}).get("step"))
+
+    def waiting_message(self, step: dict[str, Any]) -> str:
+        """What a run waiting for operator says: the step, its instructions, and the commands to confirm it."""
+        nexts = self.next_commands()
+        return (
+            f"run {self.rundir.run_id} is waiting for operator at manual step {step['id']} ({step['title']}, "
+            f"owner {step['owner']}, {step['position']} {step['stage']}).\n"
+            f"Instructions:\n{step['instructions']}\n"
+            f"When it is done, confirm it: `{nexts[0]}`\n"
+            f"If it could not be done: `{nexts[1]}`\n"
+            f"Then: `{nexts[2]}`"
+        )
+
+    def confirm(self, step_id: str, by: str, note: str | None = None, failed: bool = False) -> dict[str, Any]:
+        """Record that an operator did a manual step (or that it failed): audited, in ``manual.json``."""
+        if not isinstance(by, str) or not by.strip() or len(by) > 200 or "\n" in by:
+            raise BadInput("--by must be a one-line name, e.g. --by alice")
+        if failed and not (note or "").strip():
+            raise BadInput("a failed manual step needs --note saying what went wrong: add --note TEXT")
+        if note is not None and len(note) > 2000:
+            raise BadInput("--note must be at most 2000 characters")
+        state = self.rundir.read_state()
+        self._allow("confirm", state)
+        plan = self.load_plan()
+        step = manuallib.find(plan, step_id)
+        if step is None:
+            known = ", ".join(m["id"] for m in plan.get("manual_steps") or []) or "none"
+            raise BadInput(
+                f"the plan of run {self.rundir.run_id} has no manual step {step_id}: its manual steps are {known}"
+            )
+        records = self.rundir.read_manual()
+        earlier = records.get(step_id)
+        record = {
+            "status": manuallib.FAILED if failed else manuallib.CONFIRMED,
+            "by": by.strip(),
+            "at": utcnow(),
+            "note": (note or "").strip(),
+            "title": step["title"],
+            "plan_hash": plan.get("hash"),
+        }
+        if earlier:
+            record["earlier"] = [*(earlier.get("earlier") or []), {k: v for k, v in earlier.items() if k != "earlier"}]
+        records[step_id] = record
+        self.rundir.write_manual(records)
+        self.rundir.audit(
+            "manual.failed" if failed else "manual.confirmed",
+            step=step_id,
+            title=step["title"],
+            by=record["by"],
+            note=record["note"],
+            stage=step["stage"],
+            position=step["position"],
+        )
+        results = {n: e["result"] for n, e in state.get("stages", {}).items() if e.get("result")}
+        self._write_report(plan, self.rundir.read_approval(), results, audit=False)
+        return record
 
     # ----------------------------------------------------------------------------------- abort
     def abort(self, reason: str) -> str:
@@ -430,7 +573,7 @@ class Engine:
             )
         if plan.get("blockers"):
             raise Blocked("the plan is blocked: " + "; ".join(plan["blockers"]))
-        raw, parsed = load_manifest(state.get("manifest_file"))
+        raw, parsed = load_inputs(state.get("manifest_file"), state.get("runbook_file"))
         problem = planlib.binding_problem(plan, planlib.manifest_digest(parsed))
         if problem:
             self.rundir.audit("dry_run.refused", reason=problem)
@@ -521,11 +664,16 @@ class Engine:
         if problem:
             self.rundir.audit("run.refused", reason=problem)
             raise Blocked(problem)
-        raw, parsed = load_manifest(state.get("manifest_file"))
+        raw, parsed = load_inputs(state.get("manifest_file"), state.get("runbook_file"))
         problem = planlib.binding_problem(plan, planlib.manifest_digest(parsed))
         if problem:
             self.rundir.audit("run.refused", reason=problem)
             raise Blocked(problem)
+        if resume:
+            step = self.waiting_step(state)
+            if step and not self.rundir.read_manual().get(step["id"]):
+                self.rundir.audit("resume.refused", reason="waiting for operator", step=step["id"])
+                raise Waiting(self.waiting_message(step))
         self._check_window(plan, override_window)
         lock = self._lock(plan, state, break_lock)
         if not self.stop_after_stage.is_set():
@@ -594,6 +742,14 @@ class Engine:
                     note="the driver stopped during this stage; what it still owes runs again",
                 )
         results: dict[str, Any] = {name: s["result"] for name, s in state["stages"].items() if s.get("result")}
+        manual = self.rundir.read_manual()
+        if self.dry_run_of is not None:
+            # A dry run changes nothing, so it goes past the manual steps as if each were done: it shows every
+            # stage's diff. The real run waits for them.
+            manual = {
+                m["id"]: {"status": manuallib.CONFIRMED, "by": "dry run (assumed done)"}
+                for m in plan.get("manual_steps") or []
+            }
         self.rundir.audit(
             "run.resumed" if resume else "run.started",
             plan_hash=plan["hash"],
@@ -619,21 +775,29 @@ class Engine:
             "rollback_resumed": resume,
             "rollback_retry_hosts": retry_hosts or "",
             "rollback_stop_file": str(self.stop_file),
+            # Who confirmed which manual step: a blocking one without a record stops the stages after it.
+            "rollback_manual_confirmations": manual,
         }
         aborted = None
+        waiting = None
         attempted: set[str] = set()
         while not aborted:
             todo = [n for n in JOB_STAGES if n not in attempted and not _done(n, results)]
             if not todo:
                 break
+            first = planlib.stage_gate(todo[0], results, plan, approval, manual=manual)
+            if first.get("stop") and first.get("waiting"):
+                # A blocking manual step comes first: nothing starts until an operator confirms it.
+                waiting = manuallib.find(plan, first["waiting"])
+                break
             if self.stop_after_stage.is_set() or self.cancel.is_set():
                 aborted = f"stopped by the operator before stage {todo[0]}"
                 break
-            if not self._worth_a_job(todo, results, plan, approval):
+            if not self._worth_a_job(todo, results, plan, approval, manual):
                 # Nothing left can run (the stage table, the scope or the approval says so): record why
                 # without starting ansible.
                 for name in todo:
-                    gate = planlib.stage_gate(name, results, plan, approval)
+                    gate = planlib.stage_gate(name, results, plan, approval, manual=manual)
                     now = utcnow()
                     results[name] = self._stage_skipped(name, gate, planlib.gated_result(name, gate, now, now), state)
                 break
@@ -655,6 +819,9 @@ class Engine:
                     name, state, result, clock, {"runner_status": "failed", "rc": None, "events": 0}
                 )
                 self._decide(name, result)
+        if not aborted and waiting is None:
+            # A blocking manual step after the last stage that ran (e.g. after validation).
+            waiting = manuallib.waiting(plan, results, manual)
         if aborted:
             state["aborted"] = aborted
             self.rundir.audit("run.aborted", reason=aborted)
@@ -665,11 +832,26 @@ class Engine:
                 and self.dry_run_of is None
             ):
                 self.release_host_locks(plan, state, why=f"the run was stopped before stage code_config: {aborted}")
+        elif waiting is not None:
+            # Not the end of the run: the report is written (below) without the report stage, which records the
+            # release and runs once, when the run ends.
+            self.rundir.audit(
+                "manual.waiting",
+                step=waiting["id"],
+                title=waiting["title"],
+                stage=waiting["stage"],
+                owner=waiting["owner"],
+            )
         elif "report" in stages.EXECUTION_STAGES:
             results["report"] = self._bookkeep("report", state, lambda: self._report_stage(plan, approval, results))
         # The report stage wrote the report; render it once more with the report stage's own result
         # (same renderer), or write it here when the stage could not.
         exit_state = stages.exit_state(results, aborted=bool(aborted))
+        if waiting is not None and not aborted:
+            exit_state = stages.WAITING
+        elif exit_state == stages.COMPLETED and manuallib.gaps(plan, manual):
+            # A manual step that failed (or was never confirmed) is a gap like a stage that did not end ok.
+            exit_state = stages.PARTIAL
         halted = any(
             r.get("status") == stages.PENDING or stages.decide(n, r.get("status", stages.FAILED))["halt"]
             for n, r in results.items()
@@ -677,25 +859,30 @@ class Engine:
         )
         blocked = any(r.get("status") in (stages.BLOCKED, stages.STALE) for n, r in results.items() if n in JOB_STAGES)
         state["exit_state"] = exit_state
-        to, why = lifecycle.after_execution(exit_state, halted, bool(aborted), blocked)
-        self._move(state, to, why)
+        to, why = lifecycle.after_execution(exit_state, halted, bool(aborted), blocked, waiting=waiting is not None)
+        if waiting is not None and to == lifecycle.WAITING:
+            self._move(state, to, why, step=waiting["id"])
+        else:
+            self._move(state, to, why)
         rep = self._write_report(plan, approval, results, aborted=aborted)
         self.rundir.audit("run.end", exit_state=exit_state, state=to, why=why)
         # Notifications and the RCA ticket never change the exit state: a channel or tracker that is
         # down is recorded (RCA pending) and retried with `release-rollback rca RUN_DIR`. A dry run
         # notifies nobody and opens no ticket.
-        if self.dry_run_of is None:
+        if self.dry_run_of is None and exit_state != stages.WAITING:
             followup.after_run(str(self.rundir.path), parsed, rep)
             self._write_report(plan, approval, results, aborted=aborted, audit=False)
         self.rundir.write_state(state)
         return exit_state
 
-    def _worth_a_job(self, todo: list[str], results: dict[str, Any], plan: dict[str, Any], approval: Any) -> bool:
+    def _worth_a_job(
+        self, todo: list[str], results: dict[str, Any], plan: dict[str, Any], approval: Any, manual: dict[str, Any]
+    ) -> bool:
         """Whether any stage still owed may run; a code stage that does not run but holds host locks taken
         at assess needs its job too (it gives them back)."""
         if "code_config" in todo and plan.get("locked"):
             return True
-        return any(planlib.stage_gate(n, results, plan, approval)["run"] for n in todo)
+        return any(planlib.stage_gate(n, results, plan, approval, manual=manual)["run"] for n in todo)
 
     def _owed_hosts(self, name: str, plan: dict[str, Any], results: dict[str, Any]) -> list[str]:
         """The hosts a stage works on in this attempt (for a stage that ends without a result)."""

@@ -161,6 +161,27 @@ class RunDir:
         except ValueError:
             return {"malformed": True}
 
+    # manual steps ------------------------------------------------------------------------------
+    @property
+    def manual_file(self) -> Path:
+        return self.path / "manual.json"
+
+    def read_manual(self) -> dict[str, Any]:
+        """The run's manual step records: step id -> {status, by, at, note, earlier}."""
+        if not self.manual_file.is_file():
+            return {}
+        try:
+            data = json.loads(self.manual_file.read_text(encoding="utf-8"))
+        except ValueError:
+            raise RunFileDamaged(
+                f"{self.manual_file} is damaged (not JSON): restore it from the audit trail's manual.* entries"
+            ) from None
+        return data if isinstance(data, dict) else {}
+
+    def write_manual(self, records: dict[str, Any]) -> None:
+        with recording(self.manual_file):
+            write_atomic(self.manual_file, json.dumps(records, indent=2, sort_keys=True) + "\n")
+
     # state -------------------------------------------------------------------------------------
     def read_state(self) -> dict[str, Any]:
         path = self.path / "state.json"

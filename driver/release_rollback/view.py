@@ -249,6 +249,15 @@ def print_summary(rep: dict[str, Any], stream=None) -> None:
                     highlight=False,
                     soft_wrap=True,
                 )
+    manual = sections.get("manual")
+    for step, where, owner, status, by, at, note, source in (manual or {}).get("table", {}).get("rows", []):
+        who = f" by {by} at {at}" if by else ""
+        console.print(
+            f"  manual {step} [{where}, {owner}, from {source}]: {status}{who}{': ' + note if note else ''}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     dry = " (DRY RUN: what a real run would end; nothing was changed)" if rep.get("dry_run") else ""
     console.print(f"\nExit state: {rep.get('exit_state')}{dry}", markup=False, highlight=False)
     if rep.get("run_state"):

@@ -61,8 +61,9 @@ WORKFLOW_JOB_ID = 4242
 class AwxApi:
     """A replay of the AWX API for one workflow job: GET only, the documented response shapes, bearer token."""
 
-    def __init__(self, launch_vars: dict):
+    def __init__(self, launch_vars: dict, nodes: dict | None = None):
         self.launch_vars = launch_vars
+        self.definition = nodes or NODES
         self.nodes: dict[str, dict] = {}  # identifier -> workflow approval
         self.requests: list[str] = []
         api = self
@@ -102,8 +103,8 @@ class AwxApi:
             "id": approval_id,
             "type": "workflow_approval",
             "url": f"/api/v2/workflow_approvals/{approval_id}/",
-            "name": NODES[identifier]["unified_job_template"]["name"],
-            "description": NODES[identifier]["unified_job_template"]["description"],
+            "name": self.definition[identifier]["unified_job_template"]["name"],
+            "description": self.definition[identifier]["unified_job_template"]["description"],
             "status": "successful" if approve else "failed",
             "failed": not approve,
             "finished": "2026-12-05T18:30:00.000000Z",
@@ -111,7 +112,10 @@ class AwxApi:
             "approval_expiration": None,
             "timed_out": False,
             "summary_fields": {
-                "workflow_approval_template": {"id": 77, "name": NODES[identifier]["unified_job_template"]["name"]},
+                "workflow_approval_template": {
+                    "id": 77,
+                    "name": self.definition[identifier]["unified_job_template"]["name"],
+                },
                 "source_workflow_job": {
                     "id": WORKFLOW_JOB_ID,
                     "name": WORKFLOW["name"],
@@ -213,10 +217,13 @@ def environ(extra: dict[str, str]):
         os.environ.update(saved)
 
 
-def play_workflow(fleet, launch_vars: dict, approvals: dict[str, tuple[str, bool]], tmp_path: Path, inputs=None):
-    """Run the workflow; return the nodes in order with their outcome, the artifacts, the API replay
-    and each job's printed output."""
-    api = AwxApi(launch_vars)
+def play_workflow(
+    fleet, launch_vars: dict, approvals: dict[str, tuple[str, bool]], tmp_path: Path, inputs=None, nodes=None
+):
+    """Run the workflow (``nodes``: another definition of its nodes, e.g. with manual steps); return the
+    nodes in order with their outcome, the artifacts, the API replay and each job's printed output."""
+    nodes = nodes or NODES
+    api = AwxApi(launch_vars, nodes)
     events = tmp_path / "events"
     events.mkdir(exist_ok=True)
     (tmp_path / "containers").mkdir(exist_ok=True)
@@ -228,7 +235,7 @@ def play_workflow(fleet, launch_vars: dict, approvals: dict[str, tuple[str, bool
     try:
         while pending:
             ident = pending.pop(0)
-            node = NODES[ident]
+            node = nodes[ident]
             ujt = node["unified_job_template"]
             if ujt["type"] == "workflow_approval":
                 who, ok = approvals.get(ident, ("nobody", False))
@@ -245,7 +252,15 @@ def play_workflow(fleet, launch_vars: dict, approvals: dict[str, tuple[str, bool
                 }
                 # AWX's precedence: template extra vars < survey defaults < artifacts of earlier nodes < the
                 # workflow's launch variables.
-                extravars = {**template.get("extra_vars", {}), **survey, **artifacts, **launch_vars, **awx_vars}
+                # A node's own extra data (the manual step a record node is for) comes with the node's prompts.
+                extravars = {
+                    **template.get("extra_vars", {}),
+                    **survey,
+                    **node.get("extra_data", {}),
+                    **artifacts,
+                    **launch_vars,
+                    **awx_vars,
+                }
                 with environ(credential_env(template, inputs or {}, api)):
                     job = run_stage(
                         Path(template["playbook"]).stem,
@@ -534,3 +549,64 @@ def test_a_changing_stage_job_template_launched_outside_the_workflow_refuses(fle
     )
     assert "runs in AWX only as a node of the release-rollback workflow" in printed
     assert all(fleet.live(h) == f"./releases/{fleet.bad}" for h in fleet.hosts)
+
+
+def test_each_blocking_manual_step_is_an_approval_node_whose_approver_confirms_it(fleet, tmp_path):
+    """`release-rollback awx-workflow` adds an approval node per blocking manual step (its instructions in
+    the node's description) and the job that records its approver as the confirmation; the database stage
+    starts only after it (docs/runbooks.md)."""
+    doc = yaml.safe_load(fleet.manifest.read_text())
+    doc["rollback_manifest"]["manual_steps"] = [
+        {
+            "id": "purge-cdn",
+            "title": "Purge the CDN",
+            "instructions": "Purge `/static/*` in the [CDN console](https://cdn.example.com/purge).",
+            "stage": "code_config",
+            "owner": "web on-call",
+        },
+        {"title": "Tell support", "instructions": "Post in #support.", "stage": "validate", "blocking": False},
+    ]
+    fleet.manifest.write_text(yaml.safe_dump(doc))
+    generated = tmp_path / "workflow.yml"
+    proc = subprocess.run(
+        [str(BIN / "release-rollback"), "awx-workflow", "-m", str(fleet.manifest), "-o", str(generated)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (workflow,) = yaml.safe_load(generated.read_text())["controller_workflows"]
+    nodes = {n["identifier"]: n for n in workflow["workflow_nodes"]}
+    approvals = [n for n in nodes.values() if n["unified_job_template"]["type"] == "workflow_approval"]
+    manual = [n for n in approvals if n["identifier"].startswith("manual_")]
+    assert [n["identifier"] for n in manual] == ["manual_purge-cdn"]  # one per blocking step, none for the other
+    assert "[CDN console](https://cdn.example.com/purge)" in manual[0]["unified_job_template"]["description"]
+    # Denied: the step failed, and the code stage's rule (halt) sends the workflow to the report.
+    assert manual[0]["related"]["failure_nodes"] == [{"identifier": "report"}]
+    assert nodes["code_config"]["related"]["success_nodes"] == [{"identifier": "manual_purge-cdn"}]
+    assert len(approvals) == len(NODES_APPROVALS) + 1
+
+    launch_vars = launch(fleet, tmp_path)
+    decisions = {
+        "plan_approval": ("rita", True),
+        "manual_purge-cdn": ("webops", True),
+        "database_approval": ("dba", True),
+        "signoff_approval": ("sam", True),
+    }
+    ran, artifacts, _api, _ = play_workflow(fleet, launch_vars, decisions, tmp_path, nodes=nodes)
+    order = _order(ran)
+    assert order.index("code_config") < order.index("manual_purge-cdn") < order.index("manual_purge-cdn_record")
+    assert order.index("manual_purge-cdn_record") < order.index("database")
+    # Every node but the sign-off, which a partially completed rollback does not get without accepting its gaps.
+    assert [i for i, ok in ran if not ok] == ["signoff"], ran
+    assert artifacts["rollback_manual_confirmations"]["purge-cdn"]["by"] == "webops"
+    assert fleet.db_revision() == "a1"
+    report = artifacts["rollback_report"]
+    assert report["exit_state"] == "partially completed"  # the non-blocking step was never confirmed
+    steps = {m["id"]: m for m in report["manual_steps"]}
+    assert steps["purge-cdn"]["status"] == "confirmed" and steps["purge-cdn"]["by"] == "webops"
+    assert any("manual step tell-support" in line and "not confirmed" in line for line in report["known_limitations"])
+
+
+NODES_APPROVALS = [n for n in NODES.values() if n["unified_job_template"]["type"] == "workflow_approval"]

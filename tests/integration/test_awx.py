@@ -204,7 +204,7 @@ def test_signoff_follows_a_successful_report_after_its_own_approval_node():
 
 
 def test_approval_and_signoff_jobs_have_the_awx_api_credential_and_no_approver_question():
-    readers = {"playbooks/approval.yml", "playbooks/signoff.yml"}
+    readers = {"playbooks/approval.yml", "playbooks/signoff.yml", "playbooks/manual_step.yml"}
     for template in TEMPLATES.values():
         spec = (template.get("survey_spec") or {}).get("spec") or []
         assert "rollback_approved_by" not in [q["variable"] for q in spec], template["name"]

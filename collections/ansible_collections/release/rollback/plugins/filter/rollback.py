@@ -206,10 +206,11 @@ def approval_record(plan, approver, reason=None, destructive=False):
         raise AnsibleFilterError(str(exc)) from None
 
 
-def stage_gate(stage, results, plan=None, approval=None, stop_file=None, binding=None):
+def stage_gate(stage, results, plan=None, approval=None, stop_file=None, binding=None, manual=None):
     """The stage table's gate. ``stop_file`` (the driver's, when it runs several stages in one job):
     once it exists the operator has asked the driver to stop, and no further stage starts.
-    ``binding``: why the approval no longer binds the manifest and inventory (``binding_problem``)."""
+    ``binding``: why the approval no longer binds the manifest and inventory (``binding_problem``).
+    ``manual``: the run's manual step records; a blocking step nobody confirmed stops the stages after it."""
     if stop_file and os.path.exists(stop_file):
         return {
             "run": False,
@@ -218,7 +219,7 @@ def stage_gate(stage, results, plan=None, approval=None, stop_file=None, binding
             "reached": False,
             "stop": True,
         }
-    return _plan.stage_gate(stage, results, plan, approval, binding=binding or None)
+    return _plan.stage_gate(stage, results, plan, approval, binding=binding or None, manual=manual or None)
 
 
 def stage_result(

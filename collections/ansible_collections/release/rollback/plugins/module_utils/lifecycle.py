@@ -21,6 +21,7 @@ COMPLETED = "completed"
 PARTIAL = "partially completed"  # every stage was reached; some left documented gaps
 ABORTED = "aborted"
 BLOCKED = "blocked"  # the plan itself is blocked: it can never be approved
+WAITING = "waiting for operator"  # at a blocking manual step: `confirm` records it, `resume` goes on
 
 # Why a run is paused.
 HALTED = "halted"  # a stage failed and the procedure stops the changing stages (or hosts are still owed)
@@ -61,6 +62,17 @@ STATES = (
         "next": ["release-rollback resume {run_dir}", "release-rollback abort {run_dir} --reason {why}"],
     },
     {
+        "name": WAITING,
+        "final": False,
+        "means": "waiting for operator: a blocking manual step must be done and confirmed before the next step starts",
+        "next": [
+            'release-rollback confirm {run_dir} {step} --by "$USER" --note {note}',
+            'release-rollback confirm {run_dir} {step} --by "$USER" --failed --note {failed}',
+            "release-rollback resume {run_dir}",
+            "release-rollback abort {run_dir} --reason {why}",
+        ],
+    },
+    {
         "name": PARTIAL,
         "final": False,
         "means": "partially completed: every stage was reached, some left gaps (the known limitations)",
@@ -99,12 +111,15 @@ TRANSITIONS = (
     # the same plan; the run stays where it is.
     {"command": "approve", "from": (PAUSED, PARTIAL), "to": ()},
     {"command": "run", "from": (APPROVED,), "to": (RUNNING,)},
-    {"command": "resume", "from": (PAUSED, PARTIAL), "to": (RUNNING,)},
-    {"command": "abort", "from": (PLANNED, APPROVED, PAUSED, PARTIAL), "to": (ABORTED,)},
+    {"command": "resume", "from": (PAUSED, PARTIAL, WAITING), "to": (RUNNING,)},
+    # A manual step's confirmation (or failure) is recorded in the run; `resume` goes on from it. A step
+    # recorded failed may be confirmed again once it was done after all (paused, partially completed).
+    {"command": "confirm", "from": (WAITING, PAUSED, PARTIAL), "to": ()},
+    {"command": "abort", "from": (PLANNED, APPROVED, PAUSED, PARTIAL, WAITING), "to": (ABORTED,)},
     {"command": "signoff", "from": (COMPLETED, PARTIAL), "to": ()},
 )
 # Where an execution (run, resume) ends; a driver that dies leaves RUNNING, read as PAUSED/INTERRUPTED.
-ENDS = (COMPLETED, PARTIAL, PAUSED)
+ENDS = (COMPLETED, PARTIAL, PAUSED, WAITING)
 
 _BY_NAME = {s["name"]: s for s in STATES}
 _FROM = {}
@@ -121,13 +136,13 @@ def allowed(command, state):
     return state in _FROM[command]
 
 
-def refusal(command, state, run_dir, plan=None, pid=None, why=None, inventory=None, manifest=None):
+def refusal(command, state, run_dir, plan=None, pid=None, why=None, inventory=None, manifest=None, step=None):
     """None when ``command`` is allowed in ``state``; otherwise one sentence that says why not and
     what to do instead, with the run's real paths."""
     if allowed(command, state):
         return None
     label = describe(state, why)
-    nexts = next_commands(state, run_dir, plan=plan, pid=pid, inventory=inventory, manifest=manifest)
+    nexts = next_commands(state, run_dir, plan=plan, pid=pid, inventory=inventory, manifest=manifest, step=step)
     hint = (": " + " or ".join("`%s`" % c for c in nexts)) if nexts else ""
     if command == "run" and state in (PAUSED, PARTIAL, RUNNING):
         what = "this plan has already started executing (run %s is %s); a plan executes once" % (
@@ -152,8 +167,9 @@ def describe(state, why=None):
     return "%s (%s)" % (state, why) if why and state == PAUSED else state
 
 
-def next_commands(state, run_dir, plan=None, pid=None, inventory=None, manifest=None):
-    """The commands that move a run in ``state`` on, ready to paste (real paths and run ids)."""
+def next_commands(state, run_dir, plan=None, pid=None, inventory=None, manifest=None, step=None):
+    """The commands that move a run in ``state`` on, ready to paste (real paths and run ids); ``step``: the
+    manual step a run waiting for operator waits for."""
     plan = plan or "%s/plan.yml" % run_dir
     values = {
         "run_dir": shlex.quote(str(run_dir)),
@@ -162,19 +178,25 @@ def next_commands(state, run_dir, plan=None, pid=None, inventory=None, manifest=
         "inventory": shlex.quote(str(inventory)) if inventory else "INVENTORY",
         "manifest": shlex.quote(str(manifest)) if manifest else "MANIFEST",
         "why": shlex.quote("why it is abandoned"),
+        "step": shlex.quote(str(step)) if step else "STEP",
+        "note": shlex.quote("what was done"),
+        "failed": shlex.quote("what went wrong"),
     }
     return [c.format(**values) for c in _BY_NAME[state]["next"]]
 
 
-def after_execution(exit_state, halted, stopped, blocked):
+def after_execution(exit_state, halted, stopped, blocked, waiting=False):
     """The state an execution (run or resume) ends in, and why when paused.
 
     ``exit_state`` is ``stages.exit_state`` of the results; ``halted``: a stage halted the changing
     stages or hosts are still owed; ``stopped``: the operator stopped it (Ctrl-C, SIGTERM), which
-    pauses the run (``resume`` goes on, ``abort`` ends it); ``blocked``: a stage refused to start.
+    pauses the run (``resume`` goes on, ``abort`` ends it); ``blocked``: a stage refused to start;
+    ``waiting``: a blocking manual step nobody confirmed keeps the next stage from starting.
     """
     if stopped:
         return PAUSED, STOPPED
+    if waiting:
+        return WAITING, None
     if exit_state == COMPLETED:
         return COMPLETED, None
     if halted:
@@ -237,7 +259,12 @@ def markdown():
     example = "/srv/ops/.rollback/runs/20261204T031500-1234"
     for s in STATES:
         nexts = next_commands(
-            s["name"], example, pid=4242, inventory="inventories/prod/hosts.yml", manifest="manifest.yml"
+            s["name"],
+            example,
+            pid=4242,
+            inventory="inventories/prod/hosts.yml",
+            manifest="manifest.yml",
+            step="purge-cdn",
         )
         out.append(
             "| %s | %s | %s | %s |"
@@ -255,6 +282,11 @@ def markdown():
         "void because the plan, the manifest or the inventory changed, or the live state is no longer the",
         "plan's \"from\" state), **stopped by the operator** (Ctrl-C or SIGTERM; the run's exit code is 4) or",
         "**interrupted** (the driver or its job died inside a stage). Only `abort` makes a run *aborted*.",
+        "",
+        "A run **waiting for operator** stopped before a blocking manual step of its plan (docs/runbooks.md): the",
+        "run printed the step's instructions and the exact `confirm` command; `run` and `resume` exit with code 6.",
+        "`resume` before `confirm` changes nothing, says it is still waiting and repeats the command. A manual step",
+        "confirmed `--failed` applies its stage's failure rule.",
         "",
         "## Commands",
         "",

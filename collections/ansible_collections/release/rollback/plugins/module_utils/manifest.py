@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 
 from ansible_collections.release.rollback.plugins.module_utils import manifest_schema as _schema
+from ansible_collections.release.rollback.plugins.module_utils import manual as _manual
 from ansible_collections.release.rollback.plugins.module_utils import names as _release_names
 from ansible_collections.release.rollback.plugins.module_utils import notify as _notify
 from ansible_collections.release.rollback.plugins.module_utils import rca as _rca
@@ -262,6 +263,24 @@ def _normalise(data):
             out["validation"]["alertmanager"] = _alertmanager(
                 _mapping(val["alertmanager"], "validation.alertmanager"), out["app"]
             )
+    try:
+        # Only when given: a manifest without them reads (and is bound) as it always did.
+        if data.get("manual_steps"):
+            out["manual_steps"] = _manual.normalise_steps(data.get("manual_steps"))
+    except ValueError as exc:
+        raise ManifestError(str(exc)) from None
+    runbook = data.get("runbook")
+    if runbook is not None:
+        runbook = _mapping(runbook, "runbook")
+        layers = runbook.get("layers") or []
+        if not isinstance(layers, list) or any(layer not in _manual.LAYERS for layer in layers):
+            raise ManifestError("runbook.layers must list layers among %s" % ", ".join(_manual.LAYERS))
+        out["runbook"] = {
+            "name": str(runbook.get("name") or "runbook"),
+            "file": str(runbook.get("file") or ""),
+            "layers": list(layers),
+            "with_manifest": bool(runbook.get("with_manifest")),
+        }
     try:
         out["notify"] = _notify.parse_notify(data.get("notify"))
         out["rca"] = _rca.parse_rca(data.get("rca"))

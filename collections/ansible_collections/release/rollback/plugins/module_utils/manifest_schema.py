@@ -17,6 +17,7 @@ import math
 import re
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible_collections.release.rollback.plugins.module_utils import manual as _manual
 from ansible_collections.release.rollback.plugins.module_utils.dbtools import registry as _db_tools
 
 
@@ -206,6 +207,25 @@ SCHEMA = {
                     "password_env": _o("str", "email: the variable that holds the SMTP password."),
                 },
             ),
+        },
+    ),
+    "manual_steps": _o(
+        "list",
+        "Steps an operator does by hand, in the plan beside the automated ones (docs/runbooks.md).",
+        elements="dict",
+        options=dict(
+            {k: dict(v, required=(k in ("title", "instructions", "stage"))) for k, v in _manual.STEP_OPTIONS.items()},
+            source=_o("str", "Where the step comes from; set by `plan --runbook`.", choices=["manifest", "runbook"]),
+        ),
+    ),
+    "runbook": _o(
+        "dict",
+        "Set by `plan --runbook`: the runbook merged into this manifest and the layers it supplied.",
+        options={
+            "name": _o("str", "The runbook's name."),
+            "file": _o("str", "The runbook file."),
+            "layers": _o("list", "The layers whose steps come from the runbook.", elements="str"),
+            "with_manifest": _o("bool", "Whether a manifest was given besides the runbook."),
         },
     ),
     "rca": _o(

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 
 from ansible_collections.release.rollback.plugins.module_utils import dbmigrate as _dbm
 from ansible_collections.release.rollback.plugins.module_utils import lifecycle as _lifecycle
+from ansible_collections.release.rollback.plugins.module_utils import manual as _manual
 from ansible_collections.release.rollback.plugins.module_utils import service as _service
 from ansible_collections.release.rollback.plugins.module_utils import stages as _stages
 from ansible_collections.release.rollback.plugins.module_utils.digest import state_digest
@@ -380,7 +381,13 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
             validation_points.append("infrastructure config is release %s's" % to_version)
     if "validate" in scope:
         steps.append({"stage": "validate", "action": _validate_action(manifest.get("validation") or {}, to_version)})
+    manual_steps = list(manifest.get("manual_steps") or [])
+    runbook = manifest.get("runbook") or None
+    emergency = bool(options.get("emergency")) and not runbook
+    steps = _with_sources_and_manual(steps, manual_steps, manifest, runbook, emergency)
     steps.append({"stage": "report", "action": "write the report, mark %s rolled back" % from_version})
+    if emergency:
+        risks.extend(_emergency_risks(scope, options.get("last_rollback")))
     if not manifest.get("version"):
         risks.append("no release manifest version: the bad release was discovered from the hosts")
     if "database" not in scope and manifest.get("database") is None:
@@ -406,6 +413,18 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
         "to_version": to_version,
         "approach": "roll forward to the previous known-good release by switching the release link back "
         "(same mechanism as the deploy), in the order of the rollback procedure",
+        # Each layer's approach (automated, manual, hybrid), the manual steps in order, and where the plan
+        # came from: "emergency plan" when there was neither a manifest nor a runbook.
+        "layers": _manual.approach(scope, manual_steps),
+        "manual_steps": manual_steps,
+        "label": "emergency plan" if emergency else ("runbook plan" if runbook else "plan"),
+        "runbook": runbook,
+        "document_for_future": (
+            "document for future: write this application's runbook (docs/runbooks.md) so that the next rollback "
+            "has a plan, not an emergency plan"
+        )
+        if emergency
+        else None,
         "scope": scope,
         "hosts": hosts,
         "disagreement": disagreement,
@@ -440,6 +459,77 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
     }
     plan["hash"] = plan_hash(plan)
     return plan
+
+
+def _with_sources_and_manual(steps, manual_steps, manifest, runbook, emergency):
+    """The automated steps with where each comes from (manifest, runbook, discovery), and the manual steps
+    in their place: per stage, the ones before it, its automated step, the ones after it."""
+    from_runbook = set((runbook or {}).get("layers") or [])
+    by_stage = {}
+    for step in steps:
+        stage = step["stage"]
+        if stage in from_runbook:
+            step["source"] = "runbook"
+        elif emergency or (runbook and not runbook.get("with_manifest")):
+            step["source"] = "discovery"
+        else:
+            step["source"] = "manifest"
+        by_stage[stage] = step
+    out = []
+    for kind, item in _manual.sequence(manual_steps):
+        if kind == "stage":
+            if item in by_stage:
+                out.append(by_stage[item])
+            continue
+        out.append(
+            {
+                "stage": item["stage"],
+                "kind": "manual",
+                "manual": item["id"],
+                "position": item["position"],
+                "owner": item["owner"],
+                "blocking": item["blocking"],
+                "source": item["source"],
+                "action": "MANUAL (%s, %s): %s"
+                % (item["owner"], "blocking" if item["blocking"] else "not blocking", item["title"]),
+                "instructions": item["instructions"],
+            }
+        )
+    return out
+
+
+_LAYER_WHAT = {
+    "feature_flags": "feature flags",
+    "database": "database migrations",
+    "infrastructure": "infrastructure",
+}
+
+
+def _emergency_risks(scope, last):
+    """An emergency plan's risks: every layer it did not discover, and what the last rollback of the same
+    application did that this plan does not."""
+    out = []
+    last = last or {}
+    for layer, what in sorted(_LAYER_WHAT.items()):
+        if layer in scope:
+            continue
+        also = ""
+        if layer in (last.get("scope") or []):
+            also = "; the last rollback of this application (run %s) rolled back its %s too" % (
+                last.get("run_id"),
+                what,
+            )
+        out.append(
+            "emergency plan: the %s layer was not discovered (no manifest, no runbook), so its %s are not rolled "
+            "back%s: check it by hand" % (layer, what, also)
+        )
+    for step in last.get("manual_steps") or []:
+        out.append(
+            "emergency plan: the last rollback of this application (run %s) had the manual step %r (%s %s): "
+            "do it by hand if it applies"
+            % (last.get("run_id"), step.get("title"), step.get("position"), step.get("stage"))
+        )
+    return out
 
 
 def manifest_digest(parsed):
@@ -790,14 +880,16 @@ def approval_problem(plan, approval):
     return None
 
 
-def stage_gate(stage, results, plan=None, approval=None, binding=None):
+def stage_gate(stage, results, plan=None, approval=None, binding=None, manual=None):
     """Whether ``stage`` runs: the stage table's rules, the plan's scope and the approval.
 
     Returns ``{"run": bool, "reason": str, "status": status to publish when it does not run,
     "reached": bool}``; ``"done": True`` when ``results`` already hold a finished result of this
     stage (an earlier attempt of the same run did it: it is not done twice). ``binding``: why the
-    approval no longer binds the manifest or the inventory (``binding_problem``), or None. Used by the
-    playbooks (through a filter) and by the driver alike.
+    approval no longer binds the manifest or the inventory (``binding_problem``), or None. ``manual``: the
+    run's manual step records (step id -> {status, by, at, note}); a blocking step before ``stage`` that
+    has none stops it (``"stop"``, ``"waiting"``: the step's id). Used by the playbooks (through a filter)
+    and by the driver alike.
     """
     if stage == "assess":
         return {"run": True, "reason": "assess always runs", "status": None, "reached": True}
@@ -825,6 +917,9 @@ def stage_gate(stage, results, plan=None, approval=None, binding=None):
     problem = approval_problem(plan or {}, approval) or binding
     if problem:
         return {"run": False, "reason": problem, "status": _stages.BLOCKED, "reached": True}
+    waits = _manual.gate(stage, plan, manual)
+    if waits:
+        return waits
     if stage == "database":
         problem = database_guard(plan, approval)
         if problem:
@@ -854,7 +949,7 @@ def gated_result(stage, gate, started=None, ended=None, prior=None):
     result, ``prior``, when that attempt already did the stage)."""
     if gate.get("done") and prior:
         return prior
-    return {
+    out = {
         "stage": stage,
         "status": gate.get("status") or _stages.SKIPPED,
         "changed": False,
@@ -864,6 +959,10 @@ def gated_result(stage, gate, started=None, ended=None, prior=None):
         "started": started,
         "ended": ended,
     }
+    if gate.get("waiting"):
+        # Kept from starting by a blocking manual step nobody confirmed (ansible-playbook: the run stops there).
+        out["waiting"] = gate["waiting"]
+    return out
 
 
 def _infra_action(infra, to_version):

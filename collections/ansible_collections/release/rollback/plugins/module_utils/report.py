@@ -132,6 +132,7 @@ def _run_state(run_dir):
             pid=life.get("pid"),
             inventory=state.get("inventory"),
             manifest=state.get("manifest_file"),
+            step=life.get("step"),
         ),
     }
 
@@ -152,6 +153,7 @@ def read_extras(run_dir):
         "notifications": notes,
         # The event that started the run (docs/eda.md): when its webhook arrived, for the timeline.
         "trigger": _read_json(os.path.join(run_dir, "trigger.json")),
+        "manual": _read_json(os.path.join(run_dir, "manual.json")) or {},
     }
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from ansible_collections.release.rollback.plugins.module_utils import manual as _manual
 from ansible_collections.release.rollback.plugins.module_utils import stages as _stages
 
 REPORT_SCHEMA = 2
@@ -38,6 +39,7 @@ def build(
     run_state=None,
     dry_run=False,
     trigger=None,
+    manual=None,
 ):
     """The report as data. ``results``: stage name -> published stage result.
 
@@ -48,13 +50,23 @@ def build(
     precise per host; ``signoff``, ``rca`` and ``notifications`` are the run's records of them;
     ``run_state`` the run's lifecycle (``label``, ``next``: its next commands with real paths,
     ``plan``: the plan file), from ``report.build_for_run``. ``trigger``: the event that started the run
-    (docs/eda.md), whose webhook arrival time the timeline measures from.
+    (docs/eda.md), whose webhook arrival time the timeline measures from. ``manual``: the run's manual step records
+    (step id -> status, by, at, note): each manual step is in the timeline beside the stages, with who
+    confirmed it; one that failed or was not confirmed is a gap; a blocking one nobody confirmed yet
+    makes the run "waiting for operator".
     """
     run_state = run_state or {}
     plan = plan or {}
     results = results or {}
+    manual = manual or {}
     state = _stages.exit_state(results, aborted=aborted)
-    rows = timeline(results, host_spans)
+    waiting = None if aborted or dry_run else _manual.waiting(plan, results, manual)
+    manual_gaps = _manual.gaps(plan, manual) if not dry_run else []
+    if waiting is not None:
+        state = _stages.WAITING
+    elif state == _stages.COMPLETED and manual_gaps:
+        state = _stages.PARTIAL
+    rows = with_manual_rows(timeline(results, host_spans), plan, manual, waiting)
     by_stage = {row["stage"]: row for row in rows}
     steps = []
     for entry in _stages.STAGES:
@@ -94,7 +106,14 @@ def build(
             steps[-1]["attempts"] = [
                 {k: a.get(k) for k in ("status", "summary", "started", "ended")} for a in res["attempts"]
             ]
-    lims = limitations(results) if state != _stages.COMPLETED else []
+    lims = limitations(results) if state not in (_stages.COMPLETED, _stages.WAITING) else []
+    if state == _stages.WAITING:
+        lims.append(
+            "waiting for operator: manual step %s (%s, owner %s) must be done and confirmed before the run goes on"
+            % (waiting["id"], waiting["title"], waiting["owner"])
+        )
+    else:
+        lims += manual_gaps
     lims += list(extra_limitations or [])
     if aborted:
         lims.insert(0, "aborted: %s" % (abort_reason or "cancelled by the operator"))
@@ -134,9 +153,15 @@ def build(
             "previous_known_good": plan.get("to_version"),
         },
         "timeline": rows,
-        "time_to_restore": time_to_restore(approval, rows),
+        # The plan's label (plan, runbook plan, emergency plan), each layer's approach and the manual steps.
+        "plan_label": plan.get("label") or "plan",
+        "layers": dict(plan.get("layers") or {}),
+        "manual_steps": manual_step_lines(plan, manual, waiting),
+        "waiting_for": waiting,
+        "document_for_future": plan.get("document_for_future"),
+        "time_to_restore": time_to_restore(approval, [r for r in rows if not r.get("manual")]),
         "trigger": trigger or None,
-        "from_webhook": from_webhook(trigger, rows),
+        "from_webhook": from_webhook(trigger, [r for r in rows if not r.get("manual")]),
         "signoff": signoff or None,
         "signoff_status": signoff_status(signoff),
         "rca": rca or {"status": "not configured"},
@@ -614,6 +639,71 @@ def timeline(results, spans=None):
     return rows
 
 
+def manual_step_lines(plan, manual, waiting=None):
+    """Each manual step of the plan with what became of it: who confirmed it, when, and the note."""
+    out = []
+    for step in plan.get("manual_steps") or []:
+        rec = (manual or {}).get(step["id"]) or {}
+        status = rec.get("status") or ("waiting" if waiting and waiting["id"] == step["id"] else "not confirmed")
+        out.append(
+            {
+                "id": step["id"],
+                "title": step["title"],
+                "stage": step["stage"],
+                "position": step["position"],
+                "owner": step["owner"],
+                "blocking": step["blocking"],
+                "source": step.get("source"),
+                "status": status,
+                "by": rec.get("by"),
+                "at": rec.get("at"),
+                "note": rec.get("note"),
+                "instructions": step["instructions"],
+            }
+        )
+    return out
+
+
+def with_manual_rows(rows, plan, manual, waiting=None):
+    """The timeline with a row per manual step in its place (before or after its stage), saying who
+    confirmed it, when, and the note."""
+    steps = plan.get("manual_steps") or []
+    if not steps:
+        return rows
+    by_stage = {row["stage"]: row for row in rows}
+    out = []
+    placed = set()
+    for kind, item in _manual.sequence(steps):
+        if kind == "stage":
+            if item in by_stage:
+                out.append(by_stage[item])
+                placed.add(item)
+            continue
+        rec = (manual or {}).get(item["id"]) or {}
+        status = rec.get("status") or ("waiting" if waiting and waiting["id"] == item["id"] else NOT_RUN)
+        who = "%s by %s" % (status, rec["by"]) if rec.get("by") else status
+        out.append(
+            {
+                "stage": item["stage"],
+                "title": "manual: %s" % item["title"],
+                "manual": item["id"],
+                "status": status,
+                "summary": "%s%s" % (who, ": %s" % rec["note"] if rec.get("note") else ""),
+                "started": None,
+                "ended": rec.get("at"),
+                "duration_s": None,
+                "by": rec.get("by"),
+                "note": rec.get("note"),
+                "owner": item["owner"],
+                "hosts": [],
+            }
+        )
+    # The stages before the first and after the last manual step, in the stage table's order.
+    head = [r for r in rows if r["stage"] not in placed and _stages.STAGE_NAMES.index(r["stage"]) < 1]
+    tail = [r for r in rows if r["stage"] not in placed and r not in head]
+    return head + out + tail
+
+
 def _seconds(start, end):
     return round(max((end - start).total_seconds(), 0.0), 2) if start and end else None
 
@@ -644,6 +734,8 @@ def _next_steps(state, results, commands=None, plan_file=None):
         return (hint or ["Resolve the blockers above. Nothing was changed."]) + commands
     if state == _stages.ABORTED:
         return ["Check the hosts listed above."] + commands
+    if state == _stages.WAITING:
+        return ["Do the manual step the run waits for (instructions above), then confirm it and resume."] + commands
     out = list(hint)
     for name in _stages.EXECUTION_STAGES:
         res = results.get(name)
@@ -793,6 +885,8 @@ def sections(rep):
                 ),
             )
         )
+    if rep.get("manual_steps"):
+        out.append(_manual_section(rep["manual_steps"]))
     earlier = attempt_lines(rep)
     if earlier:
         out.append(section("attempts", "Earlier attempts", items=earlier))
@@ -829,6 +923,31 @@ def attempt_lines(rep):
     return out
 
 
+def _manual_section(steps):
+    """Who did which manual step, when, and what they noted."""
+    return section(
+        "manual",
+        "Manual steps",
+        table=table(
+            ["step", "where", "owner", "status", "confirmed by", "at", "note", "from"],
+            [
+                [
+                    "%s (%s)" % (m["id"], m["title"]),
+                    "%s %s" % (m["position"], m["stage"]),
+                    m["owner"] + ("" if m["blocking"] else " (not blocking)"),
+                    m["status"],
+                    m.get("by") or "",
+                    m.get("at") or "",
+                    m.get("note") or "",
+                    m.get("source") or "",
+                ]
+                for m in steps
+            ],
+            status_column="status",
+        ),
+    )
+
+
 def _summary_section(rep):
     appr = rep.get("approval") or {}
     facts = []
@@ -852,6 +971,21 @@ def _summary_section(rep):
         fact("Scope", ", ".join(rep.get("scope") or [])),
         fact("Plan hash", ("code", rep.get("plan_hash"))),
     ]
+    if rep.get("plan_label") and rep["plan_label"] != "plan":
+        facts.append(fact("Plan", rep["plan_label"], status=rep["plan_label"]))
+    if rep.get("layers"):
+        facts.append(fact("Approach", ", ".join("%s: %s" % kv for kv in rep["layers"].items())))
+    if rep.get("waiting_for"):
+        w = rep["waiting_for"]
+        facts.append(
+            fact(
+                "Waiting for operator",
+                "manual step %s (%s, owner %s): %s" % (w["id"], w["title"], w["owner"], w["instructions"]),
+                status=_stages.WAITING,
+            )
+        )
+    if rep.get("document_for_future"):
+        facts.append(fact("Document for future", rep["document_for_future"]))
     if appr:
         facts.append(
             fact(
@@ -1118,6 +1252,10 @@ def _timeline_section(rows, ttr=None, webhook=None):
     longest = max(timed, key=lambda r: r["duration_s"]) if timed else None
     flat = []
     for row in rows:
+        if row.get("manual"):
+            who = "manual: %s (%s)" % (row["manual"], row.get("summary"))
+            flat.append([row["stage"], who, row["status"], row.get("started"), row.get("ended"), ""])
+            continue
         flat.append([row["stage"], "", row["status"], row.get("started"), row.get("ended"), _secs(row)])
         for h in row.get("hosts") or []:
             flat.append(["", h["host"], h.get("status"), h.get("started"), h.get("ended"), _secs(h)])

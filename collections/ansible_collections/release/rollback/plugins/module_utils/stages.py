@@ -27,8 +27,9 @@ COMPLETED = "completed"
 PARTIAL = "partially completed"
 RUN_BLOCKED = "blocked"
 ABORTED = "aborted"
+WAITING = "waiting for operator"  # a blocking manual step nobody confirmed yet: `confirm`, then `resume`
 
-EXIT_CODES = {COMPLETED: 0, RUN_BLOCKED: 3, ABORTED: 4, PARTIAL: 5}
+EXIT_CODES = {COMPLETED: 0, RUN_BLOCKED: 3, ABORTED: 4, PARTIAL: 5, WAITING: 6}
 BAD_INPUT_EXIT = 2
 UNEXPECTED_EXIT = 1
 
