@@ -114,6 +114,10 @@ def test_a_plan_inside_every_condition_meets_the_policy():
         ({"now": "2026-12-05T10:00:00+00:00", "deploy_time": "2026-12-05T09:59:00+00:00"}, "Sat 10:00 is outside"),
         ({"now": "2026-12-02T18:00:00+00:00", "deploy_time": "2026-12-02T17:59:00+00:00"}, "Wed 18:00 is outside"),
         ({"plan": {"scope": ["code_config"], "blockers": ["host web1 unreachable"]}}, "the plan is blocked"),
+        (
+            {"plan": {"scope": ["code_config"], "manual_steps": [{"id": "purge-cdn", "title": "Purge the CDN"}]}},
+            "manual steps a person must do, never pre-approved: Purge the CDN",
+        ),
         ({"environment": "staging"}, None),
     ],
 )

@@ -214,7 +214,8 @@ def unmet(policy, facts):
 
     ``facts``: ``app``, ``environment``, ``kind`` (alert, deploy, validation), ``plan`` (the plan
     made by assess), ``destructive`` (the plan's destructive changes), ``deploy_time`` and ``now``
-    (ISO 8601), ``automatic_runs`` (earlier automatic rollbacks of the same release).
+    (ISO 8601), ``automatic_runs`` (earlier automatic rollbacks of the same release). A plan with a
+    manual step (docs/runbooks.md) is never pre-approved: a person must do it.
     """
     out = []
     plan = facts.get("plan") or {}
@@ -236,6 +237,10 @@ def unmet(policy, facts):
         )
     for change in facts.get("destructive") or []:
         out.append("the plan has a destructive step, never pre-approved: %s (%s)" % (change["what"], change["why"]))
+    manual = [m.get("title") or m.get("id") for m in plan.get("manual_steps") or []]
+    if manual:
+        # A manual step needs a person (docs/runbooks.md): a rollback that has one is never run without one.
+        out.append("the plan has manual steps a person must do, never pre-approved: %s" % ", ".join(manual))
     now = parse_time(facts.get("now")) or datetime.now(timezone.utc)
     deployed = parse_time(facts.get("deploy_time"))
     if deployed is None:
