@@ -60,24 +60,27 @@ def operator_name() -> str:
         return "unknown"
 
 
+def _read_yaml_file(path: str, what: str, option: str, too_large_fix: str) -> Any:
+    """A manifest or runbook file as YAML, bounded before anything is built (size, nesting, aliases and
+    list lengths: boundedyaml.MANIFEST). Raises BadInput with one sentence and the fix."""
+    try:
+        return boundedyaml.load_file(path, boundedyaml.MANIFEST)
+    except FileNotFoundError:
+        raise BadInput(f"the {what} {path} does not exist: check the path given with {option}") from None
+    except boundedyaml.TooLarge as exc:
+        raise BadInput(f"the {what} {path} {exc}, over the limit for a {too_large_fix}") from None
+    except boundedyaml.YAMLSyntax as exc:
+        where = f" at line {exc.mark.line + 1}, column {exc.mark.column + 1}" if exc.mark else ""
+        raise BadInput(f"the {what} {path} is not valid YAML{where}: fix the syntax there") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"the {what} {path} cannot be read ({exc.__class__.__name__}): check the file") from None
+
+
 def load_manifest(path: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read and check a manifest file: ``(raw, parsed)``. Raises BadInput with one sentence."""
     if not path:
         return {}, manifestlib.parse_manifest(None)
-    try:
-        # Bounded before anything is built: size, nesting, aliases and list lengths (boundedyaml.MANIFEST).
-        raw = boundedyaml.load_file(path, boundedyaml.MANIFEST)
-    except FileNotFoundError:
-        raise BadInput(f"the manifest {path} does not exist: check the path given with -m") from None
-    except boundedyaml.TooLarge as exc:
-        raise BadInput(
-            f"the manifest {path} {exc}, over the limit for a release manifest: give the manifest the deploy wrote"
-        ) from None
-    except boundedyaml.YAMLSyntax as exc:
-        where = f" at line {exc.mark.line + 1}, column {exc.mark.column + 1}" if exc.mark else ""
-        raise BadInput(f"the manifest {path} is not valid YAML{where}: fix the syntax there") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"the manifest {path} cannot be read ({exc.__class__.__name__}): check the file") from None
+    raw = _read_yaml_file(path, "manifest", "-m", "release manifest: give the manifest the deploy wrote")
     try:
         parsed = manifestlib.parse_manifest(raw)
     except manifestlib.ManifestError as exc:
@@ -89,17 +92,7 @@ def load_manifest(path: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def load_runbook(path: str) -> dict[str, Any]:
     """Read and check a runbook file. Raises BadInput with one sentence and the fix."""
-    try:
-        raw = boundedyaml.load_file(path, boundedyaml.MANIFEST)
-    except FileNotFoundError:
-        raise BadInput(f"the runbook {path} does not exist: check the path given with --runbook") from None
-    except boundedyaml.TooLarge as exc:
-        raise BadInput(f"the runbook {path} {exc}, over the limit for a runbook: split it per application") from None
-    except boundedyaml.YAMLSyntax as exc:
-        where = f" at line {exc.mark.line + 1}, column {exc.mark.column + 1}" if exc.mark else ""
-        raise BadInput(f"the runbook {path} is not valid YAML{where}: fix the syntax there") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"the runbook {path} cannot be read ({exc.__class__.__name__}): check the file") from None
+    raw = _read_yaml_file(path, "runbook", "--runbook", "runbook: split it per application")
     try:
         return manuallib.check_runbook(raw, f"the runbook {path}")
     except manuallib.RunbookError as exc:

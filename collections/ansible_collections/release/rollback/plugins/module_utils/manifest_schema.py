@@ -12,11 +12,11 @@ turn what it finds into one sentence with the fix; an unknown key gets "did you 
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible_collections.release.rollback.plugins.module_utils import argspec as _argspec
 from ansible_collections.release.rollback.plugins.module_utils import manual as _manual
 from ansible_collections.release.rollback.plugins.module_utils.dbtools import registry as _db_tools
 
@@ -260,17 +260,7 @@ class SchemaError(ValueError):
 
 def _spec():
     """``SCHEMA`` as ``ArgumentSpecValidator`` takes it (no descriptions)."""
-
-    def strip(options):
-        out = {}
-        for name, opt in options.items():
-            entry = {k: v for k, v in opt.items() if k != "description"}
-            if "options" in opt:
-                entry["options"] = strip(opt["options"])
-            out[name] = entry
-        return out
-
-    return strip(SCHEMA)
+    return _argspec.strip_descriptions(SCHEMA)
 
 
 _VALIDATOR = []
@@ -310,10 +300,7 @@ def _validate(data):
 
 def options_at(path):
     """The options of the section at ``path`` (a tuple of keys; list elements have no index)."""
-    options = SCHEMA
-    for key in path:
-        options = options[key].get("options") or {}
-    return options
+    return _argspec.options_at(SCHEMA, path)
 
 
 def _where(path):
@@ -371,17 +358,14 @@ def validate(data):
 
 def check_keys(result):
     """Raise SchemaError for the first unknown key at any depth, with the key it most likely meant."""
-    unknown = set()
-    for entry in result._unsupported_parameters:
-        unknown.add(tuple(entry) if isinstance(entry, tuple) else (entry,))
+    unknown = _argspec.unknown_keys(result)
     for path in sorted(unknown):
         if path in _FORBIDDEN:
             raise SchemaError(_FORBIDDEN[path])
-    for path in sorted(unknown, key=lambda p: (len(p), p)):
+    for path in unknown:
         section, key = path[:-1], path[-1]
         known = sorted(options_at(section))
-        close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-        hint = " (did you mean %s?)" % close[0] if close else ""
+        hint = _argspec.closest(key, known)
         if not section:
             raise SchemaError("unknown manifest key %r%s: the keys are %s" % (key, hint, ", ".join(known)))
         raise SchemaError(

@@ -16,10 +16,10 @@ Pure Python; the runbook is checked with Ansible's ``ArgumentSpecValidator``, li
 
 from __future__ import annotations
 
-import difflib
 import re
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible_collections.release.rollback.plugins.module_utils import argspec as _argspec
 from ansible_collections.release.rollback.plugins.module_utils import stages as _stages
 
 # The stages a manual step may belong to, in the procedure's order (the report is not one).
@@ -90,16 +90,6 @@ class RunbookError(ValueError):
     """A runbook that cannot be used; the message is one sentence with the fix."""
 
 
-def _spec(options):
-    out = {}
-    for name, opt in options.items():
-        entry = {k: v for k, v in opt.items() if k != "description"}
-        if "options" in opt:
-            entry["options"] = _spec(opt["options"])
-        out[name] = entry
-    return out
-
-
 def slug(title):
     return re.sub(r"[^a-z0-9]+", "-", str(title).lower()).strip("-")[:64] or "step"
 
@@ -161,23 +151,15 @@ def check_runbook(data, path="the runbook"):
             raise RunbookError(
                 "%s: layers.%s must be a mapping with automated and/or manual (see docs/runbooks.md)" % (path, layer)
             )
-    result = ArgumentSpecValidator(_spec(RUNBOOK_SCHEMA)).validate(data)
-    unknown = sorted(tuple(p) if isinstance(p, tuple) else (p,) for p in result._unsupported_parameters)
+    result = ArgumentSpecValidator(_argspec.strip_descriptions(RUNBOOK_SCHEMA)).validate(data)
+    unknown = sorted(_argspec.unknown_keys(result))
     if unknown:
         where = unknown[0]
-        options = RUNBOOK_SCHEMA
-        for key in where[:-1]:
-            options = (options.get(key) or {}).get("options") or {}
+        options = _argspec.options_at(RUNBOOK_SCHEMA, where[:-1])
         known = sorted(options) if where[:-1] else list(RUNBOOK_SCHEMA)
-        close = difflib.get_close_matches(str(where[-1]), known, n=1, cutoff=0.6)
         raise RunbookError(
             "%s has an unknown key %s%s: the keys there are %s"
-            % (
-                path,
-                ".".join(str(k) for k in where),
-                " (did you mean %s?)" % close[0] if close else "",
-                ", ".join(known),
-            )
+            % (path, ".".join(str(k) for k in where), _argspec.closest(where[-1], known), ", ".join(known))
         )
     errors = [e for e in result.errors.errors if type(e).__name__ != "UnsupportedError"]
     if errors:
