@@ -27,6 +27,7 @@ from .engine import (
     load_inputs,
     operator_name,
     parse_window,
+    stage_results,
 )
 from .rundir import RecordError, RunDir, RunFileDamaged, RunsHomeError, record_error_fix
 from .view import make_view, print_summary
@@ -871,7 +872,7 @@ def report(run_dir, fmt):
 def rerender_report(rundir: RunDir) -> dict[str, Any]:
     """Build the report again from the run directory and write report.md/json/html."""
     state = rundir.read_state()
-    results = {n: s["result"] for n, s in state.get("stages", {}).items() if s.get("result")}
+    results = stage_results(state)
     plan_doc = rundir.read_plan() if rundir.plan_file.is_file() else {}
     rep = reportlib.build_for_run(
         str(rundir.path),

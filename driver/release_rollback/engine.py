@@ -141,6 +141,11 @@ def last_rollback(runs_root: Path, inventory: str, this_run: str) -> dict[str, A
     return None
 
 
+def stage_results(state: dict[str, Any]) -> dict[str, Any]:
+    """The results the run's stages published so far (state.json), by stage name."""
+    return {name: entry["result"] for name, entry in (state.get("stages") or {}).items() if entry.get("result")}
+
+
 def check_inventory(inventory: str) -> str:
     path = Path(inventory)
     if not path.exists():
@@ -474,7 +479,7 @@ class Engine:
             stage=step["stage"],
             position=step["position"],
         )
-        results = {n: e["result"] for n, e in state.get("stages", {}).items() if e.get("result")}
+        results = stage_results(state)
         self._write_report(plan, self.rundir.read_approval(), results, audit=False)
         return record
 
@@ -485,7 +490,7 @@ class Engine:
         self._allow("abort", state)
         self._no_live_jobs("abort")
         plan = self.load_plan() if self.rundir.plan_file.is_file() else {}
-        results = {n: e["result"] for n, e in state.get("stages", {}).items() if e.get("result")}
+        results = stage_results(state)
         state.update(exit_state=stages.ABORTED, aborted=reason, aborted_by_command=True)
         self.rundir.audit("run.aborted", reason=reason, by=operator_name())
         self.release_host_locks(plan, state, why="the run was aborted")
@@ -734,7 +739,7 @@ class Engine:
                     started=entry.get("started"),
                     note="the driver stopped during this stage; what it still owes runs again",
                 )
-        results: dict[str, Any] = {name: s["result"] for name, s in state["stages"].items() if s.get("result")}
+        results = stage_results(state)
         manual = self.rundir.read_manual()
         if self.dry_run_of is not None:
             # A dry run changes nothing, so it goes past the manual steps as if each were done: it shows every
