@@ -164,6 +164,50 @@ def test_editing_a_manual_step_after_approval_voids_the_approval(cli, shared_fle
     assert fleet_state(fleet) == before
 
 
+@pytest.mark.parametrize("edited", ["manifest", "runbook"])
+def test_editing_a_manual_steps_instructions_in_the_manifest_or_runbook_after_approval_changes_nothing(
+    cli, shared_fleet, tmp_path, edited
+):
+    """The operator's sequence: plan (manifest + runbook), approve, someone edits a manual step's
+    instructions in the manifest or the runbook, run: refused, nothing changed (promise 1)."""
+    fleet = shared_fleet
+    hybrid(fleet)
+    runbook = tmp_path / "runbook.yml"
+    drain = {"title": "Drain the old pool", "instructions": "In the LB console.", "blocking": False}
+    runbook.write_text(yaml.safe_dump({"runbook": {"layers": {"infrastructure": {"manual": [drain]}}}}))
+    proc = cli("plan", "-i", str(fleet.inventory), "-m", str(fleet.manifest), "--runbook", str(runbook))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_dir = cli.run_dirs()[-1]
+    assert cli("approve", str(run_dir), "--approver", "alice").returncode == 0
+    before = fleet_state(fleet)
+    if edited == "manifest":
+        edit_manifest(fleet, lambda m: m["manual_steps"][0].update(instructions="Skip the purge."))
+    else:
+        runbook.write_text(runbook.read_text().replace("In the LB console.", "Leave the pool as it is."))
+    ran = cli("run", str(run_dir / "plan.yml"))
+    assert ran.returncode == 3, ran.stdout + ran.stderr
+    assert "changed after the plan was made, so its approval is void and nothing was changed" in ran.stderr
+    assert fleet_state(fleet) == before
+    assert "run.refused" in [e["event"] for e in audit_events(run_dir)]
+
+
+def test_a_run_aborted_while_waiting_for_operator_takes_no_confirm_and_never_resumes(cli, fleet):
+    """Waiting for operator, then abort: the run is final; confirm and resume are refused with the run named,
+    and the database stage never starts (promises 3 and 4)."""
+    run_dir, proc = start_hybrid(cli, fleet)
+    assert_waits_after_code(fleet, run_dir, proc)
+    aborted = cli("abort", str(run_dir), "--reason", "the CDN team will not purge tonight")
+    assert aborted.returncode == 4, aborted.stdout + aborted.stderr  # the aborted exit state
+    assert state_of(run_dir)["lifecycle"]["state"] == "aborted"
+    confirm = cli("confirm", str(run_dir), "purge-cdn", "--by", "bob", "--note", "purged after all")
+    assert confirm.returncode != 0 and "aborted" in confirm.stderr, confirm.stdout + confirm.stderr
+    resumed = cli("resume", str(run_dir))
+    assert resumed.returncode != 0 and "aborted" in resumed.stderr, resumed.stdout + resumed.stderr
+    assert fleet.db_revision() == "b2"
+    assert "database" not in state_of(run_dir)["stages"]
+    assert not (run_dir / "manual.json").exists() or "purged after all" not in (run_dir / "manual.json").read_text()
+
+
 def test_a_runbook_alone_gives_a_plan_whose_steps_say_from_runbook(cli, shared_fleet, tmp_path):
     fleet = shared_fleet
     runbook = tmp_path / "shop-runbook.yml"
