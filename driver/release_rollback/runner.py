@@ -241,6 +241,12 @@ def ansible_env() -> dict[str, str]:
         "ANSIBLE_NOCOLOR": "True",
         "ANSIBLE_FORCE_COLOR": "False",
         "ANSIBLE_DEPRECATION_WARNINGS": "False",
+        # The collection's filters are loaded once in ansible-playbook's own process, not again in each
+        # worker it forks (the callback's documentation says why that matters).
+        "ANSIBLE_CALLBACKS_ENABLED": ",".join(
+            ["release.rollback.preload"]
+            + [c for c in os.environ.get("ANSIBLE_CALLBACKS_ENABLED", "").split(",") if c.strip()]
+        ),
     }
     env.setdefault("ANSIBLE_FORKS", os.environ.get("ANSIBLE_FORKS", "50"))
     return env
