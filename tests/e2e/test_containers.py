@@ -1,0 +1,274 @@
+"""Container releases through the CLI, on real podman containers (three local-connection hosts).
+
+Each host is a container of its own (name, port, state directory) run from images built here from a
+busybox-static root filesystem, labelled with their version and serving /health and /version. The
+deploys are real: the container is replaced by the new release's image and the snapshot role records
+it. One plan, approval and run proves the rollback; the rejection cases run before it, on the same
+fleet, and change nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import CLI
+from release_rollback.demo import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD_OLD, GOOD, BAD = "1.0.0", "1.1.0", "1.2.0"
+HOSTS = ("web1", "web2", "web3")
+
+
+def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"podman {' '.join(args)}: {proc.stderr}")
+    return proc
+
+
+def inspect(name: str) -> dict | None:
+    proc = podman("container", "inspect", name, check=False)
+    return json.loads(proc.stdout)[0] if proc.returncode == 0 else None
+
+
+def image_id(ref: str) -> str:
+    return "sha256:" + json.loads(podman("image", "inspect", ref).stdout)[0]["Id"]
+
+
+def answer(port: int, path: str) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/{path}", timeout=3) as resp:
+            return resp.read().decode().strip()
+    except OSError:
+        return None
+
+
+class Fleet:
+    def __init__(self, root: Path):
+        self.root = root
+        self.tag = "rr" + uuid.uuid4().hex[:8]
+        self.repo = f"localhost/{self.tag}-shop"
+        self.ports = {h: free_port() for h in HOSTS}
+        self.names = {h: f"{self.tag}-{h}" for h in HOSTS}
+        self.state = {h: root / h / "state" for h in HOSTS}
+        self.inventory = root / "hosts.yml"
+        self.manifest = root / "manifest.yml"
+        self.env_file = root / "app.env"
+
+    def build(self, version: str, healthy: bool = True, extra: str = "") -> str:
+        rootfs = self.root / "rootfs" / (version + extra)
+        (rootfs / "bin").mkdir(parents=True)
+        (rootfs / "www").mkdir()
+        shutil.copy2(shutil.which("busybox"), rootfs / "bin" / "busybox")
+        (rootfs / "www" / "version").write_text(version + "\n")
+        if healthy:
+            (rootfs / "www" / "health").write_text("ok " + extra + "\n")
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        proc = subprocess.run(
+            ["podman", "import", "-q", "--change", f"LABEL org.opencontainers.image.version={version}", "-",
+             f"{self.repo}:{version}"],
+            stdin=tar.stdout, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        tar.wait()
+        assert proc.returncode == 0, proc.stderr
+        return image_id(f"{self.repo}:{version}")
+
+    def deploy(self, host: str, version: str) -> None:
+        """What a deploy does: the container is replaced by one of the new release's image."""
+        podman("rm", "-f", "-t", "0", self.names[host], check=False)
+        podman(
+            "run", "-d", "--name", self.names[host], "--network", "host", "--ulimit", "host",
+            "--env-file", str(self.env_file), "--label", "team=shop",
+            f"{self.repo}:{version}", "/bin/busybox", "httpd", "-f", "-p", str(self.ports[host]), "-h", "/www",
+        )  # fmt: skip
+
+    def write_inventory(self, conf: Path) -> None:
+        hosts = {
+            h: {
+                "rollback_app_root": str(self.state[h]),
+                "rollback_container": self.names[h],
+                "rollback_health_url": f"http://127.0.0.1:{self.ports[h]}/health",
+                "rollback_version_url": f"http://127.0.0.1:{self.ports[h]}/version",
+            }
+            for h in HOSTS
+        }
+        doc = {
+            "all": {
+                "vars": {
+                    "ansible_connection": "local",
+                    "ansible_python_interpreter": sys.executable,
+                    "rollback_code_mechanism": "containers",
+                    "rollback_containers_conf": str(conf),
+                    "rollback_container_stop_timeout": 1,
+                    "rollback_container_env_file": str(self.env_file),
+                    "rollback_container_run_args": ["--ulimit", "host"],
+                    "rollback_verify_retries": 40,
+                    "rollback_verify_delay": 0.25,
+                },
+                "children": {"app": {"hosts": hosts}},
+            }
+        }
+        self.inventory.write_text(yaml.safe_dump(doc))
+        self.manifest.write_text(
+            yaml.safe_dump(
+                {
+                    "rollback_manifest": {
+                        "app": "shop",
+                        "version": BAD,
+                        "reason": "health check fails on 1.2.0",
+                        "validation": {"retries": 20, "delay": 0.25, "timeout": 5},
+                    }
+                }
+            )
+        )
+
+    def snapshot(self) -> None:
+        """The snapshot role at deploy time, on every host (ansible-playbook, as a deploy runs it)."""
+        play = self.root / "snapshot.yml"
+        play.write_text(
+            yaml.safe_dump([{"hosts": "app", "gather_facts": False, "roles": ["release.rollback.snapshot"]}])
+        )
+        env = dict(
+            os.environ,
+            ANSIBLE_COLLECTIONS_PATH=str(ROOT / "collections"),
+            ANSIBLE_HOME=str(self.root / ".ansible"),
+            ANSIBLE_LOCAL_TEMP=str(self.root / ".ansible" / "tmp"),
+            ANSIBLE_REMOTE_TMP=str(self.root / ".ansible" / "rtmp"),
+        )
+        playbook = Path(sys.executable).parent / "ansible-playbook"
+        proc = subprocess.run(
+            [str(playbook), "-i", str(self.inventory), str(play)], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+    def remove(self) -> None:
+        ids = podman("ps", "-a", "-q", "--filter", f"name={self.tag}", check=False).stdout.split()
+        if ids:
+            podman("rm", "-f", "-t", "0", *ids, check=False)
+        imgs = podman("images", "-q", "--no-trunc", "--filter", "label=rr.test=" + self.tag, check=False)
+        for ref in [f"{self.repo}:{v}" for v in (GOOD_OLD, GOOD, BAD, "latest", "stable")] + imgs.stdout.split():
+            podman("rmi", "-f", ref, check=False)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    if shutil.which("podman") is None or shutil.which("busybox") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("podman and busybox-static are needed: run .ci/test-deps")
+        pytest.skip("podman and busybox-static are not installed (.ci/test-deps installs them)")
+    root = tmp_path_factory.mktemp("containers")
+    conf = root / "containers.conf"
+    conf.write_text('[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = "cgroupfs"\nruntime = "runc"\n')
+    os.environ["CONTAINERS_CONF"] = str(conf)
+    fleet = Fleet(root)
+    fleet.env_file.write_text("SHOP_TOKEN=s3cr3t-never-on-disk\n")
+    fleet.write_inventory(conf)
+    try:
+        fleet.ids = {v: fleet.build(v, healthy=(v != BAD)) for v in (GOOD_OLD, GOOD, BAD)}
+        for h in HOSTS:
+            fleet.state[h].mkdir(parents=True)
+            fleet.deploy(h, GOOD)
+        fleet.snapshot()
+        for h in HOSTS:
+            fleet.deploy(h, BAD)
+        fleet.snapshot()
+        # Tags move after the deploy: :latest and :stable name the bad image and the oldest one.
+        podman("tag", f"{fleet.repo}:{BAD}", f"{fleet.repo}:latest")
+        podman("tag", f"{fleet.repo}:{GOOD_OLD}", f"{fleet.repo}:stable")
+        yield fleet
+    finally:
+        fleet.remove()
+        os.environ.pop("CONTAINERS_CONF", None)
+
+
+def rr(fleet, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [CLI, *args, "--runs-dir", str(fleet.root / "runs")],
+        cwd=fleet.root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def live_state(fleet) -> dict:
+    return {h: (inspect(fleet.names[h]) or {}).get("Image") for h in HOSTS}
+
+
+def test_a_pruned_previous_image_blocks_the_plan_and_nothing_changes(fleet):
+    saved = fleet.root / "good.tar"
+    podman("save", "-q", "-o", str(saved), fleet.ids[GOOD])
+    before = live_state(fleet)
+    podman("rmi", "-f", fleet.ids[GOOD])
+    try:
+        planned = rr(fleet, "plan", "--json", "-i", str(fleet.inventory), "-m", str(fleet.manifest))
+        assert planned.returncode == 3, planned.stdout + planned.stderr
+        blockers = " | ".join(json.loads(planned.stdout)["plan"]["blockers"])
+        for h in HOSTS:
+            missing = f"host {h}: the previous image {fleet.repo}:{GOOD} ({fleet.ids[GOOD]}) is not on this host"
+            assert missing in blockers
+        assert "podman load -i FILE" in blockers and f"podman pull {fleet.repo}:{GOOD}" in blockers
+        assert live_state(fleet) == before
+    finally:
+        podman("load", "-q", "-i", str(saved))
+    assert image_id(fleet.ids[GOOD]) == fleet.ids[GOOD]
+
+
+def test_rollback_by_digest_through_the_cli(fleet):
+    assert {answer(fleet.ports[h], "version") for h in HOSTS} == {BAD}
+    planned = rr(fleet, "plan", "--json", "-i", str(fleet.inventory), "-m", str(fleet.manifest))
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    plan = json.loads(planned.stdout)["plan"]
+    run_dir = Path(json.loads(planned.stdout)["run_dir"])
+    for h in HOSTS:
+        entry = plan["hosts"][h]
+        assert (entry["live"], entry["target"]) == (BAD, GOOD)
+        assert (entry["live_digest"], entry["target_digest"]) == (fleet.ids[BAD], fleet.ids[GOOD])
+        assert entry["target_source"] == "deploy record"
+    # The record holds the run configuration with the env file by reference, never its values.
+    record = json.loads((fleet.state["web1"] / "snapshots" / BAD / "record.json").read_text())
+    assert record["previous_digest"] == fleet.ids[GOOD] and record["run"]["env_file"] == str(fleet.env_file)
+    assert record["run"]["env_names"] == ["SHOP_TOKEN"]
+    assert "s3cr3t" not in json.dumps(record)
+
+    approved = rr(fleet, "approve", str(run_dir), "--approver", "alice")
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    # After the approval: the tag of the target moves to another image, and web3 is redeployed with a
+    # rebuilt 1.2.0 (same version label, another digest).
+    podman("tag", fleet.ids[GOOD_OLD], f"{fleet.repo}:{GOOD}")
+    rebuilt = fleet.build(BAD, healthy=False, extra="rebuilt")
+    fleet.deploy("web3", BAD)
+    assert inspect(fleet.names["web3"])["Image"] == rebuilt.split(":", 1)[1]
+
+    done = rr(fleet, "run", str(run_dir / "plan.yml"), "--yes")
+    out = done.stdout + done.stderr
+    state = json.loads((run_dir / "state.json").read_text())
+    hosts = state["stages"]["code_config"]["result"]["hosts"]
+    statuses = {h: v["status"] for h, v in (hosts or {}).items()}
+    assert statuses == {"web1": "ok", "web2": "ok", "web3": "stale"}, out[-4000:]
+    # Recreated from the previous image by digest, whatever the tags say now; health and version read back.
+    for h in ("web1", "web2"):
+        c = inspect(fleet.names[h])
+        assert "sha256:" + c["Image"] == fleet.ids[GOOD] and c["State"]["Running"]
+        assert answer(fleet.ports[h], "version") == GOOD and answer(fleet.ports[h], "health") is not None
+        assert hosts[h]["version"] == GOOD and hosts[h]["health"] == 200 and hosts[h]["digest"] == fleet.ids[GOOD]
+        env = dict(e.split("=", 1) for e in c["Config"]["Env"])
+        assert env["SHOP_TOKEN"] == "s3cr3t-never-on-disk" and c["Config"]["Labels"]["team"] == "shop"
+        # The old container is kept, stopped and renamed, on the bad image.
+        old = inspect(f"{fleet.names[h]}.rolled-back-{BAD}")
+        assert old is not None and not old["State"]["Running"] and "sha256:" + old["Image"] == fleet.ids[BAD]
+    # Compare-and-swap: web3 ran another digest than the plan's "from": left untouched, reported stale.
+    assert inspect(fleet.names["web3"])["Image"] == rebuilt.split(":", 1)[1]
+    assert inspect(f"{fleet.names['web3']}.rolled-back-{BAD}") is None
+    assert rebuilt in hosts["web3"]["msg"] and fleet.ids[BAD] in hosts["web3"]["msg"]
+    assert "s3cr3t" not in "".join(p.read_text(errors="replace") for p in run_dir.rglob("*") if p.is_file())
