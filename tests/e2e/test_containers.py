@@ -241,6 +241,16 @@ def test_rollback_by_digest_through_the_cli(fleet):
     assert record["run"]["env_names"] == ["SHOP_TOKEN"]
     assert "s3cr3t" not in json.dumps(record)
 
+    # Check mode: each container's digest change is shown, and nothing is stopped, renamed or run.
+    before = live_state(fleet)
+    dry = rr(fleet, "run", str(run_dir / "plan.yml"), "--check")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    for h in HOSTS:
+        assert f"--- before: container {fleet.names[h]}" in dry.stdout
+    assert f"-{fleet.repo} {fleet.ids[BAD]} ({BAD})" in dry.stdout
+    assert f"+{fleet.repo} {fleet.ids[GOOD]} ({GOOD})" in dry.stdout
+    assert live_state(fleet) == before and inspect(f"{fleet.names['web1']}.rolled-back-{BAD}") is None
+
     approved = rr(fleet, "approve", str(run_dir), "--approver", "alice")
     assert approved.returncode == 0, approved.stdout + approved.stderr
     # After the approval: the tag of the target moves to another image, and web3 is redeployed with a
