@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import CLI
-from release_rollback.demo import free_port
+from release_rollback.demo import build_fleet, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD_OLD, GOOD, BAD = "1.0.0", "1.1.0", "1.2.0"
@@ -282,3 +282,43 @@ def test_rollback_by_digest_through_the_cli(fleet):
     assert inspect(f"{fleet.names['web3']}.rolled-back-{BAD}") is None
     assert rebuilt in hosts["web3"]["msg"] and fleet.ids[BAD] in hosts["web3"]["msg"]
     assert "s3cr3t" not in "".join(p.read_text(errors="replace") for p in run_dir.rglob("*") if p.is_file())
+
+
+def test_one_plan_and_one_report_for_a_container_host_and_a_release_directory_host(fleet, tmp_path):
+    """A mixed fleet: web1 deploys release directories, ctr1 a container; one plan, one run, one report."""
+    dirs = build_fleet(tmp_path / "dirs", 1, releases=(GOOD, BAD))
+    try:
+        fleet.deploy("web1", BAD)  # the container host is back on the bad release
+        doc = yaml.safe_load(dirs.inventory.read_text())
+        ctr = yaml.safe_load(fleet.inventory.read_text())["all"]
+        doc["all"]["children"]["app"]["hosts"]["ctr1"] = dict(
+            {k: v for k, v in ctr["vars"].items() if k.startswith("rollback_")},
+            **ctr["children"]["app"]["hosts"]["web1"],
+        )
+        dirs.inventory.write_text(yaml.safe_dump(doc))
+        manifest = tmp_path / "mixed.yml"
+        m = yaml.safe_load(dirs.manifest.read_text())["rollback_manifest"]
+        m = {k: m[k] for k in ("app", "reason", "validation")}
+        manifest.write_text(yaml.safe_dump({"rollback_manifest": dict(m, version=BAD)}))
+
+        done = rr(fleet, "run", "-i", str(dirs.inventory), "-m", str(manifest), "--approver", "alice", "--yes")
+
+        out = done.stdout + done.stderr
+        assert done.returncode == 0, out[-4000:]
+        run_dir = Path(sorted((fleet.root / "runs").glob("*/report.json"))[-1]).parent
+        plan = yaml.safe_load((run_dir / "plan.yml").read_text())
+        assert set(plan["hosts"]) == {"web1", "ctr1"}
+        assert plan["hosts"]["ctr1"]["mechanism"] == "containers" and "mechanism" not in plan["hosts"]["web1"]
+        hosts = json.loads((run_dir / "state.json").read_text())["stages"]["code_config"]["result"]["hosts"]
+        assert {h: (v["status"], v["release"]) for h, v in hosts.items()} == {
+            "web1": ("ok", GOOD),
+            "ctr1": ("ok", GOOD),
+        }
+        report = (run_dir / "report.md").read_text()
+        assert "web1" in report and "ctr1" in report
+        assert os.readlink(dirs.app_root("web1") / "current").endswith(GOOD)
+        assert "sha256:" + inspect(fleet.names["web1"])["Image"] == fleet.ids[GOOD]
+        # The second rollback of the same container keeps both old containers.
+        assert inspect(f"{fleet.names['web1']}.rolled-back-{BAD}-2") is not None
+    finally:
+        dirs.stop()

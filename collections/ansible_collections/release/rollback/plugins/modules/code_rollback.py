@@ -172,10 +172,7 @@ from ansible_collections.release.rollback.plugins.module_utils.releases import (
     ReleaseError,
     release_lock,
 )
-from ansible_collections.release.rollback.plugins.module_utils.service import (
-    SERVICE_ARGS,
-    argument_problem,
-)
+from ansible_collections.release.rollback.plugins.module_utils.service import SERVICE_ARGS
 
 _HOST_ERRORS = (ReleaseError, MechanismError, OSError)
 
@@ -225,7 +222,7 @@ def main():
         if holds_lock and not module.check_mode:
             release_lock(p["app_root"], p["run_id"])
         fail("stale", False, live, "not switched: %s" % stale)
-    problem = argument_problem(p)
+    problem = mechanism.argument_problem(p)
     if problem:
         fail("failed", False, live or "unknown", problem)
     try:

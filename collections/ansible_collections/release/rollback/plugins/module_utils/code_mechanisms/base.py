@@ -51,6 +51,10 @@ class CodeMechanism:
             return "the host now runs %s, the plan expected %s: make a new plan" % (live, params["expect_live"])
         return None
 
+    def argument_problem(self, params):
+        """One sentence when the host's options cannot work together, else None."""
+        return None
+
     def switch(self, params, info, check_mode, run):
         raise NotImplementedError
 

@@ -28,6 +28,9 @@ class ReleaseDirectories(CodeMechanism):
             run_id=params.get("run_id"),
         )
 
+    def argument_problem(self, params):
+        return _service.argument_problem(params)
+
     def switch(self, params, info, check_mode, run=None):
         return _releases.switch_with(params, check_mode=check_mode, info=info)
 
