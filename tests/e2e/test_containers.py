@@ -1,4 +1,4 @@
-"""Container releases through the CLI, on real podman containers (three local-connection hosts).
+"""Container releases through the CLI, on real podman containers (three hosts: web2 over loopback SSH).
 
 Each host is a container of its own (name, port, state directory) run from images built here from a
 busybox-static root filesystem, labelled with their version and serving /health and /version. The
@@ -22,6 +22,7 @@ import pytest
 import yaml
 from conftest import CLI
 from release_rollback.demo import build_fleet, free_port
+from test_ssh_fleet import SSHD, SshHosts
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD_OLD, GOOD, BAD = "1.0.0", "1.1.0", "1.2.0"
@@ -91,7 +92,7 @@ class Fleet:
             f"{self.repo}:{version}", "/bin/busybox", "httpd", "-f", "-p", str(self.ports[host]), "-h", "/www",
         )  # fmt: skip
 
-    def write_inventory(self, conf: Path) -> None:
+    def write_inventory(self, conf: Path, ssh_vars: dict | None = None) -> None:
         hosts = {
             h: {
                 "rollback_app_root": str(self.state[h]),
@@ -101,6 +102,9 @@ class Fleet:
             }
             for h in HOSTS
         }
+        if ssh_vars:
+            # web2 over loopback SSH: nothing of the controller's environment reaches the module there.
+            hosts["web2"].update(ssh_vars)
         doc = {
             "all": {
                 "vars": {
@@ -171,7 +175,12 @@ def fleet(tmp_path_factory):
     os.environ["CONTAINERS_CONF"] = str(conf)
     fleet = Fleet(root)
     fleet.env_file.write_text("SHOP_TOKEN=s3cr3t-never-on-disk\n")
-    fleet.write_inventory(conf)
+    if not os.path.exists(SSHD):
+        if os.environ.get("CI") == "true":
+            pytest.fail("openssh-server is needed: run .ci/test-deps")
+        pytest.skip("openssh-server is not installed (.ci/test-deps installs it)")
+    ssh = SshHosts(root / "ssh", 1)
+    fleet.write_inventory(conf, ssh.host_vars(ssh.addresses[0]))
     try:
         fleet.ids = {v: fleet.build(v, healthy=(v != BAD)) for v in (GOOD_OLD, GOOD, BAD)}
         for h in HOSTS:
@@ -187,6 +196,7 @@ def fleet(tmp_path_factory):
         yield fleet
     finally:
         fleet.remove()
+        ssh.stop()
         os.environ.pop("CONTAINERS_CONF", None)
 
 
