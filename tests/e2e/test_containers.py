@@ -135,7 +135,7 @@ class Fleet:
             )
         )
 
-    def snapshot(self) -> None:
+    def snapshot(self, inventory: Path | None = None, *extra: str) -> None:
         """The snapshot role at deploy time, on every host (ansible-playbook, as a deploy runs it)."""
         play = self.root / "snapshot.yml"
         play.write_text(
@@ -150,7 +150,11 @@ class Fleet:
         )
         playbook = Path(sys.executable).parent / "ansible-playbook"
         proc = subprocess.run(
-            [str(playbook), "-i", str(self.inventory), str(play)], env=env, capture_output=True, text=True, timeout=300
+            [str(playbook), "-i", str(inventory or self.inventory), str(play), *extra],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
 
@@ -231,6 +235,7 @@ def test_a_pruned_previous_image_blocks_the_plan_and_nothing_changes(fleet):
         assert live_state(fleet) == before
     finally:
         podman("load", "-q", "-i", str(saved))
+        podman("tag", fleet.ids[GOOD], f"{fleet.repo}:{GOOD}")
     assert image_id(fleet.ids[GOOD]) == fleet.ids[GOOD]
 
 
@@ -332,3 +337,87 @@ def test_one_plan_and_one_report_for_a_container_host_and_a_release_directory_ho
         assert inspect(f"{fleet.names['web1']}.rolled-back-{BAD}-2") is not None
     finally:
         dirs.stop()
+
+
+def compose_file(fleet, web: str, worker: str) -> str:
+    services = {
+        name: {
+            "image": f"{fleet.repo}:{version}",
+            "ports": [f"{port}:8080"],
+            "command": ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"],
+        }
+        for name, version, port in (("web", web, fleet.compose_ports[0]), ("worker", worker, fleet.compose_ports[1]))
+    }
+    return yaml.safe_dump({"services": services}, sort_keys=False)
+
+
+def test_a_compose_project_rolls_back_only_the_changed_service(fleet, tmp_path):
+    project, project_dir = f"{fleet.tag}c", tmp_path / "project"
+    project_dir.mkdir()
+    fleet.compose_ports = (free_port(), free_port())
+    path = project_dir / "compose.yml"
+    state = tmp_path / "state"
+    state.mkdir()
+    inventory = tmp_path / "compose-hosts.yml"
+    ctr = yaml.safe_load(fleet.inventory.read_text())["all"]
+    host = {
+        "rollback_code_mechanism": "compose",
+        "rollback_compose_file": str(path),
+        "rollback_compose_project": project,
+        "rollback_app_root": str(state),
+        "rollback_health_url": f"http://127.0.0.1:{fleet.compose_ports[0]}/health",
+        "rollback_version_url": f"http://127.0.0.1:{fleet.compose_ports[0]}/version",
+    }
+    common = {k: v for k, v in ctr["vars"].items() if k != "rollback_code_mechanism"}
+    inventory.write_text(yaml.safe_dump({"all": {"vars": common, "children": {"app": {"hosts": {"cmp1": host}}}}}))
+
+    def compose(*args: str) -> None:
+        proc = subprocess.run(
+            ["podman-compose", "-p", project, "-f", str(path), *args], capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+    def containers() -> dict:
+        out = podman("ps", "-a", "--format", "json", "--filter", f"label=com.docker.compose.project={project}").stdout
+        return {(c["Names"] or [""])[0]: c for c in json.loads(out or "[]")}
+
+    try:
+        podman("tag", fleet.ids[GOOD], f"{fleet.repo}:{GOOD}")  # earlier tests moved the tag
+        # Deploy 1.1.0 (both services), then 1.2.0, which changes only the web service.
+        good_file = compose_file(fleet, GOOD, GOOD)
+        path.write_text(good_file)
+        compose("up", "-d")
+        fleet.snapshot(inventory, "-e", f"rollback_snapshot_release={GOOD}")
+        podman("rm", "-f", "-t", "0", f"{project}_web_1")
+        path.write_text(compose_file(fleet, BAD, GOOD))
+        compose("up", "-d", "--no-deps", "web")
+        fleet.snapshot(inventory, "-e", f"rollback_snapshot_release={BAD}")
+        worker_before = containers()[f"{project}_worker_1"]["Id"]
+        bad_image = inspect(f"{project}_web_1")["Image"]
+        assert answer(fleet.compose_ports[0], "version") == BAD
+        # The tag of 1.1.0 moves after the deploy: the rollback still runs the recorded digest.
+        podman("tag", fleet.ids[GOOD_OLD], f"{fleet.repo}:{GOOD}")
+        manifest = tmp_path / "manifest.yml"
+        manifest.write_text(fleet.manifest.read_text())
+
+        done = rr(fleet, "run", "-i", str(inventory), "-m", str(manifest), "--approver", "alice", "--yes")
+
+        out = done.stdout + done.stderr
+        assert done.returncode == 0, out[-4000:]
+        run_dir = Path(sorted((fleet.root / "runs").glob("*/report.json"))[-1]).parent
+        hosts = json.loads((run_dir / "state.json").read_text())["stages"]["code_config"]["result"]["hosts"]
+        assert hosts["cmp1"]["status"] == "ok" and hosts["cmp1"]["release"] == GOOD, hosts
+        assert path.read_text() == good_file  # the previous compose file is restored
+        now = containers()
+        assert now[f"{project}_worker_1"]["Id"] == worker_before  # the unchanged service was left alone
+        web = inspect(f"{project}_web_1")
+        assert "sha256:" + web["Image"] == fleet.ids[GOOD] and web["State"]["Running"]
+        assert answer(fleet.compose_ports[0], "version") == GOOD
+        old = inspect(f"{project}_web_1.rolled-back-{BAD}")
+        assert old is not None and not old["State"]["Running"] and old["Image"] == bad_image
+    finally:
+        podman("tag", fleet.ids[GOOD], f"{fleet.repo}:{GOOD}", check=False)
+        ids = list(containers())
+        if ids:
+            podman("rm", "-f", "-t", "0", *ids, check=False)
+        podman("network", "rm", "-f", f"{project}_default", check=False)

@@ -17,8 +17,10 @@ options:
       - C(containers), a container run with the podman (or docker) CLI; a release is an image, named by its
         digest and its version label. O(app_root) is then the host's state directory for the container
         (its lock, its deploy-time records and its rollback marks).
+      - C(compose), a compose project (C(podman-compose) or C(docker compose)); a release is the compose file
+        plus its images pinned by digest. O(app_root) is the project's state directory.
     type: str
-    choices: [release_dirs, containers]
+    choices: [release_dirs, containers, compose]
     default: release_dirs
   container:
     description: The container's name (O(mechanism=containers)).
@@ -57,6 +59,15 @@ options:
       - Compare-and-swap, the image digest the plan found running; a container that runs another image
         (and not the target's) is left exactly as it is and its status is C(stale).
     type: str
+  compose_file:
+    description: The compose project's file on the host (O(mechanism=compose)).
+    type: path
+  compose_project:
+    description: The compose project's name (O(mechanism=compose)).
+    type: str
+  compose_command:
+    description: The compose command, a list or a string (C(podman-compose) when unset; for docker, C(docker compose)).
+    type: raw
   target_digest:
     description: The image digest to recreate the container from (the plan's, so that a moved tag never changes it).
     type: str

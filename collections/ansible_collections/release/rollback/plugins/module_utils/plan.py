@@ -658,8 +658,8 @@ def _service_preflight(host, settings, blockers, no_restart, no_http):
     """The service manager a host will be restarted with, checked before anyone approves the plan."""
     if settings is None:
         return None
-    if settings.get("code_mechanism") == "containers":
-        # The container is recreated, not restarted: only the verification's URLs are checked.
+    if settings.get("code_mechanism") in ("containers", "compose"):
+        # Containers are recreated, not restarted: only the verification's URLs are checked.
         if not settings.get("health_url") and not settings.get("version_url"):
             no_http.append(host)
         return "container"

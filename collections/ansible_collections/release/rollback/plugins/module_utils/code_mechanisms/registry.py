@@ -11,6 +11,7 @@ list is written out rather than found on disk; a test keeps it equal to the file
 from __future__ import annotations
 
 from ansible_collections.release.rollback.plugins.module_utils.code_mechanisms import (  # one name per file
+    compose,
     containers,
     release_dirs,
 )
@@ -27,7 +28,7 @@ def register(mechanism):
     return mechanism
 
 
-for _file in (release_dirs, containers):
+for _file in (release_dirs, containers, compose):
     register(_file.MECHANISM)
 
 
