@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from release_rollback import content
+from release_rollback.demo_containers import CONTAINERS_CONF, build_image, deploy
 from run import machine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,27 +47,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def build(work: Path, repo: str, version: str, healthy: bool) -> str:
-    rootfs = work / f"rootfs-{version}"
-    (rootfs / "bin").mkdir(parents=True)
-    (rootfs / "www").mkdir()
-    shutil.copy2(shutil.which("busybox"), rootfs / "bin" / "busybox")
-    (rootfs / "www" / "version").write_text(version + "\n")
-    if healthy:
-        (rootfs / "www" / "health").write_text("ok\n")
-    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-    sh("podman", "import", "-q", "--change", f"LABEL org.opencontainers.image.version={version}", "-",
-       f"{repo}:{version}", stdin=tar.stdout)  # fmt: skip
-    tar.wait()
-    return "sha256:" + json.loads(sh("podman", "image", "inspect", f"{repo}:{version}"))[0]["Id"]
-
-
-def deploy(name: str, ref: str, port: int) -> None:
-    subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)
-    sh("podman", "run", "-d", "--name", name, "--network", "host", "--ulimit", "host", ref,
-       "/bin/busybox", "httpd", "-f", "-p", str(port), "-h", "/www")  # fmt: skip
 
 
 def clean(prefix: str) -> None:
@@ -87,7 +67,7 @@ def main() -> int:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-containers-"))
     conf = work / "containers.conf"
-    conf.write_text('[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = "cgroupfs"\nruntime = "runc"\n')
+    conf.write_text(CONTAINERS_CONF)
     os.environ["CONTAINERS_CONF"] = str(conf)
     tag = "bench" + uuid.uuid4().hex[:6]
     repo = f"localhost/{tag}"
@@ -96,7 +76,7 @@ def main() -> int:
     floor, mechanism, module = [], [], []
     version = sh("podman", "version", "--format", "{{.Client.Version}}").strip()
     try:
-        good, bad = build(work, repo, "1.1.0", True), build(work, repo, "1.2.0", False)
+        good, bad = build_image(work, repo, "1.1.0"), build_image(work, repo, "1.2.0", healthy=False)
         for _ in range(args.repeat):
             # The floor: a bare run of the previous image by digest, per host.
             for name, port in hosts.items():

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from conftest import CLI
 from release_rollback.demo import build_fleet, free_port
+from release_rollback.demo_containers import CONTAINERS_CONF, build_image
 from test_ssh_fleet import SSHD, SshHosts
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,22 +67,7 @@ class Fleet:
         self.env_file = root / "app.env"
 
     def build(self, version: str, healthy: bool = True, extra: str = "") -> str:
-        rootfs = self.root / "rootfs" / (version + extra)
-        (rootfs / "bin").mkdir(parents=True)
-        (rootfs / "www").mkdir()
-        shutil.copy2(shutil.which("busybox"), rootfs / "bin" / "busybox")
-        (rootfs / "www" / "version").write_text(version + "\n")
-        if healthy:
-            (rootfs / "www" / "health").write_text("ok " + extra + "\n")
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        proc = subprocess.run(
-            ["podman", "import", "-q", "--change", f"LABEL org.opencontainers.image.version={version}", "-",
-             f"{self.repo}:{version}"],
-            stdin=tar.stdout, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        tar.wait()
-        assert proc.returncode == 0, proc.stderr
-        return image_id(f"{self.repo}:{version}")
+        return build_image(self.root, self.repo, version, healthy=healthy, build=extra)
 
     def deploy(self, host: str, version: str) -> None:
         """What a deploy does: the container is replaced by one of the new release's image."""
@@ -175,7 +161,7 @@ def fleet(tmp_path_factory):
         pytest.skip("podman and busybox-static are not installed (.ci/test-deps installs them)")
     root = tmp_path_factory.mktemp("containers")
     conf = root / "containers.conf"
-    conf.write_text('[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = "cgroupfs"\nruntime = "runc"\n')
+    conf.write_text(CONTAINERS_CONF)
     os.environ["CONTAINERS_CONF"] = str(conf)
     fleet = Fleet(root)
     fleet.env_file.write_text("SHOP_TOKEN=s3cr3t-never-on-disk\n")
