@@ -44,7 +44,9 @@ def podman(*args: str, stdin=None, check: bool = True) -> subprocess.CompletedPr
     return proc
 
 
-def build_image(work: Path, repo: str, version: str, healthy: bool = True, build: str = "") -> str:
+def build_image(
+    work: Path, repo: str, version: str, healthy: bool = True, build: str = "", labels: dict | None = None
+) -> str:
     """An image ``repo:version`` from a busybox root filesystem; returns its digest (``sha256:<id>``).
 
     ``build`` tells apart two builds of one version (another digest, the same version label)."""
@@ -57,8 +59,9 @@ def build_image(work: Path, repo: str, version: str, healthy: bool = True, build
     if healthy:
         (rootfs / "www" / "health").write_text("ok\n")
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-    label = f"LABEL org.opencontainers.image.version={version}"
-    podman("import", "-q", "--change", label, "-", f"{repo}:{version}", stdin=tar.stdout)
+    changes = [f"LABEL org.opencontainers.image.version={version}"]
+    changes += [f"LABEL {k}={v}" for k, v in (labels or {}).items()]
+    podman("import", "-q", *(a for c in changes for a in ("--change", c)), "-", f"{repo}:{version}", stdin=tar.stdout)
     tar.wait()
     shutil.rmtree(rootfs)
     return "sha256:" + json.loads(podman("image", "inspect", f"{repo}:{version}").stdout)[0]["Id"]

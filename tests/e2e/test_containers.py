@@ -26,7 +26,7 @@ from release_rollback.demo_containers import CONTAINERS_CONF, build_image
 from test_ssh_fleet import SSHD, SshHosts
 
 ROOT = Path(__file__).resolve().parents[2]
-GOOD_OLD, GOOD, BAD = "1.0.0", "1.1.0", "1.2.0"
+GOOD_OLD, GOOD, MARKED, BAD = "1.0.0", "1.1.0", "1.1.5", "1.2.0"
 HOSTS = ("web1", "web2", "web3")
 
 
@@ -65,9 +65,12 @@ class Fleet:
         self.inventory = root / "hosts.yml"
         self.manifest = root / "manifest.yml"
         self.env_file = root / "app.env"
+        self.built: list[str] = []
 
-    def build(self, version: str, healthy: bool = True, extra: str = "") -> str:
-        return build_image(self.root, self.repo, version, healthy=healthy, build=extra)
+    def build(self, version: str, healthy: bool = True, extra: str = "", **labels: str) -> str:
+        built = build_image(self.root, self.repo, version, healthy=healthy, build=extra, labels=labels)
+        self.built.append(built)
+        return built
 
     def deploy(self, host: str, version: str) -> None:
         """What a deploy does: the container is replaced by one of the new release's image."""
@@ -148,9 +151,8 @@ class Fleet:
         ids = podman("ps", "-a", "-q", "--filter", f"name={self.tag}", check=False).stdout.split()
         if ids:
             podman("rm", "-f", "-t", "0", *ids, check=False)
-        imgs = podman("images", "-q", "--no-trunc", "--filter", "label=rr.test=" + self.tag, check=False)
-        for ref in [f"{self.repo}:{v}" for v in (GOOD_OLD, GOOD, BAD, "latest", "stable")] + imgs.stdout.split():
-            podman("rmi", "-f", ref, check=False)
+        if self.built:
+            podman("rmi", "-f", *self.built, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +175,8 @@ def fleet(tmp_path_factory):
     fleet.write_inventory(conf, ssh.host_vars(ssh.addresses[0]))
     try:
         fleet.ids = {v: fleet.build(v, healthy=(v != BAD)) for v in (GOOD_OLD, GOOD, BAD)}
+        # A release between the good and the bad one, labelled known-bad: never a candidate.
+        fleet.build(MARKED, **{"release.rollback.known-bad": "true"})
         for h in HOSTS:
             fleet.state[h].mkdir(parents=True)
             fleet.deploy(h, GOOD)
@@ -235,7 +239,7 @@ def test_rollback_by_digest_through_the_cli(fleet):
         entry = plan["hosts"][h]
         assert (entry["live"], entry["target"]) == (BAD, GOOD)
         assert (entry["live_digest"], entry["target_digest"]) == (fleet.ids[BAD], fleet.ids[GOOD])
-        assert entry["target_source"] == "deploy record"
+        assert entry["target_source"] == "deploy record" and entry["skipped"] == [MARKED]
     # The record holds the run configuration with the env file by reference, never its values.
     record = json.loads((fleet.state["web1"] / "snapshots" / BAD / "record.json").read_text())
     assert record["previous_digest"] == fleet.ids[GOOD] and record["run"]["env_file"] == str(fleet.env_file)
