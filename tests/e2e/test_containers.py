@@ -229,6 +229,22 @@ def test_a_pruned_previous_image_blocks_the_plan_and_nothing_changes(fleet):
     assert image_id(fleet.ids[GOOD]) == fleet.ids[GOOD]
 
 
+def test_a_host_whose_container_runtime_does_not_answer_blocks_the_plan(fleet, tmp_path):
+    doc = yaml.safe_load(fleet.inventory.read_text())
+    doc["all"]["children"]["app"]["hosts"]["web1"]["rollback_container_runtime"] = "podman-not-here"
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump(doc))
+    before = live_state(fleet)
+    planned = rr(fleet, "plan", "--json", "-i", str(inventory), "-m", str(fleet.manifest))
+    assert planned.returncode == 3, planned.stdout + planned.stderr
+    blockers = json.loads(planned.stdout)["plan"]["blockers"]
+    assert any(
+        b.startswith("host web1 could not be assessed: the container runtime podman-not-here is not installed")
+        for b in blockers
+    ), blockers
+    assert live_state(fleet) == before
+
+
 def test_rollback_by_digest_through_the_cli(fleet):
     assert {answer(fleet.ports[h], "version") for h in HOSTS} == {BAD}
     planned = rr(fleet, "plan", "--json", "-i", str(fleet.inventory), "-m", str(fleet.manifest))

@@ -14,10 +14,10 @@ options:
     description:
       - How the host's code is deployed.
       - C(release_dirs), release directories behind a C(current) link (ansistrano, Capistrano, plain versions).
-      - C(containers), a container run with the podman (or docker) CLI; a release is an image, named by its
+      - C(containers), a container run with podman; a release is an image, named by its
         digest and its version label. O(app_root) is then the host's state directory for the container
         (its lock, its deploy-time records and its rollback marks).
-      - C(compose), a compose project (C(podman-compose) or C(docker compose)); a release is the compose file
+      - C(compose), a compose project (C(podman-compose)); a release is the compose file
         plus its images pinned by digest. O(app_root) is the project's state directory.
     type: str
     choices: [release_dirs, containers, compose]
@@ -26,7 +26,7 @@ options:
     description: The container's name (O(mechanism=containers)).
     type: str
   container_runtime:
-    description: The container CLI, C(podman) or C(docker) (O(mechanism=containers)).
+    description: The podman executable, a name or a path (O(mechanism=containers)); docker's CLI is not supported yet.
     type: str
     default: podman
   containers_conf:
@@ -66,7 +66,7 @@ options:
     description: The compose project's name (O(mechanism=compose)).
     type: str
   compose_command:
-    description: The compose command, a list or a string (C(podman-compose) when unset; for docker, C(docker compose)).
+    description: The compose command, a list or a string (C(podman-compose) when unset).
     type: raw
   target_digest:
     description: The image digest to recreate the container from (the plan's, so that a moved tag never changes it).

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: release-rollback contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Compose projects (``podman-compose`` or ``docker compose``): a release is a compose file plus its image pins.
+"""Compose projects (``podman-compose``): a release is a compose file plus its image pins.
 
 - The deploy-time record (``snapshot``, ``<app_root>/snapshots/<release>/``) keeps a copy of the
   compose file (``compose.yml``) and the image each service runs, by digest (``record.json``).

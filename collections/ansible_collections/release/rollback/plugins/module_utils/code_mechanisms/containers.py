@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: release-rollback contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Containers run with the podman (or docker) CLI: a release is an image, named by its digest.
+"""Containers run with podman: a release is an image, named by its digest.
 
 - Live release: the running container's image digest and its version label
   (``org.opencontainers.image.version`` unless ``version_label`` says otherwise).
@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from datetime import datetime, timezone
 
 from ansible_collections.release.rollback.plugins.module_utils import releases as _releases
@@ -105,6 +106,12 @@ class Containers(CodeMechanism):
             return None, "unreadable output of %s %s" % (params.get("container_runtime"), " ".join(argv))
 
     def _runtime_answers(self, params, run):
+        rt = params.get("container_runtime") or "podman"
+        if shutil.which(rt) is None:
+            raise MechanismError(
+                "the container runtime %s is not installed on this host: install it, or set rollback_container_runtime "
+                "to its path" % rt
+            )
         rc, out, err = self._cli(params, run, "version", "--format", "json")
         if rc != 0:
             raise MechanismError(
