@@ -55,8 +55,8 @@ def clean(prefix: str) -> None:
         subprocess.run(["podman", "rm", "-f", "-t", "0", *ids], capture_output=True)
 
 
-def runner(argv):
-    proc = subprocess.run(argv, capture_output=True, text=True)
+def runner(argv, env=None):
+    proc = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ, **(env or {})))
     return proc.returncode, proc.stdout, proc.stderr
 
 

@@ -295,6 +295,7 @@ def test_rollback_by_digest_through_the_cli(fleet):
         assert hosts[h]["version"] == GOOD and hosts[h]["health"] == 200 and hosts[h]["digest"] == fleet.ids[GOOD]
         env = dict(e.split("=", 1) for e in c["Config"]["Env"])
         assert env["SHOP_TOKEN"] == "s3cr3t-never-on-disk" and c["Config"]["Labels"]["team"] == "shop"
+        assert "s3cr3t" not in " ".join(c["Config"]["CreateCommand"])  # by reference, not on a command line
         # The old container is kept, stopped and renamed, on the bad image.
         old = inspect(f"{fleet.names[h]}.rolled-back-{BAD}")
         assert old is not None and not old["State"]["Running"] and "sha256:" + old["Image"] == fleet.ids[BAD]

@@ -80,18 +80,19 @@ class Containers(CodeMechanism):
 
     @staticmethod
     def runner(module):
-        """``run(argv)`` for this host: the module's run_command, with the runtime's configuration file."""
-        env = {"CONTAINERS_CONF": module.params["containers_conf"]} if module.params.get("containers_conf") else {}
+        """``run(argv, env=None)`` for this host: the module's run_command, with the runtime's configuration
+        file and ``env`` in the command's environment (never on its command line)."""
+        conf = {"CONTAINERS_CONF": module.params["containers_conf"]} if module.params.get("containers_conf") else {}
 
-        def run(argv):
-            return module.run_command(argv, environ_update=env)
+        def run(argv, env=None):
+            return module.run_command(argv, environ_update=dict(conf, **(env or {})))
 
         return run
 
-    def _cli(self, params, run, *argv):
+    def _cli(self, params, run, *argv, env=None):
         rt = params.get("container_runtime") or "podman"
         try:
-            rc, out, err = run([rt] + list(argv))
+            rc, out, err = run([rt] + list(argv), env=env) if env else run([rt] + list(argv))
         except OSError as exc:
             raise MechanismError("the container runtime %s does not answer: %s" % (rt, exc)) from None
         return rc, out, err
@@ -202,6 +203,11 @@ class Containers(CodeMechanism):
         images = self._images(params, run, repo)
         images.setdefault(version, {"digest": digest, "id": c["Image"], "bad": False, "digests": [digest]})
         root = self._state_dir(params)
+        if not os.path.isdir(root):
+            raise MechanismError(
+                "the state directory %s does not exist: create it (the snapshot role records there at deploy time), "
+                "or set rollback_app_root to it" % root
+            )
         by_digest = self._marks(root)
         marks = {}
         for v, i in images.items():
@@ -217,7 +223,7 @@ class Containers(CodeMechanism):
         previous_source = "discovered"
         digests = {v: i["digest"] for v, i in images.items()}
         missing = {}
-        record = _releases.read_record(root, version) if os.path.isdir(root) else None
+        record = _releases.read_record(root, version)
         if record and record.get("previous") and record.get("previous_digest"):
             prev, prev_digest = record["previous"], record["previous_digest"]
             if prev_digest not in (images.get(prev) or {}).get("digests", []):
@@ -234,7 +240,7 @@ class Containers(CodeMechanism):
                 digests[prev] = prev_digest
                 if prev not in names:
                     names = sorted(names + [prev], key=_releases.sort_key)
-        lock = _releases.read_lock(root) if os.path.isdir(root) else None
+        lock = _releases.read_lock(root)
         return {
             "app_root": root,
             "mechanism": self.name,
@@ -304,7 +310,7 @@ class Containers(CodeMechanism):
         if info["lock_problem"] and not (params.get("break_stale_lock") and info["lock"].get("stale")):
             raise MechanismError(info["lock_problem"])
         switched = info["live_digest"] != digest
-        kept = "%s.rolled-back-%s" % (name, info["live"])
+        kept = "%s.rolled-back-%s" % (name, re.sub(r"[^a-zA-Z0-9_.-]", "_", info["live"]))
         result = {
             "changed": switched or not info.get("live_running"),
             "from": info["live"],
@@ -356,10 +362,12 @@ class Containers(CodeMechanism):
         if rc != 0:
             self._cli(params, run, "start", name)
             raise MechanismError("%s rename %s failed: %s" % (params["container_runtime"], name, (err or out).strip()))
-        argv = run_argv(
-            name, ref, dict(config, labels=dict(config.get("labels") or {}, **{REPO_LABEL: repo})), env_values, params
-        )
-        rc, out, err = self._cli(params, run, *argv)
+        labels = dict(config.get("labels") or {}, **{REPO_LABEL: repo})
+        # The recorded variables' values, from the container being replaced, go through the runtime's
+        # environment (``--env NAME``), never through its command line.
+        names = [n for n in config.get("env_names") or [] if n in env_values]
+        argv = run_argv(name, ref, dict(config, labels=labels, env_names=names), params)
+        rc, out, err = self._cli(params, run, *argv, env={n: env_values[n] for n in names})
         if rc != 0:
             # The old container comes back as it was: the host is left on the release it ran.
             self._cli(params, run, "rm", "-f", name)
@@ -536,7 +544,7 @@ def run_config(c, img, params):
     }
 
 
-def run_argv(name, ref, config, env_values, params):
+def run_argv(name, ref, config, params):
     """``run -d --name NAME ... IMAGE@DIGEST CMD``: the recorded run configuration, env by reference."""
     argv = ["run", "-d", "--name", name]
     if config.get("network"):
@@ -551,8 +559,7 @@ def run_argv(name, ref, config, env_values, params):
     if env_file:
         argv += ["--env-file", env_file]
     for n in config.get("env_names") or []:
-        if n in env_values:
-            argv += ["--env", "%s=%s" % (n, env_values[n])]
+        argv += ["--env", n]
     if config.get("restart") and config["restart"] != "no":
         argv += ["--restart", config["restart"]]
     if config.get("entrypoint"):
