@@ -659,9 +659,13 @@ def _service_preflight(host, settings, blockers, no_restart, no_http):
     if settings is None:
         return None
     if settings.get("code_mechanism") in ("containers", "compose"):
-        # Containers are recreated, not restarted: only the verification's URLs are checked.
-        if not settings.get("health_url") and not settings.get("version_url"):
-            no_http.append(host)
+        # Containers are recreated, not restarted. Validate reads a container's release back only
+        # through the version URL (there is no release link to read), so without one the plan blocks.
+        if not settings.get("version_url"):
+            blockers.append(
+                "host %s runs containers and has no rollback_version_url: the rollback could not read back which "
+                "release it runs; set rollback_version_url (and rollback_health_url) in the inventory" % host
+            )
         return "container"
     manager = _service.effective_manager(settings)
     problem = _service.argument_problem(dict(settings, restart=True))
