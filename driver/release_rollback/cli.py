@@ -1051,11 +1051,22 @@ def trigger(ctx, kind, event_file, config_file, check, json_mode):
 )
 @click.option("--hosts", "host_count", type=click.IntRange(1, 50), default=3, help="How many demo hosts.")
 @click.option("--keep", is_flag=True, help="Keep the demo fleet (its directory and running services) afterwards.")
+@click.option(
+    "--containers",
+    is_flag=True,
+    help="A fleet of podman containers on a bad image instead (needs podman, runc and busybox-static).",
+)
 @click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 @handles_errors
-def demo(ctx, workdir, host_count, keep, json_mode):
+def demo(ctx, workdir, host_count, keep, containers, json_mode):
     """Build a local fleet on a bad release and roll it back end to end."""
+    if containers:
+        from . import demo_containers
+
+        sys.exit(
+            demo_containers.run_container_demo(workdir, host_count, keep, runs_root(ctx), json_mode, operator_name())
+        )
     from . import demo as demolib
 
     sys.exit(demolib.run_demo(workdir, host_count, keep, runs_root(ctx), json_mode, operator_name()))

@@ -58,3 +58,17 @@ def test_the_demo_keeps_its_fleet_running_with_keep(tmp_path):
             demo_service.main(["stop", str(workdir / "hosts" / host)])
         if (workdir / "lb" / "lb.pid").exists():
             demo_service.main(["lb-stop", str(workdir / "lb")])
+
+
+def test_the_container_demo_rolls_containers_back_by_digest_and_leaves_nothing_behind(tmp_path):
+    proc = _demo(tmp_path, "--containers", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["exit_state"] == "completed"
+    assert all(live.startswith("1.1.0 (sha256:") and live.endswith(", running)") for live in summary["hosts"].values())
+    tag = summary["kept_containers"][0].split("-web")[0]
+    assert summary["kept_containers"] == [f"{tag}-web{i}.rolled-back-1.2.0" for i in (1, 2)]
+    # Without --keep, the containers, the images and the fleet's directory are gone.
+    left = subprocess.run(["podman", "ps", "-a", "-q", "--filter", f"name={tag}"], capture_output=True, text=True)
+    assert left.stdout.split() == []
+    assert not os.path.exists(summary["fleet"])

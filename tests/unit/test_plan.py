@@ -141,3 +141,14 @@ def test_the_gate_filter_stops_a_driver_job_before_the_stage_table_is_asked(mu, 
     }
     # Without the driver's variable (ansible-playbook, AWX) the stop file means nothing.
     assert stage_gate("code_config", ok, plan, approval)["run"] is True
+
+
+def test_a_container_host_without_a_version_url_blocks_the_plan(mu):
+    # Validate reads a container's release back only through its version URL (promise 6: "ok" is
+    # what was read back), so a plan that could not do so is blocked before anyone approves it.
+    settings = {"code_mechanism": "containers", "health_url": "http://127.0.0.1:1/health"}
+    plan = build(mu, host_settings={"web1": settings, "web2": dict(settings, version_url="http://127.0.0.1:1/version")})
+    assert [b for b in plan["blockers"] if "rollback_version_url" in b] == [
+        "host web1 runs containers and has no rollback_version_url: the rollback could not read back which release it "
+        "runs; set rollback_version_url (and rollback_health_url) in the inventory"
+    ]

@@ -74,6 +74,7 @@ _SERVICE_VARS = {
     "start_command": "rollback_start_command",
     "health_url": "rollback_health_url",
     "version_url": "rollback_version_url",
+    "code_mechanism": "rollback_code_mechanism",
 }
 
 

@@ -196,6 +196,8 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
         }
         if service:
             hosts[host]["service"] = service
+        if facts.get("mechanism") and facts["mechanism"] != "release_dirs":
+            _with_mechanism(hosts[host], facts, host, target, blockers)
         if facts.get("skipped"):
             hosts[host]["skipped"] = facts["skipped"]
         if facts.get("passed_over"):
@@ -553,6 +555,11 @@ def inventory_facts(hosts, get, db_host=None, flags_host=None, db_url=None):
         "db_host": db_host,
         "flags_host": flags_host or "localhost",
     }
+    for h, entry in facts["hosts"].items():
+        mechanism = get(h, "rollback_code_mechanism")
+        if mechanism and mechanism != "release_dirs":
+            # Bound only when set, so that plans of release directories keep the facts they had.
+            entry.update(code_mechanism=mechanism, container=get(h, "rollback_container"))
     if db_url:
         facts["db_url"] = state_digest(db_url)[:23]
     return facts
@@ -629,10 +636,37 @@ def _holder_hint(lock, options):
     return "; that run is %s: finish it with `%s`, or end it with `%s`%s" % (state, commands[0], commands[-1], gone)
 
 
+def _with_mechanism(entry, facts, host, target, blockers):
+    """A host whose code is not release directories: what its mechanism adds to the plan's entry.
+
+    A container's entry names the image digests: the "from" of the compare-and-swap and the target
+    the container is recreated from, so that a tag moved after approval never changes what runs. A
+    target image that is not on the host blocks the plan with how to bring it back.
+    """
+    entry["mechanism"] = facts["mechanism"]
+    for key in ("container", "image"):
+        if facts.get(key):
+            entry[key] = facts[key]
+    entry["live_digest"] = facts.get("live_digest")
+    entry["target_digest"] = (facts.get("digests") or {}).get(target) if target else None
+    missing = (facts.get("missing") or {}).get(target) if target else None
+    if missing:
+        blockers.append("host %s: %s" % (host, missing))
+
+
 def _service_preflight(host, settings, blockers, no_restart, no_http):
     """The service manager a host will be restarted with, checked before anyone approves the plan."""
     if settings is None:
         return None
+    if settings.get("code_mechanism") in ("containers", "compose"):
+        # Containers are recreated, not restarted. Validate reads a container's release back only
+        # through the version URL (there is no release link to read), so without one the plan blocks.
+        if not settings.get("version_url"):
+            blockers.append(
+                "host %s runs containers and has no rollback_version_url: the rollback could not read back which "
+                "release it runs; set rollback_version_url (and rollback_health_url) in the inventory" % host
+            )
+        return "container"
     manager = _service.effective_manager(settings)
     problem = _service.argument_problem(dict(settings, restart=True))
     if problem:

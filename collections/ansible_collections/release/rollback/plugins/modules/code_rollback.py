@@ -47,7 +47,9 @@ extends_documentation_fragment:
   - release.rollback.releases.layout
   - release.rollback.releases.switch
   - release.rollback.service
+  - release.rollback.code_mechanism
 requirements:
+  - The container CLI (O(container_runtime)) on the host with O(mechanism=containers).
   - C(systemctl) on the host with O(manager=systemd) (or C(auto) with O(service) set).
   - C(supervisorctl) (O(supervisorctl)) on the host with O(manager=supervisor).
   - The commands given in O(restart_command), O(stop_command) and O(start_command) with O(manager=command).
@@ -112,6 +114,9 @@ host_result:
     version:
       description: The version the application reported to the verification, when it did.
       type: str
+    digest:
+      description: The image digest read back from the container (O(mechanism=containers)).
+      type: str
 from:
   description: The release that was live before.
   returned: when the switch ran
@@ -141,21 +146,35 @@ attempts:
   description: How many polls the verification took.
   returned: when the switch ran
   type: int
+from_digest:
+  description: The image digest the container ran before (O(mechanism=containers)).
+  returned: when the switch ran
+  type: str
+to_digest:
+  description: The image digest the container was recreated from (O(mechanism=containers)).
+  returned: when the switch ran
+  type: str
+kept_container:
+  description: The name the old container is kept under, stopped (O(mechanism=containers)).
+  returned: when the switch ran
+  type: str
+digest:
+  description: The image digest the container runs, read back after the switch (O(mechanism=containers)).
+  returned: when the switch ran
+  type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.release.rollback.plugins.module_utils.code_mechanisms import registry as mechanisms
+from ansible_collections.release.rollback.plugins.module_utils.code_mechanisms.base import MechanismError
 from ansible_collections.release.rollback.plugins.module_utils.releases import (
     SWITCH_ARGS,
     ReleaseError,
-    discover,
     release_lock,
-    switch_with,
 )
-from ansible_collections.release.rollback.plugins.module_utils.service import (
-    SERVICE_ARGS,
-    argument_problem,
-    restart_and_verify,
-)
+from ansible_collections.release.rollback.plugins.module_utils.service import SERVICE_ARGS
+
+_HOST_ERRORS = (ReleaseError, MechanismError, OSError)
 
 
 def main():
@@ -167,11 +186,14 @@ def main():
             refuse_status=dict(type="str", default="blocked", choices=["blocked", "skipped", "pending"]),
             expect_live=dict(type="str"),
             restart=dict(type="bool", default=True),
+            **mechanisms.args(),
         ),
         supports_check_mode=True,
     )
     p = module.params
     holds_lock = p["lock"] and bool(p["run_id"])
+    mechanism = mechanisms.get(p["mechanism"])
+    run = mechanism.runner(module)
 
     def fail(status, changed, release, msg, **extra):
         host = dict(status=status, changed=changed, release=release, msg=msg)
@@ -181,11 +203,11 @@ def main():
 
     info, live, lock_problem = None, None, None
     try:
-        info = discover(p["app_root"], p["layout"], p["releases_dir"], p["current_dir"], run_id=p["run_id"])
+        info = mechanism.discover(p, run)
         live = info["live"]
         if info["lock_problem"] and not (p["break_stale_lock"] and info["lock"].get("stale")):
             lock_problem = info["lock_problem"]
-    except (ReleaseError, OSError):
+    except _HOST_ERRORS:
         pass  # the switch below says why this host cannot be used
     if p["refuse"]:
         if holds_lock and not module.check_mode and not lock_problem:
@@ -193,32 +215,22 @@ def main():
         fail(p["refuse_status"], False, live or "unknown", "not switched, still on %s: %s" % (live, p["refuse"]))
     if holds_lock and lock_problem:
         fail("blocked", False, live or "unknown", "not switched, still on %s: %s" % (live, lock_problem))
-    if p["expect_live"] and live is not None and live not in (p["expect_live"], p["target"]):
+    stale = mechanism.cas_problem(p, info) if info else None
+    if stale:
         # Compare-and-swap: the host no longer runs the release the plan found, so the plan does not
         # apply to it. It is left exactly as it is.
         if holds_lock and not module.check_mode:
             release_lock(p["app_root"], p["run_id"])
-        fail(
-            "stale",
-            False,
-            live,
-            "not switched: the host now runs %s, the plan expected %s: make a new plan" % (live, p["expect_live"]),
-        )
-    problem = argument_problem(p)
+        fail("stale", False, live, "not switched: %s" % stale)
+    problem = mechanism.argument_problem(p)
     if problem:
         fail("failed", False, live or "unknown", problem)
     try:
-        switched = switch_with(dict(p, lock=holds_lock), check_mode=module.check_mode, info=info)
-    except (ReleaseError, OSError) as exc:
+        switched = mechanism.switch(dict(p, lock=holds_lock), info, module.check_mode, run)
+    except _HOST_ERRORS as exc:
         fail("failed", False, live or "unknown", "switch: %s" % exc)
     diff = switched.pop("diff", None)
-    service = dict(
-        p,
-        only_if_unhealthy=not switched["changed"],
-        expect_version=p["target"] if p["version_url"] else None,
-        release=p["target"],
-    )
-    checked, failure = restart_and_verify(service, module.run_command, check_mode=module.check_mode)
+    checked, failure = mechanism.restart_and_verify(p, switched, run, module.check_mode)
     result = dict(switched, **checked)
     changed = result.pop("changed") or switched["changed"]
     if failure:
@@ -227,6 +239,11 @@ def main():
     if holds_lock and not module.check_mode:
         release_lock(p["app_root"], p["run_id"])
     restarted = ", restarted" if checked["restarted"] else ""
+    if switched.get("kept_container"):
+        restarted = " (image %s), recreated; the old container is kept stopped as %s" % (
+            switched["to_digest"],
+            switched["kept_container"],
+        )
     result["host_result"] = dict(
         status="ok", changed=changed, release=p["target"], msg="on %s%s" % (p["target"], restarted)
     )
@@ -241,7 +258,8 @@ def main():
                 else "already on %s" % p["target"]
             )
         result["host_result"].update(release=switched["from"] or live or "unknown", msg="check mode: %s" % would)
-    result["host_result"].update((k, checked[k]) for k in ("health", "version") if checked.get(k) is not None)
+    read = ("health", "version") + (() if module.check_mode else ("digest",))
+    result["host_result"].update((k, checked[k]) for k in read if checked.get(k) is not None)
     facts = {"rollback_host_result_code_config": result["host_result"]}
     if module._diff and diff:
         result["diff"] = diff

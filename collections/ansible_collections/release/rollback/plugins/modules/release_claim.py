@@ -49,6 +49,7 @@ options:
 extends_documentation_fragment:
   - release.rollback.releases
   - release.rollback.releases.layout
+  - release.rollback.code_mechanism
 requirements:
   - Python 3 on the host; the module runs no external command.
 attributes:
@@ -104,11 +105,11 @@ live:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.release.rollback.plugins.module_utils.code_mechanisms import registry as mechanisms
 from ansible_collections.release.rollback.plugins.module_utils.releases import (
     DISCOVERY_ARGS,
     claim,
     exit_discovery,
-    read_host,
 )
 
 
@@ -121,11 +122,12 @@ def main():
             operator=dict(type="str"),
             break_stale_lock=dict(type="bool", default=False),
             break_lock_of=dict(type="list", elements="str", default=[]),
+            **mechanisms.args(),
         ),
         supports_check_mode=True,
     )
     p = module.params
-    info = read_host(module)
+    info = mechanisms.read_host(module)
     changed = claim(
         info,
         p["run_id"],

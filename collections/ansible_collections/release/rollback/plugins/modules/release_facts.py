@@ -30,6 +30,7 @@ options:
 extends_documentation_fragment:
   - release.rollback.releases
   - release.rollback.releases.layout
+  - release.rollback.code_mechanism
 requirements:
   - Python 3 on the host; the module runs no external command.
 attributes:
@@ -128,12 +129,13 @@ lock_problem:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.release.rollback.plugins.module_utils.releases import DISCOVERY_ARGS, exit_discovery, read_host
+from ansible_collections.release.rollback.plugins.module_utils.code_mechanisms import registry as mechanisms
+from ansible_collections.release.rollback.plugins.module_utils.releases import DISCOVERY_ARGS, exit_discovery
 
 
 def main():
-    module = AnsibleModule(argument_spec=DISCOVERY_ARGS, supports_check_mode=True)
-    exit_discovery(module, read_host(module))
+    module = AnsibleModule(argument_spec=dict(DISCOVERY_ARGS, **mechanisms.args()), supports_check_mode=True)
+    exit_discovery(module, mechanisms.read_host(module))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,9 @@ description:
     revision before the deploy, the flags the release introduced and the infrastructure reference.
     The assess stage prefers this record to discovery.
   - Idempotent; supports check mode. One round trip per host.
+  - With O(mechanism=containers), records the running container's image digest, its version, the release it
+    replaced with that image's digest, and the container's run configuration (network, ports, volumes, labels,
+    command, the names of its environment variables and the env file, never their values).
 options:
   app_root:
     description: The deploy_to directory.
@@ -47,8 +50,9 @@ options:
     type: str
 extends_documentation_fragment:
   - release.rollback.releases
+  - release.rollback.code_mechanism
 requirements:
-  - Python 3 on the host; the module runs no external command.
+  - Python 3 on the host; with O(mechanism=containers), the container CLI.
 attributes:
   check_mode:
     description: Can run in check mode and return the changed status prediction without modifying the target.
@@ -92,7 +96,9 @@ files:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.release.rollback.plugins.module_utils.releases import DIR_ARGS, ReleaseError, take_snapshot
+from ansible_collections.release.rollback.plugins.module_utils.code_mechanisms import registry as mechanisms
+from ansible_collections.release.rollback.plugins.module_utils.code_mechanisms.base import MechanismError
+from ansible_collections.release.rollback.plugins.module_utils.releases import DIR_ARGS, ReleaseError
 
 
 def main():
@@ -106,24 +112,15 @@ def main():
             flags=dict(type="list", elements="str", default=[]),
             infra_ref=dict(type="str"),
             **DIR_ARGS,
+            **mechanisms.args(),
         ),
         supports_check_mode=True,
     )
     p = module.params
     try:
-        result = take_snapshot(
-            p["app_root"],
-            release=p["release"],
-            config_files=p["config_files"],
-            db_revision=p["db_revision"],
-            flags=p["flags"],
-            infra_ref=p["infra_ref"],
-            previous=p["previous"],
-            releases_dir=p["releases_dir"],
-            current=p["current_dir"],
-            check_mode=module.check_mode,
-        )
-    except (ReleaseError, OSError) as exc:
+        mechanism = mechanisms.get(p["mechanism"])
+        result = mechanism.snapshot(p, mechanism.runner(module), module.check_mode)
+    except (ReleaseError, MechanismError, OSError) as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**result)
 
