@@ -352,7 +352,7 @@ class Containers(CodeMechanism):
         if c is None:
             raise MechanismError("container %s is gone: %s" % (name, err))
         config = self._run_config(params, run, info, c)
-        env_values = {k: v for k, _, v in (e.partition("=") for e in (c.get("Config") or {}).get("Env") or [])}
+        env_values = {k: v for k, _sep, v in (e.partition("=") for e in (c.get("Config") or {}).get("Env") or [])}
         kept = self._free_name(params, run, kept)
         result["kept_container"] = kept
         rc, out, err = self._cli(params, run, "stop", "--time", str(params.get("stop_timeout") or 10), name)
@@ -414,7 +414,7 @@ class Containers(CodeMechanism):
         import time
 
         answer = None
-        for _ in range(max(1, params["retries"])):
+        for _attempt in range(max(1, params["retries"])):
             rc, out, err = self._cli(params, run, "healthcheck", "run", params["container"])
             answer = "healthy" if rc == 0 else (err or out).strip()[-200:] or "unhealthy"
             if rc == 0:
