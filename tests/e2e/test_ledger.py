@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -297,3 +298,60 @@ def test_the_audit_chain_in_the_ledger_detects_an_edited_a_deleted_and_a_reorder
     assert both.returncode == 1 and "disagree from entry 5" in both.stderr, both.stdout + both.stderr
     unknown = _cli(elsewhere, env, "audit", "verify", "20991231T000000-0000")
     assert unknown.returncode == 2 and "in the ledger" in unknown.stderr
+
+
+def test_an_awx_style_run_whose_job_directory_is_deleted_after_every_node_keeps_its_record_in_the_ledger(
+    ledger, tmp_path
+):
+    """Each workflow node runs in a fresh working directory and HOME that is deleted after it: the run, the
+    sign-off node (which gets the run back with ``ledger export``), and a last look from a third place."""
+    _backend, url, password, engine = ledger
+    fleet = build_fleet(tmp_path / "fleet", 1)
+    try:
+
+        def node(name: str):
+            work = tmp_path / "job" / name
+            (work / ".rollback").mkdir(parents=True)
+            env = {k: v for k, v in os.environ.items() if k not in ("XDG_STATE_HOME", "RELEASE_ROLLBACK_RUNS_DIR")}
+            env.update(HOME=str(work), USER="awx", RELEASE_ROLLBACK_LEDGER=url)
+            if password:
+                env["PGPASSWORD"] = password
+            return work, lambda *args: _cli(work, env, *args)
+
+        work, cli = node("rollback")
+        done = cli("run", "-i", str(fleet.inventory), "-m", str(fleet.manifest), "--approver", "alice", "--yes")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert_rolled_back(fleet)
+        (run_id,) = [p.name for p in (work / ".rollback" / "runs").iterdir() if (p / "state.json").is_file()]
+        shutil.rmtree(work)
+
+        work, cli = node("signoff")
+        exported = cli("ledger", "export", str(work / "runs"), "--run", run_id)
+        assert exported.returncode == 0, exported.stdout + exported.stderr
+        signed = cli("signoff", str(work / "runs" / run_id), "--by", "rm-on-call", "--role", "release manager")
+        assert signed.returncode == 0, signed.stdout + signed.stderr
+        shutil.rmtree(work)
+
+        work, cli = node("later")
+        verified = cli("audit", "verify", run_id)
+        assert verified.returncode == 0 and "intact in the ledger" in verified.stdout, verified.stdout + verified.stderr
+        team = json.loads(cli("status", "--team", "--json").stdout)
+        (row,) = [r for r in team["runs"] if r["run_id"] == run_id]
+        assert row["exit_state"] == "completed" and row["operator"] == "awx"
+        with engine.connect() as conn:
+            saved = json.loads(
+                conn.execute(sa.text("SELECT report FROM ledger_runs WHERE run_id = :r"), {"r": run_id}).scalar()
+            )
+            events = [
+                e for (e,) in conn.execute(sa.text("SELECT event FROM ledger_audit WHERE run_id = :r"), {"r": run_id})
+            ]
+        assert saved["exit_state"] == "completed" and saved["signoff"]["by"] == "rm-on-call"
+        assert "report.written" in events and "signoff.recorded" in events
+        # The report as people read it comes back as files, from the ledger alone.
+        again = cli("ledger", "export", str(work / "copy"), "--run", run_id)
+        assert again.returncode == 0, again.stderr
+        assert "rm-on-call" in (work / "copy" / run_id / "report.md").read_text()
+        history = json.loads(cli("history", "demo-shop", "--json").stdout)["releases"]
+        assert {(r["version"], r["status"], r["run_id"]) for r in history} >= {(BAD, "rolled_back", run_id)}
+    finally:
+        fleet.stop()
