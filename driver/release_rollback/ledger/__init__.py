@@ -521,8 +521,9 @@ class Ledger:
         and the release record the report carries."""
         run_id = rundir.run_id
         state = {}
-        with contextlib.suppress(Exception):
-            state = rundir.read_state()
+        if (rundir.path / "state.json").is_file():
+            with contextlib.suppress(Exception):
+                state = rundir.read_state()
         plan = None
         if rundir.plan_file.is_file():
             with contextlib.suppress(Exception):
@@ -535,7 +536,7 @@ class Ledger:
             "environment": state.get("inventory"),
             "lifecycle": (state.get("lifecycle") or {}).get("state"),
             "exit_state": state.get("exit_state"),
-            "state": state,
+            "state": state or None,
         }
         if plan:
             values.update(plan=plan, app=plan.get("app"), from_version=plan.get("from_version"))
@@ -548,6 +549,10 @@ class Ledger:
             rep = _load((rundir.path / "report.json").read_text(encoding="utf-8"))
             if isinstance(rep, dict):
                 values["report"] = rep
+                # A run without the driver (ansible-playbook, AWX) has no state.json: its report says.
+                for key in ("app", "from_version", "to_version", "exit_state"):
+                    values[key] = values.get(key) or rep.get(key)
+                values["operator"] = values.get("operator") or (rep.get("approval") or {}).get("approver")
         self.save_run(run_id, **{k: v for k, v in values.items() if v is not None})
         self.sync_audit(run_id, rundir.audit_file)
         if isinstance(rep, dict):

@@ -15,15 +15,31 @@ reportlib = content.module_utils("report")
 recordlib = content.module_utils("report_record")
 
 
+def _is_run(path: Path) -> bool:
+    """A run directory: the driver's (state.json), or one ansible-playbook or an AWX job wrote (report, audit)."""
+    return any((path / name).is_file() for name in ("state.json", "report.json", "audit.jsonl"))
+
+
 def _run_dirs(directory: Path) -> list[Path]:
     directory = directory.absolute()
-    if (directory / "state.json").is_file():
+    if _is_run(directory):
         return [directory]
     for base in (directory, directory / "runs"):
-        found = sorted(p for p in base.glob("*") if (p / "state.json").is_file()) if base.is_dir() else []
+        found = sorted(p for p in base.glob("*") if p.is_dir() and _is_run(p)) if base.is_dir() else []
         if found:
             return found
     return []
+
+
+def _run_id(path: Path) -> str | None:
+    """The run's id when it is not its directory's name (an AWX job's run directory): report.json says."""
+    if (path / "state.json").is_file():
+        return None
+    try:
+        run_id = json.loads((path / "report.json").read_text(encoding="utf-8")).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(run_id) if run_id and str(run_id) != path.name else None
 
 
 def _record_files(directory: Path) -> list[Path]:
@@ -39,7 +55,7 @@ def import_dir(ledger, directory: Path) -> dict[str, Any]:
     runs = audit = releases = 0
     skipped = []
     for path in _run_dirs(directory):
-        rundir = RunDir(path)
+        rundir = RunDir(path, name=_run_id(path))
         before = len(ledger.audit_rows(rundir.run_id))
         ledger.sync_run(rundir)
         after = len(ledger.audit_rows(rundir.run_id))
