@@ -727,6 +727,9 @@ class Engine:
             lock.release()
             self.rundir.audit("lock.refused", reason=str(exc), ledger=ledger.url)
             raise Blocked(str(exc)) from None
+        except BaseException:
+            lock.release()  # the ledger failed: this runs home's lock is given back too
+            raise
         if held.taken_over:
             same = held.taken_over.get("run_id") == self.rundir.run_id
             self.rundir.audit(
