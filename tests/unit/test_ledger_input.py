@@ -49,8 +49,9 @@ def test_an_unreachable_ledger_stops_a_new_run_before_anything_is_created_and_th
 
 
 def test_configure_moves_the_password_out_of_the_url(monkeypatch):
-    monkeypatch.delenv("PGPASSWORD", raising=False)
-    monkeypatch.delenv(ledger.ENV, raising=False)
+    # configure() sets both in this process: monkeypatch puts them back as they were afterwards.
+    monkeypatch.setenv("PGPASSWORD", "")
+    monkeypatch.setenv(ledger.ENV, "")
     clean = ledger.configure("postgresql://ops:pw%40x@db.example:5432/ledger?sslmode=require")
     assert clean == "postgresql://ops@db.example:5432/ledger?sslmode=require"
     assert os.environ["PGPASSWORD"] == "pw@x" and os.environ[ledger.ENV] == clean
