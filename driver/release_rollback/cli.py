@@ -101,6 +101,18 @@ class RunArg(click.ParamType):
 RUN = RunArg()
 
 
+def _ledger_module():
+    """The ledger module, loaded (with SQLAlchemy) only by the commands that use it."""
+    from . import ledger
+
+    return ledger
+
+
+def ledger_of(root: Path):
+    """The ledger of runs under ``root``."""
+    return _ledger_module().open_ledger(root)
+
+
 def fail(msg: str, code: int, json_mode: bool = False, **extra: Any) -> None:
     """One sentence on stderr and exit ``code``; with ``--json`` the same as JSON on stdout too."""
     if json_mode:
@@ -136,6 +148,12 @@ def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             fail(str(exc), stages.BAD_INPUT_EXIT, as_json, exit_state="bad input")
         except RuntimeError as exc:
             fail(str(exc), stages.UNEXPECTED_EXIT, as_json, exit_state="unexpected error")
+        except Exception as exc:
+            if not type(exc).__module__.startswith("sqlalchemy"):
+                raise
+            from . import ledger as ledgerlib
+
+            fail(ledgerlib.unreachable(exc), stages.UNEXPECTED_EXIT, as_json, exit_state="unexpected error")
         except KeyboardInterrupt:
             fail(
                 "interrupted by the operator (Ctrl-C or SIGTERM) before it ended",
@@ -286,13 +304,30 @@ def finish(engine: Engine, exit_state: str, json_mode: bool) -> None:
     "else .rollback/runs in the nearest directory upward that has .rollback/ or .git, else "
     "$XDG_STATE_HOME/release-rollback/runs.",
 )
+@click.option(
+    "--ledger",
+    "ledger_url",
+    default=None,
+    metavar="URL",
+    help="The ledger of runs, release record, locks and audit trail, shared by every controller: "
+    "postgresql://USER@HOST/DB (password in PGPASSWORD or ~/.pgpass) or sqlite:////path/ledger.db. "
+    "Default: $RELEASE_ROLLBACK_LEDGER, else ledger.db next to the runs directory.",
+)
 @click.pass_context
-def main(ctx: click.Context, runs_dir: str | None) -> None:
+def main(ctx: click.Context, runs_dir: str | None, ledger_url: str | None) -> None:
     """Roll a whole release back to the previous known-good release."""
     # SIGTERM is Ctrl-C for every command; run, resume and plan refine both (``Interrupts``).
     signal.signal(signal.SIGTERM, _terminate_like_ctrl_c)
     ctx.ensure_object(dict)
     ctx.obj["runs_dir"] = runs_dir
+    if ledger_url:
+        from . import ledger as ledgerlib
+
+        try:
+            # A password in the URL goes to PGPASSWORD of this process, never into a file or a message.
+            ledgerlib.configure(ledger_url)
+        except ledgerlib.LedgerError as exc:
+            fail(str(exc), stages.BAD_INPUT_EXIT)
 
 
 def check_input(
@@ -787,11 +822,20 @@ def awx_workflow(manifest, runbook, workflows, output):
 @main.command()
 @runs_dir_option
 @click.argument("run_dir", required=False, type=RUN)
+@click.option("--team", is_flag=True, help="The recent runs of every controller recording in the ledger.")
+@click.option(
+    "--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="How many runs --team lists."
+)
 @click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 @handles_errors
-def status(ctx, run_dir, json_mode):
-    """Show a run's stages and exit state (the latest run by default)."""
+def status(ctx, run_dir, team, limit, json_mode):
+    """Show a run's stages and exit state (the latest run by default); --team lists the team's recent runs."""
+    if team:
+        if run_dir is not None:
+            raise BadInput("--team lists every run in the ledger: give it without RUN_DIR, or RUN_DIR without --team")
+        team_status(ctx, limit, json_mode)
+        return
     if run_dir is None:
         root = runs_root(ctx)
         runs = sorted(p for p in root.glob("*") if (p / "state.json").is_file()) if root.is_dir() else []
@@ -835,6 +879,64 @@ def status(ctx, run_dir, json_mode):
         click.echo(f"  RCA:        {reportlib.rca_line(extras['rca'])}")
     for command in commands:
         click.echo(f"  next: {command}")
+
+
+def _age(stamp: str | None) -> str:
+    from datetime import UTC, datetime
+
+    try:
+        then = datetime.strptime(str(stamp), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return "?"
+    secs = max(0, int((datetime.now(UTC) - then).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if secs >= size:
+            return f"{secs // size} {unit} ago"
+    return f"{secs} s ago"
+
+
+def team_status(ctx: click.Context, limit: int, json_mode: bool) -> None:
+    """The recent runs in the ledger, whoever ran them and wherever: who, what, state, age."""
+    ledger = ledger_of(runs_root(ctx))
+    runs = ledger.recent_runs(limit)
+    if json_mode:
+        click.echo(json.dumps({"ledger": ledger.url, "runs": runs}, indent=2, default=str))
+        return
+    click.echo(f"Recent runs in the ledger {ledger.url}:")
+    if not runs:
+        click.echo("  none yet: start one with `release-rollback plan`")
+    for r in runs:
+        what = f"{r.get('app') or '?'} {r.get('from_version') or '?'} -> {r.get('to_version') or '?'}"
+        where = f"{r.get('operator') or '?'} on {r.get('controller') or '?'}"
+        state = r.get("exit_state") or r.get("lifecycle") or "?"
+        click.echo(f"  {r['run_id']:<22} {what:<48} {state:<20} {where:<28} {_age(r.get('created'))}")
+
+
+@main.command()
+@runs_dir_option
+@click.argument("app")
+@click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+@handles_errors
+def history(ctx, app, json_mode):
+    """An application's releases in the ledger, marked known-bad (rolled back) or known-good."""
+    ledger = ledger_of(runs_root(ctx))
+    rows = ledger.history(app)
+    if json_mode:
+        click.echo(json.dumps({"ledger": ledger.url, "app": app, "releases": rows}, indent=2, default=str))
+        return
+    if not rows:
+        raise BadInput(
+            f"the ledger {ledger.url} has no release of {app}: check the name (`release-rollback status --team`)"
+        )
+    click.echo(f"Releases of {app} in the ledger {ledger.url}:")
+    for r in rows:
+        if r["status"] == "rolled_back":
+            mark = f"BAD   rolled back by run {r['run_id']} to {r.get('rolled_back_to') or '?'}"
+            mark += f"; RCA {r['rca']}" if r.get("rca") else ""
+        else:
+            mark = f"good  the release run {r['run_id']} went back to" if r.get("run_id") else "good"
+        click.echo(f"  {r['version']:<20} {r['environment'] or '-':<40} {mark}  ({r['time']})")
 
 
 @main.command()
@@ -883,6 +985,7 @@ def rerender_report(rundir: RunDir) -> dict[str, Any]:
         abort_reason=state.get("aborted"),
     )
     reportlib.write(str(rundir.path), rep)
+    rundir.report_to_ledger(rep)
     return rep
 
 
@@ -956,23 +1059,123 @@ def audit():
     """The run's hash-chained audit trail."""
 
 
+class LedgerRunArg(RunArg):
+    """A run directory, or the id of a run the ledger holds (its directory may be gone, e.g. an AWX job's)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if isinstance(value, Path) or os.path.exists(value) or os.sep in str(value):
+            return super().convert(value, param, ctx)
+        root = runs_root(ctx) if ctx is not None else runs_home()
+        if (root / str(value) / "state.json").is_file():
+            return str(root / str(value))
+        ledger = ledger_of(root)
+        if ledger.get_run(str(value)) is None:
+            self.fail(
+                f"{value} is neither a run directory nor a run in {root} or in the ledger {ledger.url}", param, ctx
+            )
+        return str(value)
+
+
 @audit.command("verify")
 @runs_dir_option
-@click.argument("run_dir", type=RUN)
+@click.argument("run_dir", type=LedgerRunArg())
+@click.pass_context
 @handles_errors
-def audit_verify(run_dir):
-    """Check that no audit line was edited, removed or reordered."""
-    rundir = RunDir.find(run_dir)
-    result = auditlib.verify(str(rundir.audit_file), rundir.read_state().get("audit_head"))
-    if result["ok"]:
-        anchored = (
-            f"anchored in {auditlib.anchor_file(str(rundir.audit_file))}, every line keyed"
-            if result["anchored"]
-            else "not anchored: recorded without the controller key, so the chain alone was checked"
+def audit_verify(ctx, run_dir):
+    """Check that no audit entry was edited, removed or reordered, in the run directory and in the ledger,
+    and that both say the same."""
+    if not os.path.exists(run_dir):
+        # Only in the ledger (the run directory is gone, e.g. with an AWX job's container).
+        ledger = ledger_of(runs_root(ctx))
+        row = ledger.get_run(run_dir) or {}
+        result = ledger.verify_audit(run_dir, (row.get("state") or {}).get("audit_head"))
+        if not result["ok"]:
+            broken = f"row {result['broken_at']}: {result['problem']}"
+            fail(f"the audit trail in the ledger {ledger.url} is broken at {broken}", 1)
+        click.echo(
+            f"audit trail intact in the ledger {ledger.url}: {result['entries']} entries (no run directory here)"
         )
-        click.echo(f"audit trail intact: {result['entries']} entries ({anchored})")
         return
-    fail(f"audit trail broken at line {result['broken_at']}: {result['problem']}", 1)
+    rundir = RunDir.find(run_dir)
+    head = rundir.read_state().get("audit_head")
+    result = auditlib.verify(str(rundir.audit_file), head)
+    if not result["ok"]:
+        fail(f"audit trail broken at line {result['broken_at']}: {result['problem']}", 1)
+    anchored = (
+        f"anchored in {auditlib.anchor_file(str(rundir.audit_file))}, every line keyed"
+        if result["anchored"]
+        else "not anchored: recorded without the controller key, so the chain alone was checked"
+    )
+    ledger = rundir.ledger
+    rows = ledger.audit_rows(rundir.run_id) if ledger is not None else []
+    if not rows:
+        where = (
+            f"the ledger {ledger.url} has no copy of it: bring it in with "
+            f"`release-rollback ledger import {rundir.path}`"
+        )
+        click.echo(f"audit trail intact: {result['entries']} entries ({anchored}); {where}")
+        return
+    in_ledger = ledger.verify_audit(rundir.run_id, head)
+    if not in_ledger["ok"]:
+        fail(
+            f"the audit trail in the ledger {ledger.url} is broken at row {in_ledger['broken_at']}: "
+            f"{in_ledger['problem']} (the run directory's copy is intact: {rundir.audit_file})",
+            1,
+        )
+    lines = rundir.audit_file.read_text(encoding="utf-8").splitlines()
+    file_hashes = [json.loads(line)["hash"] for line in lines if line]
+    ledger_hashes = [r["hash"] for r in rows]
+    if file_hashes != ledger_hashes:
+        at = next(
+            (i + 1 for i, (a, b) in enumerate(zip(file_hashes, ledger_hashes, strict=False)) if a != b),
+            min(len(file_hashes), len(ledger_hashes)) + 1,
+        )
+        fail(
+            f"the audit trail in the run directory ({len(file_hashes)} entries) and in the ledger {ledger.url} "
+            f"({len(ledger_hashes)} entries) disagree from entry {at} on: each chain holds, so one of them was "
+            "replaced or cut short; trust neither until you know which",
+            1,
+        )
+    click.echo(f"audit trail intact: {result['entries']} entries ({anchored}); the ledger {ledger.url} holds the same")
+
+
+@main.group("ledger")
+@runs_dir_option
+def ledger_group():
+    """Bring run directories into the ledger, or write the ledger out as run directories."""
+
+
+@ledger_group.command("import")
+@runs_dir_option
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.pass_context
+@handles_errors
+def ledger_import(ctx, directory):
+    """Bring run directories and releases.jsonl under DIRECTORY (a run, a runs directory, or the
+    .rollback directory holding runs/) into the ledger. Giving it again adds nothing twice."""
+    ledger = ledger_of(runs_root(ctx))
+    result = _ledger_module().import_dir(ledger, Path(directory))
+    click.echo(
+        f"imported into the ledger {ledger.url}: {result['runs']} runs, {result['audit']} audit entries, "
+        f"{result['releases']} release marks" + (f"; {result['skipped']}" if result["skipped"] else "")
+    )
+
+
+@ledger_group.command("export")
+@runs_dir_option
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--run", "run_ids", multiple=True, help="Only this run (repeatable).")
+@click.pass_context
+@handles_errors
+def ledger_export(ctx, directory, run_ids):
+    """Write the ledger's runs out as run directories under DIRECTORY (plan.yml, approval.json, state.json,
+    audit.jsonl, report.*), with DIRECTORY/releases.jsonl; an existing run directory is left as it is."""
+    ledger = ledger_of(runs_root(ctx))
+    result = _ledger_module().export_dir(ledger, Path(directory), list(run_ids))
+    click.echo(
+        f"exported from the ledger {ledger.url} into {Path(directory).absolute()}: {result['runs']} runs, "
+        f"{result['releases']} release marks" + (f"; {result['skipped']}" if result["skipped"] else "")
+    )
 
 
 @main.command()

@@ -281,8 +281,12 @@ class Engine:
         """
         raw, parsed = load_inputs(manifest_file, runbook)
         inventory = check_inventory(inventory)
+        ledger = self.rundir.ledger
         try:
-            locks.check(self.lock_dir(), locks.lock_name(parsed.get("app"), inventory))
+            env_lock = locks.lock_name(parsed.get("app"), inventory)
+            locks.check(self.lock_dir(), env_lock)
+            if ledger is not None:
+                ledger.check_lock(env_lock)
         except locks.LockHeld as exc:
             raise Blocked(str(exc)) from None
         if target is not None:
@@ -329,6 +333,9 @@ class Engine:
             "rollback_plan_limit": limit or "",
             "rollback_plan_exclude": exclude or "",
         }
+        if ledger is not None and parsed.get("app"):
+            # Releases rolled back by anyone recording in the same ledger (another controller, an AWX job).
+            extravars["rollback_ledger_known_bad"] = ledger.known_bad(parsed["app"])
         if not raw:
             # Neither a manifest nor a runbook: an emergency plan, from discovery and the last rollback of the
             # same application in the run history.
@@ -703,7 +710,36 @@ class Engine:
             same = lock.taken_over.get("run_id") == self.rundir.run_id
             self.rundir.audit("lock.recovered" if same else "lock.broken", stale_holder=locks.describe(lock.taken_over))
         self.rundir.audit("lock.acquired", lock=name)
-        return lock
+        ledger = self.rundir.ledger
+        if ledger is None:
+            return lock
+        # The same lock in the ledger, which every controller recording there sees (a lease, renewed while
+        # this run works): the lock file above only stops rollbacks started from this runs home.
+        try:
+            held = ledger.acquire_lock(
+                name,
+                self.rundir.run_id,
+                state.get("operator") or operator_name(),
+                run_dir=str(self.rundir.path),
+                break_stale=break_lock,
+            )
+        except locks.LockHeld as exc:
+            lock.release()
+            self.rundir.audit("lock.refused", reason=str(exc), ledger=ledger.url)
+            raise Blocked(str(exc)) from None
+        except BaseException:
+            lock.release()  # the ledger failed: this runs home's lock is given back too
+            raise
+        if held.taken_over:
+            same = held.taken_over.get("run_id") == self.rundir.run_id
+            self.rundir.audit(
+                "lock.recovered" if same else "lock.broken",
+                stale_holder=locks.describe(held.taken_over),
+                why=held.taken_over.get("stale"),
+                ledger=ledger.url,
+            )
+        self.rundir.audit("lock.acquired", lock=name, ledger=ledger.url)
+        return locks.Locks([held, lock])
 
     def _check_window(self, plan: dict[str, Any], override: str | None) -> None:
         window = plan.get("window")
@@ -1062,6 +1098,7 @@ class Engine:
                 rep, paths, _recorded = reportlib.write_run_report(
                     str(self.rundir.path), plan, approval, results, record
                 )
+                self.rundir.report_to_ledger(rep)
             host = {"status": stages.OK, "changed": True, "msg": f"report written to {paths['md']}"}
             host["exit_state"] = rep["exit_state"]
         except OSError as exc:

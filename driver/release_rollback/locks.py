@@ -125,3 +125,18 @@ def acquire(
             json.dump(holder, fh)
         return Lock(path, holder)
     raise LockHeld(f"the lock {path} keeps changing hands: another rollback is starting; try again")
+
+
+@dataclass
+class Locks:
+    """Several locks held together (the ledger's and this runs home's), given back in order."""
+
+    held: list[Any]
+
+    @property
+    def taken_over(self) -> dict[str, Any] | None:
+        return next((lock.taken_over for lock in self.held if lock.taken_over), None)
+
+    def release(self) -> None:
+        for lock in self.held:
+            lock.release()

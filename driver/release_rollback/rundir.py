@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -81,6 +82,10 @@ class RunDir:
             make_private_dirs(root)
             # The controller key that anchors every run's audit trail, outside the run directories.
             audit.ensure_key(str(root.parent))
+            # A ledger that cannot be reached stops a new run before its directory exists.
+            from .ledger import open_ledger
+
+            open_ledger(root)
             os.mkdir(path, 0o700)
         except FileExistsError:
             what = f"a symbolic link to {os.readlink(path)}" if path.is_symlink() else "something"
@@ -125,6 +130,33 @@ class RunDir:
         return self.name or self.path.name
 
     @property
+    def ledger(self):
+        """The ledger this run is recorded in (None for a dry run, which records nothing)."""
+        if self.name is not None:
+            return None
+        from .ledger import open_ledger
+
+        return open_ledger(self.path.parent)
+
+    def to_ledger(self, **values: Any) -> None:
+        """Copy what was just written into the ledger (and the audit entries it does not have yet)."""
+        ledger = self.ledger
+        if ledger is None:
+            return
+        if values:
+            ledger.save_run(self.run_id, **values)
+        ledger.sync_audit(self.run_id, self.audit_file)
+
+    def report_to_ledger(self, rep: dict[str, Any]) -> None:
+        """The run's report in the ledger, and the release record it carries."""
+        ledger = self.ledger
+        if ledger is None or not isinstance(rep, dict):
+            return
+        ledger.save_run(self.run_id, report=rep)
+        ledger.sync_audit(self.run_id, self.audit_file)
+        ledger.record_from_report(rep, self.read_state().get("inventory") or "")
+
+    @property
     def plan_file(self) -> Path:
         return self.path / "plan.yml"
 
@@ -145,6 +177,9 @@ class RunDir:
         header += "# Any edit changes its hash and voids an approval.\n"
         with recording(self.plan_file):
             write_atomic(self.plan_file, header + yaml.safe_dump(plan, sort_keys=False, width=110))
+        self.to_ledger(
+            plan=plan, app=plan.get("app"), from_version=plan.get("from_version"), to_version=plan.get("to_version")
+        )
 
     def read_plan(self) -> dict[str, Any]:
         return read_plan_file(self.plan_file)
@@ -152,6 +187,7 @@ class RunDir:
     def write_approval(self, approval: dict[str, Any]) -> None:
         with recording(self.approval_file):
             write_atomic(self.approval_file, json.dumps(approval, indent=2) + "\n")
+        self.to_ledger(approval=approval)
 
     def read_approval(self) -> dict[str, Any] | None:
         if not self.approval_file.is_file():
@@ -215,6 +251,16 @@ class RunDir:
                 os.link(path, prev_tmp)
                 os.replace(prev_tmp, path.with_name("state.json.prev"))
             write_atomic(path, text)
+        self.to_ledger(
+            state=state,
+            run_dir=str(self.path),
+            controller=socket.gethostname(),
+            created=state.get("created"),
+            operator=state.get("operator"),
+            environment=state.get("inventory"),
+            lifecycle=(state.get("lifecycle") or {}).get("state"),
+            exit_state=state.get("exit_state"),
+        )
 
     def note_host_lock(self, host: str, app_root: str, broke: dict[str, Any] | None = None) -> None:
         """Record a host lock this run holds (``host-locks.jsonl``), as soon as it is taken."""
@@ -241,6 +287,7 @@ class RunDir:
     def audit(self, event: str, **fields: Any) -> None:
         with recording(self.audit_file):
             audit.append(str(self.audit_file), event, **fields)
+        self.to_ledger()
 
 
 class RunFileDamaged(ValueError):

@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, urlparse
 
 import dbkit
 import pytest
+import sqlalchemy as sa
 import yaml
 from helpers import FlagService
 from release_rollback.runner import run_stage
@@ -440,13 +441,41 @@ def test_a_destructive_database_step_runs_only_after_the_destructive_approval_no
         "destructive_approval": ("dana", approve),
         "signoff_approval": ("sam", True),
     }
+    # The team's ledger (PostgreSQL): its URL and password only in the ledger credential.
+    ledger_password = "ledger-" + PASSWORD[::-1]
+    ledger_db = dbkit.create("postgresql", tmp_path, ledger_password)
     inputs = {
         "release-rollback database": {"db_url": db.url},
         "release-rollback feature flags": {"flags_token": FLAGS_TOKEN},
         "release-rollback notifications": {"slack_webhook_url": f"{services.url}/slack/{SLACK_SECRET}"},
+        "release-rollback ledger": {
+            "ledger_url": f"postgresql://{ledger_db.name}@127.0.0.1:5432/{ledger_db.name}",
+            "ledger_password": ledger_password,
+        },
     }
     launch_vars = launch(fleet, tmp_path)
-    ran, artifacts, api, output = play_workflow(fleet, launch_vars, approvals, tmp_path, inputs)
+    launch_vars["rollback_ledger_command"] = str(BIN / "release-rollback")
+    try:
+        ran, artifacts, api, output = play_workflow(fleet, launch_vars, approvals, tmp_path, inputs)
+        # Every container is gone; the report, the audit trail and the sign-off are in the ledger.
+        engine = ledger_db.engine()
+        with engine.connect() as conn:
+            run_id = artifacts["rollback_report"]["run_id"]
+            saved = conn.execute(
+                sa.text("SELECT report, exit_state FROM ledger_runs WHERE run_id = :r"), {"r": run_id}
+            ).one()
+            events = [
+                e for (e,) in conn.execute(sa.text("SELECT event FROM ledger_audit WHERE run_id = :r"), {"r": run_id})
+            ]
+        engine.dispose()
+    finally:
+        dbkit.drop(ledger_db)
+    assert saved.exit_state == artifacts["rollback_report"]["exit_state"]
+    assert len(events) == artifacts["rollback_run_record"]["audit_head"]["seq"]
+    assert "report.written" in events
+    if approve:
+        assert "signoff.recorded" in events and json.loads(saved.report)["signoff"]["by"] == "sam"
+    assert not _leaks(artifacts, tmp_path / "containers", tmp_path / "events", secrets=(ledger_password,))
 
     order = _order(ran)
     assert ("destructive_check", False) in ran  # the check found destructive steps: its failure path asks
