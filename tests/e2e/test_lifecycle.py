@@ -232,8 +232,11 @@ def test_a_host_whose_restart_fails_once_is_finished_by_resume_and_the_others_ar
 # --------------------------------------------------------------- no work outlives its driver
 def slow_downgrade(fleet, seconds: float) -> Path:
     """The bad release's Alembic environment sleeps inside every downgrade's transaction and logs
-    each downgrade's start and end with its pid (the file the test reads)."""
+    each downgrade's start and end with its pid (the file the test reads). The sleep ends early once
+    the file ``<fleet>/downgrades.release`` exists, so that a test can hold a downgrade open for as
+    long as its checks take on a loaded machine and then let it go."""
     log = fleet.root / "downgrades.log"
+    release = fleet.root / "downgrades.release"
     env = fleet.app_root("web1") / "releases" / fleet.bad / "migrations" / "env.py"
     text = env.read_text()
     text = text.replace(
@@ -243,7 +246,9 @@ def slow_downgrade(fleet, seconds: float) -> Path:
         "            slow = 'downgrade' in sys.argv\n"
         "            if slow:\n"
         f"                open({str(log)!r}, 'a').write(f'start {{os.getpid()}} {{time.time()}}\\n')\n"
-        f"                time.sleep({seconds})\n"
+        "                t0 = time.time()\n"
+        f"                while time.time() < t0 + {seconds} and not os.path.exists({str(release)!r}):\n"
+        "                    time.sleep(0.05)\n"
         "            context.run_migrations()\n"
         "            if slow:\n"
         f"                open({str(log)!r}, 'a').write(f'end {{os.getpid()}} {{time.time()}}\\n')\n",
@@ -305,7 +310,9 @@ def test_kill_9_during_a_slow_down_migration_then_resume_runs_one_migration_and_
 
 
 def test_resume_refuses_while_a_job_of_the_run_is_alive_and_names_it(cli, fleet):
-    proc, run_dir, _log, mark = run_into_a_slow_downgrade(cli, fleet, 8)
+    # The downgrade is held open (up to 10 minutes) until the checks below are done, however slow the
+    # machine: resume and abort must find the job alive.
+    proc, run_dir, _log, mark = run_into_a_slow_downgrade(cli, fleet, 600)
     # The driver and its job guard die together (say, the OOM killer): the job's workers live on.
     guard = next(p for p in jobs.processes(mark) if "rollback-" in p.cmdline and "/bin/ansible-playbook" in p.cmdline)
     os.kill(guard.pid, signal.SIGKILL)
@@ -318,6 +325,7 @@ def test_resume_refuses_while_a_job_of_the_run_is_alive_and_names_it(cli, fleet)
     assert "is still running" in refused.stderr and f"kill -TERM {alive[0].pid}" in refused.stderr
     assert cli("abort", str(run_dir), "--reason", "x").returncode == 3
     jobs.stop(mark)
+    (fleet.root / "downgrades.release").touch()
     resumed = cli("resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert_rolled_back(fleet)
