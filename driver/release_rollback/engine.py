@@ -332,6 +332,8 @@ class Engine:
             "rollback_lock_at_assess": lock_hosts,
             "rollback_plan_limit": limit or "",
             "rollback_plan_exclude": exclude or "",
+            # The driver reads the ledger itself (below); the role reads it only under plain ansible-playbook and AWX.
+            "rollback_ledger": "",
         }
         if ledger is not None and parsed.get("app"):
             # Releases rolled back by anyone recording in the same ledger (another controller, an AWX job).

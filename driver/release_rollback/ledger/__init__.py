@@ -15,6 +15,7 @@ locks, their known-bad releases, their runs.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -222,6 +223,21 @@ class Ledger:
         ledger.migrate()
         return ledger
 
+    @contextlib.contextmanager
+    def _sqlite_migration_lock(self):
+        """Two processes starting on a new SQLite ledger: one migrates, the other waits, then finds it done.
+        (SQLite's deferred transactions would let both read "no schema" and both create the tables.)"""
+        path = self.engine.url.database if self.backend == "sqlite" else None
+        if not path or path == ":memory:":
+            yield
+            return
+        fd = os.open(f"{path}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def migrate(self) -> None:
         """Bring the schema to the newest migration (Alembic), one controller at a time."""
         try:
@@ -239,7 +255,7 @@ class Ledger:
             cfg = Config()
             cfg.set_main_option("script_location", str(MIGRATIONS))
             head = ScriptDirectory.from_config(cfg).get_current_head()
-            with self.engine.begin() as conn:
+            with self._sqlite_migration_lock(), self.engine.begin() as conn:
                 if self.backend == "postgresql":
                     # Two controllers starting on a new ledger: one migrates, the other waits, then finds it done.
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(7100171)"))
