@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -83,8 +84,15 @@ def runs_dir_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+# A run id as the ledger keeps it, and safe as one directory name under the runs directory.
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+
+
 class RunArg(click.ParamType):
-    """A run given as its directory, a file inside it (the plan), or its run id under the runs directory."""
+    """A run given as its directory, a file inside it (the plan), or its run id under the runs directory.
+
+    A run id that is not under the runs directory but is in the ledger (another controller's run, an AWX
+    job's) is written there from the ledger first: the run directory is an export of the ledger."""
 
     name = "run"
 
@@ -95,10 +103,36 @@ class RunArg(click.ParamType):
         candidate = root / str(value)
         if os.sep not in str(value) and (candidate / "state.json").is_file():
             return str(candidate)
-        self.fail(f"{value} is neither a run directory nor the id of a run under {root}", param, ctx)
+        if os.sep not in str(value) and not os.path.lexists(candidate) and RUN_ID_RE.match(str(value)):
+            try:
+                back = _from_ledger(root, str(value))
+            except Exception as exc:
+                self.fail(
+                    f"{value} is not a run under {root}, and {_ledger_module().unreachable(exc)}",
+                    param,
+                    ctx,
+                )
+            if back is not None:
+                return str(back)
+        self.fail(f"{value} is neither a run directory nor the id of a run under {root} or in the ledger", param, ctx)
 
 
 RUN = RunArg()
+
+
+def _from_ledger(root: Path, run_id: str) -> Path | None:
+    """``run_id`` written under ``root`` from the ledger, if a ledger is set up (given, or the default file
+    there) and holds it, else None."""
+    ledgers = _ledger_module()
+    if not (os.environ.get(ledgers.ENV) or (root.absolute().parent / "ledger.db").is_file()):
+        return None
+    ledger = ledger_of(root)
+    back = ledgers.bring_back(ledger, root, run_id)
+    if back is not None:
+        click.echo(
+            f"release-rollback: run {run_id} is not under {root}: written there from the ledger {ledger.url}", err=True
+        )
+    return back
 
 
 def _ledger_module():

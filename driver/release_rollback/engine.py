@@ -283,7 +283,7 @@ class Engine:
         inventory = check_inventory(inventory)
         ledger = self.rundir.ledger
         try:
-            env_lock = locks.lock_name(parsed.get("app"), inventory)
+            env_lock = locks.lock_name(parsed.get("app"), locks.environment_of(parsed, inventory))
             locks.check(self.lock_dir(), env_lock)
             if ledger is not None:
                 ledger.check_lock(env_lock)
@@ -301,6 +301,7 @@ class Engine:
             "created": utcnow(),
             "operator": operator,
             "inventory": inventory,
+            "environment": locks.environment_of(parsed, inventory),
             "manifest_file": str(Path(manifest_file).absolute()) if manifest_file else None,
             "runbook_file": str(Path(runbook).absolute()) if runbook else None,
             "stages": {},
@@ -683,6 +684,17 @@ class Engine:
                 raise Waiting(self.waiting_message(step))
         self._check_window(plan, override_window)
         lock = self._lock(plan, state, break_lock)
+        try:
+            # A copy of the run brought here from the ledger, after another copy went on: its plan ran there.
+            ledger = self.rundir.ledger
+            further = ledger.went_on_elsewhere(self.rundir.run_id, self.rundir.audit_file) if ledger else None
+        except BaseException:
+            lock.release()
+            raise
+        if further:
+            lock.release()
+            self.rundir.audit("run.refused", reason=further)
+            raise Blocked(further)
         if not self.stop_after_stage.is_set():
             self.stop_file.unlink(missing_ok=True)
         try:
@@ -695,7 +707,7 @@ class Engine:
         return self.rundir.path.parent.parent / "locks"
 
     def _lock(self, plan: dict[str, Any], state: dict[str, Any], break_lock: bool) -> locks.Lock:
-        name = locks.lock_name(plan.get("app"), state.get("inventory"))
+        name = locks.lock_name(plan.get("app"), locks.environment_of(plan, state.get("inventory")))
         try:
             lock = locks.acquire(
                 self.lock_dir(),
@@ -736,7 +748,7 @@ class Engine:
             same = held.taken_over.get("run_id") == self.rundir.run_id
             self.rundir.audit(
                 "lock.recovered" if same else "lock.broken",
-                stale_holder=locks.describe(held.taken_over),
+                stale_holder=locks.describe(held.taken_over, held.holder["since"]),  # the ledger's clock
                 why=held.taken_over.get("stale"),
                 ledger=ledger.url,
             )
@@ -1088,10 +1100,22 @@ class Engine:
     _record_error: OSError | None = None  # a run file could not be written during the job (a full disk)
     _locks_recorded: set[str] = field(default_factory=set)  # hosts whose lock this run recorded taking
 
+    def _release_record_file(self, plan: dict[str, Any]) -> str:
+        """The release record file the report writes: the plan's, or the one beside this runs directory.
+
+        The plan's default (``<its run directory>/../../releases.jsonl``) follows the run directory when the
+        run was brought to another controller (from the ledger); a file the plan names otherwise is kept."""
+        here = str(self.rundir.path.parent.parent / "releases.jsonl")
+        record = plan.get("release_record")
+        suffix = "/../../releases.jsonl"
+        if not record or (record.endswith(suffix) and Path(record[: -len(suffix)]).name == self.rundir.run_id):
+            return here
+        return record
+
     def _report_stage(self, plan: dict[str, Any], approval: dict[str, Any], results: dict[str, Any]):
         """The report stage on the controller: report files, release record, audit entry."""
         started = utcnow()
-        record = plan.get("release_record") or str(self.rundir.path.parent.parent / "releases.jsonl")
+        record = self._release_record_file(plan)
         try:
             if self.dry_run_of is not None:
                 # The dry run's own report, in its directory: no release record, no audit of the run's.

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# environment_of names the environment a lock is for (kept with the run directory, which records it).
+from .rundir import environment_of as environment_of
 from .rundir import make_private_dirs
 
 
@@ -23,8 +25,9 @@ class LockHeld(Exception):
     """Another rollback holds the environment; the message names the holder and the way out."""
 
 
-def lock_name(app: str | None, inventory: str | None) -> str:
-    digest = hashlib.sha256(str(inventory or "").encode()).hexdigest()[:12]
+def lock_name(app: str | None, environment: str | None) -> str:
+    """The environment lock's name: the application and the environment (``environment_of``)."""
+    digest = hashlib.sha256(str(environment or "").encode()).hexdigest()[:12]
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in (app or "app"))[:64]
     return f"{safe}-{digest}"
 
@@ -39,8 +42,10 @@ def alive(pid: int) -> bool:
     return True
 
 
-def describe(holder: dict[str, Any]) -> str:
-    age = int(time.time() - float(holder.get("since", time.time())))
+def describe(holder: dict[str, Any], now: float | None = None) -> str:
+    """The holder in one phrase; ``now`` is the clock its ``since`` was written in (the ledger's), if not ours."""
+    now = time.time() if now is None else now
+    age = int(now - float(holder.get("since", now)))
     where = f"; see `release-rollback status {holder['run_dir']}`" if holder.get("run_dir") else ""
     return (
         f"run {holder.get('run_id')} by {holder.get('operator')} (pid {holder.get('pid')} on {holder.get('host')}, "

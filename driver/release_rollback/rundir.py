@@ -64,6 +64,13 @@ def make_private_dirs(path: Path) -> None:
         safefs.make_private_dir(str(directory))
 
 
+def environment_of(doc: dict[str, Any], inventory: str | None) -> str:
+    """The environment a run is for: the manifest's (or plan's) ``environment`` name, else the inventory's
+    path. It names the environment lock and the release record, so controllers whose inventories sit at
+    different paths share them only when the manifest names the environment."""
+    return str(doc.get("environment") or inventory or "")
+
+
 @dataclass
 class RunDir:
     path: Path
@@ -154,7 +161,8 @@ class RunDir:
             return
         ledger.save_run(self.run_id, report=rep)
         ledger.sync_audit(self.run_id, self.audit_file)
-        ledger.record_from_report(rep, self.read_state().get("inventory") or "")
+        state = self.read_state()
+        ledger.record_from_report(rep, environment_of(state, state.get("inventory")))
 
     @property
     def plan_file(self) -> Path:
@@ -257,7 +265,7 @@ class RunDir:
             controller=socket.gethostname(),
             created=state.get("created"),
             operator=state.get("operator"),
-            environment=state.get("inventory"),
+            environment=environment_of(state, state.get("inventory")),
             lifecycle=(state.get("lifecycle") or {}).get("state"),
             exit_state=state.get("exit_state"),
         )

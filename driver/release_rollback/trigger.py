@@ -252,17 +252,18 @@ class Trigger:
                     why=f"run {earlier['run_id']} was already made for the deploy at {deploy['time']}",
                 )
             try:
+                # What a plan is made from is checked before a run directory is made (as `plan` does).
+                _raw, parsed = load_manifest(env["manifest"])
+                inventory = check_inventory(env["inventory"])
+            except BadInput as exc:
+                return self._log(event, "failed", why=f"{exc}; fix {self.config_path}")
+            try:
                 locks.check(
-                    self.runs_root.parent / "locks", locks.lock_name(event.app, str(Path(env["inventory"]).absolute()))
+                    self.runs_root.parent / "locks",
+                    locks.lock_name(parsed.get("app"), locks.environment_of(parsed, inventory)),
                 )
             except locks.LockHeld as exc:
                 return self._log(event, "duplicate", why=f"a rollback of this environment is running: {exc}")
-            try:
-                # What a plan is made from is checked before a run directory is made (as `plan` does).
-                load_manifest(env["manifest"])
-                check_inventory(env["inventory"])
-            except BadInput as exc:
-                return self._log(event, "failed", why=f"{exc}; fix {self.config_path}")
             engine = Engine(RunDir.create(self.runs_root), self.view)
             rundir = engine.rundir
             write_atomic(rundir.path / "trigger.json", json.dumps(event.record(), indent=2) + "\n")

@@ -8,9 +8,11 @@ the other controller cannot see whether A's process lives and must go by A's lea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import yaml
 from conftest import CLI, need
 from dbkit import PG_ADMIN, create, drop, server_up
 from helpers import assert_rolled_back, audit_events
@@ -31,6 +34,21 @@ OTHER_HOST = "controller-a.example"
 LEASE = 6  # seconds; a controller renews its lease every LEASE/3 s while it works
 
 
+@contextlib.contextmanager
+def postgresql_ledger(tmp_path: Path):
+    """A new PostgreSQL database with a password of its own, as the team's ledger."""
+    need(server_up(PG_ADMIN), "PostgreSQL on 127.0.0.1:5432 (psycopg installed)")
+    password = "pw-" + uuid.uuid4().hex
+    db = create("postgresql", tmp_path, password=password)
+    url = f"postgresql://{db.name}@127.0.0.1:5432/{db.name}"
+    engine = sa.create_engine(f"postgresql+psycopg://{db.name}:{password}@127.0.0.1:5432/{db.name}")
+    try:
+        yield "postgresql", url, password, engine
+    finally:
+        engine.dispose()
+        drop(db)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def ledger(request, tmp_path):
     """(backend, URL the controllers are given, the password if any, an engine to look inside)."""
@@ -40,14 +58,15 @@ def ledger(request, tmp_path):
         url = f"sqlite:///{path}"
         yield "sqlite", url, None, sa.create_engine(url)
         return
-    need(server_up(PG_ADMIN), "PostgreSQL on 127.0.0.1:5432 (psycopg installed)")
-    password = "pw-" + uuid.uuid4().hex
-    db = create("postgresql", tmp_path, password=password)
-    url = f"postgresql://{db.name}@127.0.0.1:5432/{db.name}"
-    engine = sa.create_engine(f"postgresql+psycopg://{db.name}:{password}@127.0.0.1:5432/{db.name}")
-    yield "postgresql", url, password, engine
-    engine.dispose()
-    drop(db)
+    with postgresql_ledger(tmp_path) as pg:
+        yield pg
+
+
+@pytest.fixture
+def pg_ledger(tmp_path):
+    """The PostgreSQL ledger alone, for what needs two machines (a clock of each controller's own)."""
+    with postgresql_ledger(tmp_path) as pg:
+        yield pg
 
 
 class Controller:
@@ -86,13 +105,28 @@ class Controller:
         )  # fmt: skip
 
     def popen(self, *args: str) -> subprocess.Popen:
+        """The command in a process group of its own (``os.killpg`` pauses or stops the run and its jobs)."""
         return subprocess.Popen(
             self.argv(*args), cwd=self.root, env=self.env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         )  # fmt: skip
 
-    def plan_and_approve(self, fleet) -> Path:
-        planned = self("plan", "-i", str(fleet.inventory), "-m", str(fleet.manifest))
+    def own_copy(self, fleet, environment: str | None = None) -> tuple[Path, Path]:
+        """This controller's own checkout of the fleet's inventory and manifest (another path than anyone's),
+        the manifest naming ``environment`` when given."""
+        source = Path(fleet.inventory)  # hosts.yml, with group_vars/ beside it
+        shutil.copytree(source.parent, self.root / "checkout" / "inventory")
+        inventory = self.root / "checkout" / "inventory" / source.name
+        doc = yaml.safe_load(Path(fleet.manifest).read_text())
+        if environment:
+            doc.setdefault("rollback_manifest", doc)["environment"] = environment
+        manifest = self.root / "checkout" / "manifest.yml"
+        manifest.write_text(yaml.safe_dump(doc))
+        return inventory, manifest
+
+    def plan_and_approve(self, fleet, inventory: Path | None = None, manifest: Path | None = None) -> Path:
+        inventory, manifest = inventory or fleet.inventory, manifest or fleet.manifest
+        planned = self("plan", "-i", str(inventory), "-m", str(manifest))
         assert planned.returncode == 0, planned.stdout + planned.stderr
         (run_dir,) = [p for p in self.runs.iterdir() if (p / "state.json").is_file()]
         approved = self("approve", str(run_dir / "plan.yml"), "--approver", self.user)
@@ -228,6 +262,130 @@ def test_two_controllers_race_one_proceeds_the_holder_is_named_and_taken_back_af
         assert password not in refused.stderr + team.stdout + verified.stdout
 
 
+def wait_in_stage(proc: subprocess.Popen, run_dir: Path, stage: str = "code_config") -> None:
+    deadline = time.monotonic() + 240
+    while not in_stage(run_dir, stage):
+        assert proc.poll() is None and time.monotonic() < deadline, (proc.poll(), proc.stderr and proc.stderr.read())
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def jobs_paused(proc: subprocess.Popen):
+    """Pause the run's ansible-playbook job (the controller's driver goes on, renewing its lease): the run
+    holds its environment, in the middle of a stage, until the block ends."""
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert children, "the run has no job to pause"
+    for pid in children:
+        os.kill(int(pid), signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGCONT)
+
+
+def test_controllers_with_their_own_checkouts_share_the_environment_the_manifest_names(ledger, fleet, tmp_path):
+    """Two operators, each with a checkout of the same inventory and manifest at a path of their own: the
+    manifest's ``environment`` makes them one environment, so while A's rollback holds it B cannot plan
+    one, and the release record is kept under the environment's name, not a controller's file path."""
+    _backend, url, password, engine = ledger
+    a = Controller(tmp_path / "ctl-a", "alice", url, password)
+    b = Controller(tmp_path / "ctl-b", "bob", url, password)
+    a_inventory, a_manifest = a.own_copy(fleet, environment="production")
+    b_inventory, b_manifest = b.own_copy(fleet, environment="production")
+    assert a_inventory != b_inventory
+    run_a = a.plan_and_approve(fleet, a_inventory, a_manifest)
+    proc = a.popen("run", str(run_a / "plan.yml"))
+    wait_in_stage(proc, run_a)
+    with jobs_paused(proc):  # A holds the environment, in its code stage
+        refused = b("plan", "-i", str(b_inventory), "-m", str(b_manifest))
+        assert refused.returncode == 3, refused.stdout + refused.stderr
+        assert f"run {run_a.name} by alice" in refused.stderr, refused.stderr
+    _out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert_rolled_back(fleet)
+    with engine.connect() as conn:
+        marks = conn.execute(sa.text("SELECT version, status, environment FROM ledger_releases")).all()
+    assert (BAD, "rolled_back", "production") in [tuple(m) for m in marks], marks
+    # The team's view names the run's environment the same way.
+    team = b("status", "--team", "--json")
+    row = {r["run_id"]: r for r in json.loads(team.stdout)["runs"]}[run_a.name]
+    assert row["environment"] == "production", row
+
+
+def test_a_controller_whose_clock_runs_ahead_does_not_take_a_live_lease(pg_ledger, fleet, tmp_path):
+    """Leases are given and compared in the ledger's clock: controller B, on another machine whose clock runs
+    five minutes ahead, finds A's two-minute lease live (A is working) and ``--break-lock`` does not take it
+    over."""
+    _backend, url, password, _engine = pg_ledger
+    need(shutil.which("faketime") is not None, "faketime (Debian package faketime)")
+    probe = subprocess.run(["unshare", "-u", "true"], capture_output=True)
+    need(probe.returncode == 0, "unshare -u (a UTS namespace: root) to give controller A a host name of its own")
+    a = Controller(tmp_path / "ctl-a", "alice", url, password, OTHER_HOST)
+    b = Controller(tmp_path / "ctl-b", "bob", url, password)
+    a.env["RELEASE_ROLLBACK_LOCK_LEASE"] = "120"
+    run_a = a.plan_and_approve(fleet)
+    run_b = b.plan_and_approve(fleet)
+    proc = a.popen("run", str(run_a / "plan.yml"))
+    wait_in_stage(proc, run_a)
+    with jobs_paused(proc):  # A is working (its lease renewed), in its code stage
+        ahead = subprocess.run(
+            ["faketime", "-f", "+300s", *b.argv("run", str(run_b / "plan.yml"), "--break-lock")],
+            cwd=b.root, env=b.env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert ahead.returncode == 3, ahead.stdout + ahead.stderr
+        assert f"run {run_a.name} by alice" in ahead.stderr and "lease runs" in ahead.stderr, ahead.stderr
+        assert set(json.loads((run_b / "state.json").read_text())["stages"]) == {"assess"}
+    _out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert_rolled_back(fleet)
+
+
+def test_a_copy_of_a_run_brought_back_from_the_ledger_does_not_execute_its_plan_again(pg_ledger, fleet, tmp_path):
+    """B looks at A's approved run by its id (its directory is written on B's controller from the ledger);
+    A then runs it to the end. B's copy, still approved, is refused: the plan executed once, on A."""
+    _backend, url, password, _engine = pg_ledger
+    a = Controller(tmp_path / "ctl-a", "alice", url, password)
+    b = Controller(tmp_path / "ctl-b", "bob", url, password)
+    run_a = a.plan_and_approve(fleet)
+    seen = b("status", run_a.name)
+    assert seen.returncode == 0, seen.stdout + seen.stderr
+    copy = b.runs / run_a.name
+    assert "written there from the ledger" in seen.stderr and (copy / "approval.json").is_file()
+    done = a("run", str(run_a / "plan.yml"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert_rolled_back(fleet)
+    again = b("run", str(copy / "plan.yml"))
+    assert again.returncode == 3, again.stdout + again.stderr
+    assert f"run {run_a.name} went on from another copy ({run_a}" in again.stderr, again.stderr
+    assert "ended completed" in again.stderr and "execute its plan again" in again.stderr
+    assert set(json.loads((copy / "state.json").read_text())["stages"]) == {"assess"}
+    assert_rolled_back(fleet)
+
+
+def test_an_awx_node_killed_in_its_code_stage_is_resumed_by_the_next_node_from_the_ledger(fleet, tmp_path):
+    """The run's first node is killed (-9) in the code stage and its working directory deleted, as AWX does
+    with a job's container; the next node resumes the run by its id alone, from the ledger, to the end."""
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    first = Controller(tmp_path / "node-1", "awx", ledger_url, None)
+    run_dir = first.plan_and_approve(fleet)
+    proc = first.popen("run", str(run_dir / "plan.yml"))
+    wait_in_stage(proc, run_dir)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    shutil.rmtree(first.root)
+    second = Controller(tmp_path / "node-2", "awx", ledger_url, None)
+    resumed = second("resume", run_dir.name)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "written there from the ledger" in resumed.stderr
+    assert_rolled_back(fleet)
+    state = json.loads((second.runs / run_dir.name / "state.json").read_text())
+    assert state["exit_state"] == "completed"
+    events = [e["event"] for e in audit_events(second.runs / run_dir.name)]
+    assert "lock.recovered" in events
+
+
 def _cli(cwd: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
@@ -325,11 +483,18 @@ def test_an_awx_style_run_whose_job_directory_is_deleted_after_every_node_keeps_
         (run_id,) = [p.name for p in (work / ".rollback" / "runs").iterdir() if (p / "state.json").is_file()]
         shutil.rmtree(work)
 
+        # The sign-off node names the run by its id alone: its directory is written from the ledger first.
         work, cli = node("signoff")
-        exported = cli("ledger", "export", str(work / "runs"), "--run", run_id)
-        assert exported.returncode == 0, exported.stdout + exported.stderr
-        signed = cli("signoff", str(work / "runs" / run_id), "--by", "rm-on-call", "--role", "release manager")
+        signed = cli("signoff", run_id, "--by", "rm-on-call", "--role", "release manager")
         assert signed.returncode == 0, signed.stdout + signed.stderr
+        assert f"run {run_id} is not under" in signed.stderr and "written there from the ledger" in signed.stderr
+        assert (work / ".rollback" / "runs" / run_id / "report.md").is_file()
+        shutil.rmtree(work)
+        # An id that no ledger holds is refused, and nothing is written.
+        work, cli = node("typo")
+        missing = cli("status", "20991231T000000-0000")
+        assert missing.returncode == 2 and "nor the id of a run under" in missing.stderr, missing.stderr
+        assert not (work / ".rollback" / "runs" / "20991231T000000-0000").exists()
         shutil.rmtree(work)
 
         work, cli = node("later")

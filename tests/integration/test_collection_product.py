@@ -226,10 +226,19 @@ def test_execution_environment_dependencies_come_from_the_collection(installed):
 
 
 def test_execution_environment_definition_builds_a_context_with_the_collection(tarball, tmp_path):
-    """``ansible-builder create`` validates the v3 definition and lays out the build (no image build here)."""
+    """``ansible-builder create`` validates the v3 definition and lays out the build (no image build here):
+    the collection, and the driver's wheel that the jobs' ledger commands run from."""
     awx = tmp_path / "awx"
     shutil.copytree(ROOT / "awx", awx)
     shutil.copy2(tarball, awx / tarball.name)
+    wheel = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(awx), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert wheel.returncode == 0, wheel.stdout + wheel.stderr
+    (built_wheel,) = awx.glob("release_rollback-*.whl")
     definition = yaml.safe_load((awx / "execution-environment.yml").read_text())
     assert definition["version"] == 3
     requirements = yaml.safe_load((awx / "requirements.yml").read_text())
@@ -248,3 +257,9 @@ def test_execution_environment_definition_builds_a_context_with_the_collection(t
     assert (ctx / "_build" / "collections" / tarball.name).is_file()
     assert {"alembic>=1.13", "SQLAlchemy>=2.0"} <= set((ctx / "_build" / "requirements.txt").read_text().split())
     assert "openssh-clients [platform:rpm]" in (ctx / "_build" / "bindep.txt").read_text()
+    # The driver is installed in the image's Python, after everything else, with the ledger's PostgreSQL extra.
+    assert (ctx / "_build" / "driver" / built_wheel.name).is_file()
+    final = containerfile[containerfile.rindex("FROM ") :]
+    install = next(line for line in final.splitlines() if "release_rollback-*.whl" in line)
+    assert install.startswith("RUN /usr/bin/python3.11 -m pip install") and "[postgresql]" in install, install
+    assert "release-rollback --version" in install

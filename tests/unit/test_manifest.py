@@ -15,6 +15,8 @@ import pytest
         ({"database": {"config": "/a.ini", "url": "sqlite://"}}, "target_revision is missing"),
         ({"infrastructure": {"path": "/etc/lb.conf", "snapshot": "/etc/lb.conf"}}, "{version}"),
         ({"validation": {"retries": "many"}}, "validation.retries"),
+        ({"environment": "../prod"}, "environment '../prod' is not a name"),
+        ({"environment": ["production"]}, "environment"),
         ({"unknown_section": 1}, "unknown manifest key"),
         (["a", "list"], "must be a mapping"),
     ],

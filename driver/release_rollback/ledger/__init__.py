@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from .. import content
+from ..rundir import environment_of
 from . import schema
 
 auditlib = content.module_utils("audit")
@@ -171,7 +172,7 @@ class LeaseLock:
                 conn.execute(
                     sa.update(schema.locks)
                     .where(schema.locks.c.name == self.name, schema.locks.c.token == self.holder["token"])
-                    .values(expires=time.time() + lease)
+                    .values(expires=self.ledger.clock(conn) + lease)
                 )
 
     def release(self) -> None:
@@ -372,15 +373,26 @@ class Ledger:
             return [dict(r) for r in conn.execute(sa.select(schema.releases).order_by(schema.releases.c.id)).mappings()]
 
     # ----------------------------------------------------------------------------------- locks
-    def lock_holder(self, name: str) -> dict[str, Any] | None:
+    def clock(self, conn) -> float:
+        """The ledger's time (seconds since the epoch) that every lease is given and compared in.
+
+        PostgreSQL's server clock, so that controllers whose own clocks disagree still agree on whether
+        a lease ran out; a SQLite ledger is on this machine, whose clock it is."""
+        if self.backend == "postgresql":
+            return float(conn.execute(sa.text("SELECT extract(epoch FROM clock_timestamp())")).scalar())
+        return time.time()
+
+    def lock_holder(self, name: str) -> tuple[dict[str, Any] | None, float]:
+        """The holder of ``name`` (or None) and the ledger's time it was read at."""
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(schema.locks).where(schema.locks.c.name == name)).mappings().first()
-        return dict(row) if row else None
+            now = self.clock(conn)
+        return (dict(row) if row else None), now
 
     @staticmethod
-    def stale(holder: dict[str, Any]) -> str | None:
-        """Why ``holder`` cannot be working any more (its lease ran out, or its process is gone here), or None."""
-        now = time.time()
+    def stale(holder: dict[str, Any], now: float) -> str | None:
+        """Why ``holder`` cannot be working any more at the ledger's time ``now`` (its lease ran out, or its
+        process is gone here), or None."""
         if float(holder["expires"]) < now:
             return f"its lease ran out {int(now - float(holder['expires']))} s ago"
         if holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid") or -1)):
@@ -391,16 +403,16 @@ class Ledger:
         """Raise LockHeld when a rollback that may still be working holds ``name`` in the ledger."""
         from ..locks import LockHeld
 
-        holder = self.lock_holder(name)
-        if holder and not self.stale(holder):
-            raise LockHeld(self._held_message(holder))
+        holder, now = self.lock_holder(name)
+        if holder and not self.stale(holder, now):
+            raise LockHeld(self._held_message(holder, now))
 
-    def _held_message(self, holder: dict[str, Any]) -> str:
+    def _held_message(self, holder: dict[str, Any], now: float) -> str:
         from ..locks import describe
 
         return (
-            f"another rollback holds this environment in the ledger {self.url}: {describe(holder)}; its lease "
-            f"runs {max(0, int(float(holder['expires']) - time.time()))} s more and is renewed while it works: wait "
+            f"another rollback holds this environment in the ledger {self.url}: {describe(holder, now)}; its lease "
+            f"runs {max(0, int(float(holder['expires']) - now))} s more and is renewed while it works: wait "
             "for it to end, or see the team's runs with `release-rollback status --team`"
         )
 
@@ -412,7 +424,6 @@ class Ledger:
         from ..locks import LockHeld, describe
 
         t = schema.locks
-        now = time.time()
         holder = {
             "name": name,
             "run_id": run_id,
@@ -421,30 +432,33 @@ class Ledger:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "token": os.urandom(8).hex(),
-            "since": now,
-            "expires": now + lease_seconds(),
         }
         for _ in range(3):
             try:
                 with self.engine.begin() as conn:
+                    # Lease times are the ledger's (clock), never this controller's own.
+                    now = self.clock(conn)
+                    holder.update(since=now, expires=now + lease_seconds())
                     conn.execute(sa.insert(t).values(**holder))
                 return LeaseLock(self, name, holder).start()
             except sa.exc.IntegrityError:
                 pass
-            current = self.lock_holder(name)
+            current, now = self.lock_holder(name)
             if current is None:
                 continue
-            why = self.stale(current)
+            why = self.stale(current, now)
             if why is None:
-                raise LockHeld(self._held_message(current))
+                raise LockHeld(self._held_message(current, now))
             if not (break_stale or current.get("run_id") == run_id):
                 raise LockHeld(
                     f"a stale lock from a rollback that stopped ({why}) holds this environment in the ledger "
-                    f"{self.url}: {describe(current)}; if that run is really gone, run again with --break-lock "
+                    f"{self.url}: {describe(current, now)}; if that run is really gone, run again with --break-lock "
                     f"(it is audited), or finish it with `release-rollback resume {current.get('run_id')}` "
                     "on its controller"
                 )
             with self.engine.begin() as conn:
+                now = self.clock(conn)
+                holder.update(since=now, expires=now + lease_seconds())
                 swapped = conn.execute(
                     sa.update(t).where(t.c.name == name, t.c.token == current["token"]).values(**holder)
                 ).rowcount
@@ -493,6 +507,35 @@ class Ledger:
             if new:
                 conn.execute(sa.insert(t), new)
         return len(new)
+
+    def went_on_elsewhere(self, run_id: str, audit_file: Path) -> str | None:
+        """Why this copy of run ``run_id`` (its ``audit_file``) is behind the ledger's, or None.
+
+        Another copy of the run (another controller's, brought back from the ledger earlier) went on
+        when the ledger holds an audit entry this copy does not: one past its end, or another at the
+        same place. Running this copy then would execute the plan a second time."""
+        local: dict[int, str] = {}
+        if audit_file.is_file():
+            for line in audit_file.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                    local[int(entry["seq"])] = str(entry["hash"])
+                except (ValueError, KeyError, TypeError):
+                    break
+        t = schema.audit
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.c.seq, t.c.hash, t.c.event).where(t.c.run_id == run_id).order_by(t.c.seq))
+            ahead = next((r for r in rows if local.get(r.seq) != r.hash), None)
+        if ahead is None:
+            return None
+        row = self.get_run(run_id) or {}
+        where = f"{row.get('run_dir')} on {row.get('controller')}" if row.get("run_dir") else "another controller"
+        ended = f", and ended {row['exit_state']}" if row.get("exit_state") else ""
+        return (
+            f"run {run_id} went on from another copy ({where}{ended}): the ledger {self.url} holds its audit entry "
+            f"{ahead.seq} ({ahead.event}), which this directory does not, so running it here would execute its plan "
+            f"again; see `release-rollback status {run_id}` where it ran, or plan again"
+        )
 
     def verify_audit(self, run_id: str, expected_head: dict[str, Any] | None = None) -> dict[str, Any]:
         """Check the run's chain in the ledger: every row's hash, its link to the row before, its place.
@@ -549,7 +592,7 @@ class Ledger:
             "controller": socket.gethostname(),
             "created": state.get("created"),
             "operator": state.get("operator"),
-            "environment": state.get("inventory"),
+            "environment": environment_of(state, state.get("inventory")),
             "lifecycle": (state.get("lifecycle") or {}).get("state"),
             "exit_state": state.get("exit_state"),
             "state": state or None,
@@ -572,7 +615,7 @@ class Ledger:
         self.save_run(run_id, **{k: v for k, v in values.items() if v is not None})
         self.sync_audit(run_id, rundir.audit_file)
         if isinstance(rep, dict):
-            self.record_from_report(rep, state.get("inventory") or "")
+            self.record_from_report(rep, environment_of(state, state.get("inventory")))
 
     def record_from_report(self, rep: dict[str, Any], environment: str) -> None:
         record = rep.get("release_record") or {}
@@ -622,6 +665,20 @@ def export_dir(ledger: Ledger, directory: Path, run_ids: list[str]) -> dict[str,
     from .transfer import export_dir as run
 
     return run(ledger, directory, run_ids)
+
+
+def bring_back(ledger: Ledger, runs_root: Path, run_id: str) -> Path | None:
+    """The run ``run_id`` as a run directory under ``runs_root``, written from the ledger when only the
+    ledger holds it (another controller's run, an AWX job's whose container is gone); None if it has none."""
+    from ..rundir import make_private_dirs
+    from .transfer import export_run
+
+    row = ledger.get_run(run_id)
+    if row is None:
+        return None
+    make_private_dirs(runs_root)
+    export_run(ledger, row, runs_root / run_id)
+    return runs_root / run_id
 
 
 __all__ = ["LeaseLock", "Ledger", "LedgerError", "configure", "export_dir", "import_dir", "open_ledger", "redact"]

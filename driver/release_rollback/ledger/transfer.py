@@ -96,6 +96,28 @@ def _write_new(path: Path, text: str) -> None:
         fh.write(text)
 
 
+def export_run(ledger, row: dict[str, Any], target: Path) -> None:
+    """Write one run the ledger holds (``row``, from ``get_run``) as the new run directory ``target``:
+    plan, approval, state, audit trail and report, as the run's controller wrote them."""
+    from ..rundir import make_private_dirs
+
+    run_id = row["run_id"]
+    os.mkdir(target, 0o700)
+    make_private_dirs(target / "events")  # where a resumed stage writes its events, as in a run made here
+    if row.get("plan"):
+        header = "# Rollback plan (exported from the ledger). Any edit changes its hash and voids an approval.\n"
+        _write_new(target / "plan.yml", header + yaml.safe_dump(row["plan"], sort_keys=False, width=110))
+    if row.get("approval"):
+        _write_new(target / "approval.json", json.dumps(row["approval"], indent=2) + "\n")
+    state = row.get("state") or {"run_id": run_id}
+    _write_new(target / "state.json", json.dumps(state, indent=2, sort_keys=True) + "\n")
+    entries = [r["entry"] for r in ledger.audit_rows(run_id)]
+    _write_new(target / "audit.jsonl", "".join(e + "\n" for e in entries))
+    if row.get("report"):
+        for name in reportlib.FILES:
+            _write_new(target / f"report.{name}", reportlib.RENDERERS[name](row["report"]))
+
+
 def export_dir(ledger, directory: Path, run_ids: list[str]) -> dict[str, Any]:
     """Write the ledger's runs as run directories under ``directory`` and its release record as
     ``directory/releases.jsonl``; a run directory already there is left untouched (and named)."""
@@ -114,19 +136,7 @@ def export_dir(ledger, directory: Path, run_ids: list[str]) -> dict[str, Any]:
         if os.path.lexists(target):
             skipped.append(f"{target} already exists (left as it is)")
             continue
-        os.mkdir(target, 0o700)
-        if row.get("plan"):
-            header = "# Rollback plan (exported from the ledger). Any edit changes its hash and voids an approval.\n"
-            _write_new(target / "plan.yml", header + yaml.safe_dump(row["plan"], sort_keys=False, width=110))
-        if row.get("approval"):
-            _write_new(target / "approval.json", json.dumps(row["approval"], indent=2) + "\n")
-        state = row.get("state") or {"run_id": run_id}
-        _write_new(target / "state.json", json.dumps(state, indent=2, sort_keys=True) + "\n")
-        entries = [r["entry"] for r in ledger.audit_rows(run_id)]
-        _write_new(target / "audit.jsonl", "".join(e + "\n" for e in entries))
-        if row.get("report"):
-            for name in reportlib.FILES:
-                _write_new(target / f"report.{name}", reportlib.RENDERERS[name](row["report"]))
+        export_run(ledger, row, target)
         runs += 1
     marks = ledger.all_releases()
     record = directory / "releases.jsonl"

@@ -184,6 +184,7 @@ def parse_manifest(data):
 def _normalise(data):
     out = {
         "app": data.get("app") or "app",
+        "environment": data.get("environment") or None,
         "version": None,
         "previous_version": None,
         "reason": data.get("reason") or "not given",
@@ -201,6 +202,12 @@ def _normalise(data):
     }
     if not isinstance(out["app"], str) or not _NAME_RE.match(out["app"]):
         raise ManifestError("app %r is not a name: use letters, digits, '.', '_', ':' or '-'" % _short(out["app"]))
+    environment = out["environment"]
+    if environment is not None and not (isinstance(environment, str) and _NAME_RE.match(environment)):
+        raise ManifestError(
+            "environment %r is not a name: use letters, digits, '.', '_', ':' or '-' (e.g. production)"
+            % _short(environment)
+        )
     if not isinstance(out["reason"], str) or len(out["reason"]) > 2000:
         raise ManifestError("reason must be a string of at most 2000 characters")
     for key in ("version", "previous_version"):

@@ -36,6 +36,11 @@ _HTTP_CALL = {
 
 SCHEMA = {
     "app": _o("str", "The application's name (letters, digits, '.', '_', ':' or '-'); default app."),
+    "environment": _o(
+        "str",
+        "The environment's name (production, eu-staging, ...): every controller naming the same app and environment "
+        "shares one environment lock and one release record; default: the inventory's path on the controller.",
+    ),
     "version": _o("str", "The bad release (the one being rolled back); default: discovered on the hosts."),
     "previous_version": _o("str", "The release to roll back to; default: the previous known-good one per host."),
     "reason": _o("str", "Why the release is rolled back (at most 2000 characters); in the plan and the report."),

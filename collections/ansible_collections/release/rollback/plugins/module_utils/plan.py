@@ -408,6 +408,7 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
         "created": options.get("created") or utcnow(),
         "created_by": options.get("created_by") or "unknown",
         "app": manifest.get("app"),
+        "environment": manifest.get("environment"),
         "reason": manifest.get("reason"),
         "inventory": options.get("inventory"),
         "manifest_file": options.get("manifest_file"),
