@@ -426,6 +426,7 @@ def destructive_pg(fleet, tmp_path, need):
     doc["rollback_manifest"]["database"].update({"config": str(config), "backup_dir": str(tmp_path / "backups")})
     doc["rollback_manifest"]["database"].pop("url")
     doc["rollback_manifest"]["database"]["critical_tables"] = ["orders"]
+    doc["rollback_manifest"]["environment"] = "production"
     fleet.manifest.write_text(yaml.safe_dump(doc))
     yield db
     dbkit.drop(db)
@@ -467,6 +468,7 @@ def test_a_destructive_database_step_runs_only_after_the_destructive_approval_no
             events = [
                 e for (e,) in conn.execute(sa.text("SELECT event FROM ledger_audit WHERE run_id = :r"), {"r": run_id})
             ]
+            marks = conn.execute(sa.text("SELECT version, status, environment FROM ledger_releases")).all()
         engine.dispose()
     finally:
         dbkit.drop(ledger_db)
@@ -475,6 +477,8 @@ def test_a_destructive_database_step_runs_only_after_the_destructive_approval_no
     assert "report.written" in events
     if approve:
         assert "signoff.recorded" in events and json.loads(saved.report)["signoff"]["by"] == "sam"
+        # The release record is kept under the environment the manifest names, as the driver keeps it.
+        assert (fleet.bad, "rolled_back", "production") in [tuple(m) for m in marks], marks
     assert not _leaks(artifacts, tmp_path / "containers", tmp_path / "events", secrets=(ledger_password,))
 
     order = _order(ran)

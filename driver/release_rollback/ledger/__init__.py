@@ -587,12 +587,16 @@ class Ledger:
         if rundir.plan_file.is_file():
             with contextlib.suppress(Exception):
                 plan = rundir.read_plan()
+        # A run without the driver (ansible-playbook, AWX) has no state.json: its plan names the environment.
+        environment = environment_of(state, state.get("inventory")) or environment_of(
+            plan or {}, (plan or {}).get("inventory")
+        )
         values: dict[str, Any] = {
             "run_dir": str(rundir.path),
             "controller": socket.gethostname(),
             "created": state.get("created"),
             "operator": state.get("operator"),
-            "environment": environment_of(state, state.get("inventory")),
+            "environment": environment or None,
             "lifecycle": (state.get("lifecycle") or {}).get("state"),
             "exit_state": state.get("exit_state"),
             "state": state or None,
@@ -615,10 +619,13 @@ class Ledger:
         self.save_run(run_id, **{k: v for k, v in values.items() if v is not None})
         self.sync_audit(run_id, rundir.audit_file)
         if isinstance(rep, dict):
-            self.record_from_report(rep, environment_of(state, state.get("inventory")))
+            self.record_from_report(rep, environment)
 
     def record_from_report(self, rep: dict[str, Any], environment: str) -> None:
+        """The release marks ``rep``'s release record carries, in its environment (the manifest's name, which
+        the report carries) or else ``environment``."""
         record = rep.get("release_record") or {}
+        environment = record.get("environment") or environment
         if record.get("status") != "rolled back" or not rep.get("app") or not record.get("version"):
             return
         rca = rep.get("rca") or {}

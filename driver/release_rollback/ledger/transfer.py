@@ -77,7 +77,7 @@ def import_dir(ledger, directory: Path) -> dict[str, Any]:
                 if not bad and entry.get("status") != "good":
                     continue
                 run = ledger.get_run(str(entry.get("run_id"))) if entry.get("run_id") else None
-                environment = (run or {}).get("environment") or ""
+                environment = entry.get("environment") or (run or {}).get("environment") or ""
                 releases += ledger.record_release(
                     str(entry["app"]),
                     environment,

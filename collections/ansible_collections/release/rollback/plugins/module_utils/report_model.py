@@ -146,12 +146,16 @@ def build(
         "window": _window(plan.get("window"), results),
         "known_limitations": lims,
         "next_steps": _next_steps(state, results, run_state.get("next"), run_state.get("plan")),
-        "release_record": {
-            "version": plan.get("from_version"),
-            "status": "rolled back" if code.get("status") == _stages.OK else "not rolled back",
-            "known_bad": code.get("status") == _stages.OK,
-            "previous_known_good": plan.get("to_version"),
-        },
+        "release_record": dict(
+            {
+                "version": plan.get("from_version"),
+                "status": "rolled back" if code.get("status") == _stages.OK else "not rolled back",
+                "known_bad": code.get("status") == _stages.OK,
+                "previous_known_good": plan.get("to_version"),
+            },
+            # The environment the manifest names (the release record is kept per application and environment).
+            **({"environment": plan["environment"]} if plan.get("environment") else {})
+        ),
         "timeline": rows,
         # The plan's label (plan, runbook plan, emergency plan), each layer's approach and the manual steps.
         "plan_label": plan.get("label") or "plan",
@@ -1024,11 +1028,12 @@ def _summary_section(rep):
     facts.append(
         fact(
             "Release record",
-            "%s %s%s; previous known-good release %s"
+            "%s %s%s%s; previous known-good release %s"
             % (
                 rec.get("version"),
                 rec.get("status"),
                 " (known-bad)" if rec.get("known_bad") else "",
+                " in %s" % rec["environment"] if rec.get("environment") else "",
                 rec.get("previous_known_good"),
             ),
         )

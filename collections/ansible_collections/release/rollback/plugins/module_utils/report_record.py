@@ -58,6 +58,8 @@ def record_release(record_file, rep):
         "run_id": rep.get("run_id"),
         "time": rep.get("generated"),
     }
+    if rep["release_record"].get("environment"):
+        entry["environment"] = rep["release_record"]["environment"]
     # Appended without following a link planted at its name, 0600 whatever the umask.
     _safefs.append_line(record_file, json.dumps(entry, sort_keys=True), mode=0o600)
     return True
