@@ -1156,17 +1156,12 @@ def audit_verify(ctx, run_dir):
             f"{in_ledger['problem']} (the run directory's copy is intact: {rundir.audit_file})",
             1,
         )
-    lines = rundir.audit_file.read_text(encoding="utf-8").splitlines()
-    file_hashes = [json.loads(line)["hash"] for line in lines if line]
-    ledger_hashes = [r["hash"] for r in rows]
-    if file_hashes != ledger_hashes:
-        at = next(
-            (i + 1 for i, (a, b) in enumerate(zip(file_hashes, ledger_hashes, strict=False)) if a != b),
-            min(len(file_hashes), len(ledger_hashes)) + 1,
-        )
+    compared = ledger.compare_audit(rundir.run_id, rundir.audit_file)
+    if compared["differs_at"] is not None:
         fail(
-            f"the audit trail in the run directory ({len(file_hashes)} entries) and in the ledger {ledger.url} "
-            f"({len(ledger_hashes)} entries) disagree from entry {at} on: each chain holds, so one of them was "
+            f"the audit trail in the run directory ({len(compared['file'])} entries) and in the ledger {ledger.url} "
+            f"({len(compared['ledger'])} entries) disagree from entry {compared['differs_at']} on: each chain "
+            "holds, so one of them was "
             "replaced or cut short; trust neither until you know which",
             1,
         )

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import boundedyaml, content, jobs, locks
-from .rundir import PlanFileError, RecordError, RunDir, read_plan_file, utcnow
+from .rundir import PlanFileError, RecordError, RunDir, environment_of, read_plan_file, utcnow
 from .runner import StageRun, run_stage, run_stages
 
 stages = content.module_utils("stages")
@@ -283,7 +283,7 @@ class Engine:
         inventory = check_inventory(inventory)
         ledger = self.rundir.ledger
         try:
-            env_lock = locks.lock_name(parsed.get("app"), locks.environment_of(parsed, inventory))
+            env_lock = locks.lock_name(parsed, inventory)
             locks.check(self.lock_dir(), env_lock)
             if ledger is not None:
                 ledger.check_lock(env_lock)
@@ -301,7 +301,7 @@ class Engine:
             "created": utcnow(),
             "operator": operator,
             "inventory": inventory,
-            "environment": locks.environment_of(parsed, inventory),
+            "environment": environment_of(parsed, inventory),
             "manifest_file": str(Path(manifest_file).absolute()) if manifest_file else None,
             "runbook_file": str(Path(runbook).absolute()) if runbook else None,
             "stages": {},
@@ -707,7 +707,7 @@ class Engine:
         return self.rundir.path.parent.parent / "locks"
 
     def _lock(self, plan: dict[str, Any], state: dict[str, Any], break_lock: bool) -> locks.Lock:
-        name = locks.lock_name(plan.get("app"), locks.environment_of(plan, state.get("inventory")))
+        name = locks.lock_name(plan, state.get("inventory"))
         try:
             lock = locks.acquire(
                 self.lock_dir(),

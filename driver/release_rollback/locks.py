@@ -16,19 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# environment_of names the environment a lock is for (kept with the run directory, which records it).
-from .rundir import environment_of as environment_of
-from .rundir import make_private_dirs
+from .rundir import environment_of, make_private_dirs
 
 
 class LockHeld(Exception):
     """Another rollback holds the environment; the message names the holder and the way out."""
 
 
-def lock_name(app: str | None, environment: str | None) -> str:
-    """The environment lock's name: the application and the environment (``environment_of``)."""
-    digest = hashlib.sha256(str(environment or "").encode()).hexdigest()[:12]
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in (app or "app"))[:64]
+def lock_name(doc: dict[str, Any], inventory: str | None = None) -> str:
+    """The environment lock's name for ``doc`` (a manifest or plan): its application and its environment
+    (``rundir.environment_of``)."""
+    digest = hashlib.sha256(environment_of(doc, inventory).encode()).hexdigest()[:12]
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in (doc.get("app") or "app"))[:64]
     return f"{safe}-{digest}"
 
 

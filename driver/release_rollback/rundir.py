@@ -64,11 +64,12 @@ def make_private_dirs(path: Path) -> None:
         safefs.make_private_dir(str(directory))
 
 
-def environment_of(doc: dict[str, Any], inventory: str | None) -> str:
-    """The environment a run is for: the manifest's (or plan's) ``environment`` name, else the inventory's
-    path. It names the environment lock and the release record, so controllers whose inventories sit at
-    different paths share them only when the manifest names the environment."""
-    return str(doc.get("environment") or inventory or "")
+def environment_of(doc: dict[str, Any], inventory: str | None = None) -> str:
+    """The environment a run is for: the ``environment`` name of ``doc`` (a manifest, plan or state), else
+    the inventory's path (``inventory``, or the one ``doc`` holds). It names the environment lock and the
+    release record, so controllers whose inventories sit at different paths share them only when the
+    manifest names the environment."""
+    return str(doc.get("environment") or inventory or doc.get("inventory") or "")
 
 
 @dataclass
@@ -162,7 +163,7 @@ class RunDir:
         ledger.save_run(self.run_id, report=rep)
         ledger.sync_audit(self.run_id, self.audit_file)
         state = self.read_state()
-        ledger.record_from_report(rep, environment_of(state, state.get("inventory")))
+        ledger.record_from_report(rep, environment_of(state))
 
     @property
     def plan_file(self) -> Path:
@@ -265,7 +266,7 @@ class RunDir:
             controller=socket.gethostname(),
             created=state.get("created"),
             operator=state.get("operator"),
-            environment=environment_of(state, state.get("inventory")),
+            environment=environment_of(state),
             lifecycle=(state.get("lifecycle") or {}).get("state"),
             exit_state=state.get("exit_state"),
         )

@@ -258,10 +258,7 @@ class Trigger:
             except BadInput as exc:
                 return self._log(event, "failed", why=f"{exc}; fix {self.config_path}")
             try:
-                locks.check(
-                    self.runs_root.parent / "locks",
-                    locks.lock_name(parsed.get("app"), locks.environment_of(parsed, inventory)),
-                )
+                locks.check(self.runs_root.parent / "locks", locks.lock_name(parsed, inventory))
             except locks.LockHeld as exc:
                 return self._log(event, "duplicate", why=f"a rollback of this environment is running: {exc}")
             engine = Engine(RunDir.create(self.runs_root), self.view)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CLI
+from conftest import CLI, need
 from release_rollback.demo import build_fleet, free_port
 from release_rollback.demo_containers import CONTAINERS_CONF, build_image
 from test_ssh_fleet import SSHD, SshHosts
@@ -157,20 +157,14 @@ class Fleet:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    if shutil.which("podman") is None or shutil.which("busybox") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("podman and busybox-static are needed: run .ci/test-deps")
-        pytest.skip("podman and busybox-static are not installed (.ci/test-deps installs them)")
+    need(shutil.which("podman") is not None and shutil.which("busybox") is not None, "podman and busybox-static")
     root = tmp_path_factory.mktemp("containers")
     conf = root / "containers.conf"
     conf.write_text(CONTAINERS_CONF)
     os.environ["CONTAINERS_CONF"] = str(conf)
     fleet = Fleet(root)
     fleet.env_file.write_text("SHOP_TOKEN=s3cr3t-never-on-disk\n")
-    if not os.path.exists(SSHD):
-        if os.environ.get("CI") == "true":
-            pytest.fail("openssh-server is needed: run .ci/test-deps")
-        pytest.skip("openssh-server is not installed (.ci/test-deps installs it)")
+    need(os.path.exists(SSHD), "openssh-server (sshd)")
     ssh = SshHosts(root / "ssh", 1)
     fleet.write_inventory(conf, ssh.host_vars(ssh.addresses[0]))
     try:

@@ -148,7 +148,7 @@ def test_a_stale_lock_is_reported_and_broken_only_on_request(cli, fleet):
     lock_dir.mkdir(parents=True)
     from release_rollback import locks
 
-    name = locks.lock_name("demo-shop", str(fleet.inventory))
+    name = locks.lock_name({"app": "demo-shop"}, str(fleet.inventory))
     (lock_dir / f"{name}.lock").write_text(
         json.dumps(
             {

@@ -508,33 +508,44 @@ class Ledger:
                 conn.execute(sa.insert(t), new)
         return len(new)
 
+    def compare_audit(self, run_id: str, audit_file: Path) -> dict[str, Any]:
+        """The run directory's audit hashes next to the ledger's: ``file``, ``ledger`` (rows, in order) and
+        ``differs_at``, the first entry (1-based) where they part, or None when they are the same. When
+        one is the other cut short, they part just after the shorter one."""
+        file_hashes: list[str] = []
+        if audit_file.is_file():
+            for line in audit_file.read_text(encoding="utf-8").splitlines():
+                try:
+                    file_hashes.append(str(json.loads(line)["hash"]))
+                except (ValueError, KeyError, TypeError):
+                    break  # a torn last line: the entries before it are the file's
+        rows = self.audit_rows(run_id)
+        ledger_hashes = [r["hash"] for r in rows]
+        differs_at = None
+        if file_hashes != ledger_hashes:
+            differs_at = next(
+                (i + 1 for i, (a, b) in enumerate(zip(file_hashes, ledger_hashes, strict=False)) if a != b),
+                min(len(file_hashes), len(ledger_hashes)) + 1,
+            )
+        return {"file": file_hashes, "ledger": rows, "differs_at": differs_at}
+
     def went_on_elsewhere(self, run_id: str, audit_file: Path) -> str | None:
         """Why this copy of run ``run_id`` (its ``audit_file``) is behind the ledger's, or None.
 
         Another copy of the run (another controller's, brought back from the ledger earlier) went on
         when the ledger holds an audit entry this copy does not: one past its end, or another at the
         same place. Running this copy then would execute the plan a second time."""
-        local: dict[int, str] = {}
-        if audit_file.is_file():
-            for line in audit_file.read_text(encoding="utf-8").splitlines():
-                try:
-                    entry = json.loads(line)
-                    local[int(entry["seq"])] = str(entry["hash"])
-                except (ValueError, KeyError, TypeError):
-                    break
-        t = schema.audit
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(t.c.seq, t.c.hash, t.c.event).where(t.c.run_id == run_id).order_by(t.c.seq))
-            ahead = next((r for r in rows if local.get(r.seq) != r.hash), None)
-        if ahead is None:
-            return None
+        compared = self.compare_audit(run_id, audit_file)
+        at, rows = compared["differs_at"], compared["ledger"]
+        if at is None or at > len(rows):
+            return None  # the same, or this copy is ahead (entries the ledger has not been sent yet)
         row = self.get_run(run_id) or {}
         where = f"{row.get('run_dir')} on {row.get('controller')}" if row.get("run_dir") else "another controller"
         ended = f", and ended {row['exit_state']}" if row.get("exit_state") else ""
         return (
             f"run {run_id} went on from another copy ({where}{ended}): the ledger {self.url} holds its audit entry "
-            f"{ahead.seq} ({ahead.event}), which this directory does not, so running it here would execute its plan "
-            f"again; see `release-rollback status {run_id}` where it ran, or plan again"
+            f"{at} ({rows[at - 1]['event']}), which this directory does not, so running it here would execute its "
+            f"plan again; see `release-rollback status {run_id}` where it ran, or plan again"
         )
 
     def verify_audit(self, run_id: str, expected_head: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -588,9 +599,7 @@ class Ledger:
             with contextlib.suppress(Exception):
                 plan = rundir.read_plan()
         # A run without the driver (ansible-playbook, AWX) has no state.json: its plan names the environment.
-        environment = environment_of(state, state.get("inventory")) or environment_of(
-            plan or {}, (plan or {}).get("inventory")
-        )
+        environment = environment_of(state) or environment_of(plan or {})
         values: dict[str, Any] = {
             "run_dir": str(rundir.path),
             "controller": socket.gethostname(),
