@@ -19,7 +19,8 @@ CLI = str(BIN / "release-rollback")
 
 @pytest.fixture(scope="session", autouse=True)
 def ansible_home(tmp_path_factory):
-    """Keep ansible's writes out of the user's home, and put the venv's tools first on PATH."""
+    """Keep ansible's writes out of the user's home, put the venv's tools first on PATH, and give
+    every process the tests start the bytecode cache for zip-imported code (tests/pyboot)."""
     home = tmp_path_factory.mktemp("ansible-home")
     saved = dict(os.environ)
     os.environ.update(
@@ -29,6 +30,10 @@ def ansible_home(tmp_path_factory):
             "ANSIBLE_REMOTE_TMP": str(home / "remote-tmp"),
             "XDG_CACHE_HOME": str(home / "cache"),
             "PATH": str(BIN) + os.pathsep + os.environ.get("PATH", ""),
+            "PYTHONPATH": os.pathsep.join(
+                [str(ROOT / "tests" / "pyboot")] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+            ),
+            "RELEASE_ROLLBACK_TEST_ZIP_BYTECODE": str(tmp_path_factory.getbasetemp().parent / "zip-bytecode"),
         }
     )
     yield home
