@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -243,3 +244,31 @@ def test_release_facts_never_writes_and_release_claim_reports_the_lock_it_takes(
     assert result["claim_again"]["changed"] is False and result["claim_again"]["locked"] is True
     holder = json.loads(lock.read_text())
     assert holder["run_id"] == "this-run" and holder["operator"] == "alice"
+
+
+def test_assess_reads_the_database_and_the_flags_while_a_slow_host_is_still_being_discovered(cli, fleet, tmp_path):
+    """Assess reads every host at once: the database revision and the flags' state do not wait for the
+    slowest application host's discovery (web3's interpreter takes 4 s to start), and the plan is the
+    same as ever."""
+    slow = tmp_path / "slow-python"
+    slow.write_text(f'#!/bin/sh\nsleep 4\nexec {sys.executable} "$@"\n')
+    slow.chmod(0o755)
+    inventory = yaml.safe_load(fleet.inventory.read_text())
+    inventory["all"]["children"]["app"]["hosts"]["web3"]["ansible_python_interpreter"] = str(slow)
+    fleet.inventory.write_text(yaml.safe_dump(inventory))
+
+    proc = cli("plan", "-i", str(fleet.inventory), "-m", str(fleet.manifest))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (run_dir,) = cli.run_dirs()
+    plan = yaml_plan(run_dir)
+    assert plan["blockers"] == [] and sorted(plan["hosts"]) == sorted(fleet.hosts)
+    assert (plan["from_version"], plan["to_version"]) == (fleet.bad, fleet.good)
+    assert plan["database"]["current_revision"] == "b2"
+    flags = next(s for s in plan["steps"] if s["stage"] == "feature_flags")["flags"]
+    assert [(f["name"], f["state"]) for f in flags] == [("new-checkout", "on")]
+
+    events = [json.loads(line) for line in (run_dir / "events" / "assess.jsonl").read_text().splitlines()]
+    done = {(e.get("host"), e.get("task_action")): e["counter"] for e in events if e["event"] == "runner_on_ok"}
+    web3_discovered = done[("web3", "release.rollback.release_facts")]
+    assert done[("db1", "release.rollback.db_migrate")] < web3_discovered
+    assert done[("localhost", "release.rollback.flag_off")] < web3_discovered
