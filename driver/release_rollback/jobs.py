@@ -103,11 +103,13 @@ def stop(prefix: str, rounds: int = 20) -> list[int]:
         for p in procs:
             with contextlib.suppress(OSError):
                 os.kill(p.pid, signal.SIGSTOP)
-        # What a frozen process had just started is found on the next round.
-        for p in processes(prefix) or procs:
+        # What a frozen process had just started is found on the next round. Every process frozen here
+        # is killed too, found again or not: one whose parent exited meanwhile is no longer below the
+        # job's ansible-playbook, and left frozen it would hold what it holds (a file lock) for ever.
+        for pid in sorted({p.pid for p in procs} | {p.pid for p in processes(prefix)}):
             with contextlib.suppress(OSError):
-                os.kill(p.pid, signal.SIGKILL)
-                killed.append(p.pid)
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
         time.sleep(0.05)
     return killed
 
