@@ -2,9 +2,9 @@
 
 Every module ansible runs arrives as an AnsiballZ zip, and Python's ``zipimport`` keeps no bytecode:
 each module execution compiles ``ansible.module_utils.basic`` and everything it imports from source,
-twice on Python 3.11 (``find_spec`` compiles to learn the file name, ``exec_module`` again). The
-suite runs thousands of module executions on the same few sources, so it spends a fifth of its CPU
-on compiling them.
+twice on Python 3.11 (``find_spec`` compiles to learn the file name, ``exec_module`` again). A
+profile of the demo put half of the module processes' CPU there, and the suite runs thousands of
+module executions on the same few sources.
 
 ``tests/conftest.py`` puts this directory on ``PYTHONPATH`` and names a cache directory in
 ``RELEASE_ROLLBACK_TEST_ZIP_BYTECODE``; Python imports this file at start-up in every process the
@@ -24,16 +24,16 @@ if _CACHE:
     import hashlib
     import marshal
     import sys
+    import types
     import zipimport
 
     _compile = zipimport._compile_source
     _TAG = f"{sys.implementation.cache_tag}-{sys.flags.optimize}".encode()
-    _CODE = type(_compile.__code__)
     _seen: dict[str, object] = {}
 
     def _named(code, filename: str):
         """The code object with every nested code object's file name set to ``filename``."""
-        consts = tuple(_named(c, filename) if isinstance(c, _CODE) else c for c in code.co_consts)
+        consts = tuple(_named(c, filename) if isinstance(c, types.CodeType) else c for c in code.co_consts)
         return code.replace(co_filename=filename, co_consts=consts)
 
     def _compile_source(pathname: str, source: bytes):
