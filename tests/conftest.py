@@ -20,9 +20,13 @@ CLI = str(BIN / "release-rollback")
 @pytest.fixture(scope="session", autouse=True)
 def ansible_home(tmp_path_factory):
     """Keep ansible's writes out of the user's home, put the venv's tools first on PATH, and give
-    every process the tests start the bytecode cache for zip-imported code (tests/pyboot)."""
+    every process the tests start a bytecode cache: for the driver's and the collection's files
+    (a checkout has no ``__pycache__``, and a machine may set ``PYTHONDONTWRITEBYTECODE``, so each
+    CLI call, job guard and fleet service would compile them from source again), and for
+    zip-imported code (tests/pyboot)."""
     home = tmp_path_factory.mktemp("ansible-home")
     saved = dict(os.environ)
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ.update(
         {
             "ANSIBLE_HOME": str(home),
