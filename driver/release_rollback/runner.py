@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import ansible_runner
-
 from . import content, jobs
 from .rundir import RecordError
 
@@ -331,6 +329,8 @@ def _run_job(
     # The private data dir holds the extra vars (which may carry credentials): it lives outside the
     # run directory, in memory where the machine has /dev/shm, readable by this user only, and is
     # removed when the job ends (by the job guard when the driver dies; ``jobs.sweep`` otherwise).
+    import ansible_runner  # only the commands that start a job load it
+
     private = jobs.make_private(prefix)
     mark = mark or f"adhoc:{private.name}"
     _forget_outer_runner()

@@ -10,6 +10,15 @@ from __future__ import annotations
 import difflib
 
 
+def validator(spec):
+    """ansible-core's ``ArgumentSpecValidator`` for ``spec``, imported when a file is first checked: the
+    validator brings in much of ``ansible.module_utils``, which a command that checks no file (``status``,
+    ``report``, ``audit verify``) does not need to load."""
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+    return ArgumentSpecValidator(spec)
+
+
 def strip_descriptions(options):
     """``options`` as ``ArgumentSpecValidator`` takes them: every ``description`` left out, at any depth."""
     out = {}

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import re
 
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible_collections.release.rollback.plugins.module_utils import argspec as _argspec
 from ansible_collections.release.rollback.plugins.module_utils import manual as _manual
 from ansible_collections.release.rollback.plugins.module_utils.dbtools import registry as _db_tools
@@ -296,7 +295,7 @@ def _plain(value):
 
 def _validate(data):
     if not _VALIDATOR:
-        _VALIDATOR.append(ArgumentSpecValidator(_spec()))
+        _VALIDATOR.append(_argspec.validator(_spec()))
     try:
         return _VALIDATOR[0].validate(_plain(data))
     except (ArithmeticError, ValueError, TypeError) as exc:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible_collections.release.rollback.plugins.module_utils import argspec as _argspec
 from ansible_collections.release.rollback.plugins.module_utils import stages as _stages
 
@@ -151,7 +150,7 @@ def check_runbook(data, path="the runbook"):
             raise RunbookError(
                 "%s: layers.%s must be a mapping with automated and/or manual (see docs/runbooks.md)" % (path, layer)
             )
-    result = ArgumentSpecValidator(_argspec.strip_descriptions(RUNBOOK_SCHEMA)).validate(data)
+    result = _argspec.validator(_argspec.strip_descriptions(RUNBOOK_SCHEMA)).validate(data)
     unknown = sorted(_argspec.unknown_keys(result))
     if unknown:
         where = unknown[0]

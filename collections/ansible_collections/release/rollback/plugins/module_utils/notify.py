@@ -22,8 +22,6 @@ from email.utils import formatdate, make_msgid
 from urllib.error import HTTPError
 from urllib.parse import urlsplit
 
-from ansible.module_utils.urls import open_url
-
 # What a notification is about.
 STARTED = "started"
 COMPLETED = "completed"
@@ -255,6 +253,10 @@ def message(event, rep, link, rca=None):
 # ----------------------------------------------------------------------------------------- sending
 def http_json(url, body, headers=None, timeout=10):
     """POST ``body`` as JSON. Returns ``(status, text)``; raises OSError on transport errors."""
+    # Imported when something is sent: ansible's urls (and the TLS stack under it) is the largest import
+    # of the driver's commands, most of which send nothing.
+    from ansible.module_utils.urls import open_url
+
     data = json.dumps(body).encode("utf-8")
     all_headers = {"Content-Type": "application/json; charset=utf-8"}
     all_headers.update(headers or {})

@@ -20,8 +20,8 @@ import hashlib
 import re
 from datetime import datetime, timedelta, timezone
 
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.errors import UnsupportedError
+from ansible_collections.release.rollback.plugins.module_utils import argspec as _argspec
 from ansible_collections.release.rollback.plugins.module_utils.report_model import parse_time
 
 # The stages a policy may pre-approve (validate and report change nothing).
@@ -100,7 +100,7 @@ class PolicyError(ValueError):
 
 
 def _first_error(spec, data, what, fix):
-    result = ArgumentSpecValidator(spec).validate(data)
+    result = _argspec.validator(spec).validate(data)
     if result.error_messages:
         msg = result.error_messages[0].rstrip(".")
         if isinstance(result.errors.errors[0], UnsupportedError):
