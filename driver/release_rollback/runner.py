@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import content, jobs
+from . import ansiblecfg, content, jobs
 from .rundir import RecordError
 
 # Event fields worth keeping on disk; the rest (stdout duplicates, uuids of parents) is dropped.
@@ -221,8 +221,15 @@ class StageSplitter:
 
 
 def ansible_env() -> dict[str, str]:
-    """Environment of every stage run: the collection on the path, no writes into $HOME."""
+    """Environment of every stage run: the collection on the path, no writes into $HOME, and the
+    ansible.cfg the operator's own ansible-playbook would read from here (``ansiblecfg``)."""
+    cfg, from_cfg = ansiblecfg.job_env(os.environ)
     bindir = str(Path(sys.executable).parent)
+
+    def operator_list(var: str, in_cfg: list[str], sep: str) -> list[str]:
+        # A setting in the environment wins over the file's, as it does for ansible-playbook.
+        return [p for p in os.environ[var].split(sep) if p.strip()] if os.environ.get(var) else in_cfg
+
     env = {
         "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
         "RELEASE_ROLLBACK_ANSIBLE_PLAYBOOK": shutil.which(
@@ -230,8 +237,12 @@ def ansible_env() -> dict[str, str]:
         )
         or "ansible-playbook",
         "ANSIBLE_COLLECTIONS_PATH": os.pathsep.join(
-            [str(content.collections_path())]
-            + [p for p in os.environ.get("ANSIBLE_COLLECTIONS_PATH", "").split(os.pathsep) if p]
+            dict.fromkeys(
+                [
+                    str(content.collections_path()),
+                    *operator_list("ANSIBLE_COLLECTIONS_PATH", cfg.collections, os.pathsep),
+                ]
+            )
         ),
         "ANSIBLE_GATHERING": "explicit",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
@@ -242,11 +253,15 @@ def ansible_env() -> dict[str, str]:
         # The collection's filters are loaded once in ansible-playbook's own process, not again in each
         # worker it forks (the callback's documentation says why that matters).
         "ANSIBLE_CALLBACKS_ENABLED": ",".join(
-            ["release.rollback.preload"]
-            + [c for c in os.environ.get("ANSIBLE_CALLBACKS_ENABLED", "").split(",") if c.strip()]
+            dict.fromkeys(
+                [
+                    "release.rollback.preload",
+                    *(c.strip() for c in operator_list("ANSIBLE_CALLBACKS_ENABLED", cfg.callbacks, ",")),
+                ]
+            )
         ),
+        **from_cfg,
     }
-    env.setdefault("ANSIBLE_FORKS", os.environ.get("ANSIBLE_FORKS", "50"))
     return env
 
 

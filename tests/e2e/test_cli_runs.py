@@ -128,3 +128,32 @@ def test_plan_json_answers_in_json_when_the_plan_is_blocked_or_the_input_is_bad(
     assert refused.returncode == 2
     answer = json.loads(refused.stdout)
     assert answer["exit_state"] == "bad input" and "did you mean flags?" in answer["error"]
+
+
+def test_the_ansible_cfg_where_the_operator_stands_applies_to_the_jobs_as_to_ansible_playbook(fleet, tmp_path):
+    # The project's ansible.cfg enables a callback of its own and sets forks: the driver's jobs read it,
+    # as ansible-playbook started in the same directory would, and keep the driver's own callback.
+    project = tmp_path / "ops-project"
+    project.mkdir()
+    tree = tmp_path / "per-host-results"
+    (project / "ansible.cfg").write_text(
+        f"[defaults]\ncallbacks_enabled = ansible.builtin.tree\nforks = 2\n\n[callback_tree]\ndirectory = {tree}\n"
+    )
+    runs = str(tmp_path / "runs")
+
+    # A world-writable directory's ansible.cfg is one ansible-playbook ignores, and so do the jobs.
+    shared = tmp_path / "shared-tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (shared / "ansible.cfg").write_text((project / "ansible.cfg").read_text())
+    planned = rr("plan", "-i", str(fleet.inventory), "-m", str(fleet.manifest), "--runs-dir", runs, cwd=shared)
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert not tree.exists()
+
+    done = rr(
+        "run", "-i", str(fleet.inventory), "-m", str(fleet.manifest), "--approver", "alice", "--yes",
+        "--runs-dir", runs, cwd=project,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Every host of every job: assess and the execution stages, the load balancer and the database too.
+    assert sorted(p.name for p in tree.iterdir()) == ["db1", "lb1", "localhost", "web1", "web2", "web3"]
