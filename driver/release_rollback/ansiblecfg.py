@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 
 DEFAULT_FORKS = 50
 # What one host in flight costs the controller: an ansible worker and, on a local-connection host, the
-# module's process: 25 MB (PSS) each, measured with 50 forks (bench/README.md). Half of the available
-# memory is left to everything else on the controller.
-MB_PER_FORK = 25
+# module's processes: 28-30 MB (PSS) at 20 and 50 forks (bench/forks_memory.py, bench/README.md). Half
+# of the available memory is left to everything else on the controller.
+MB_PER_FORK = 30
 FDS_PER_FORK = 8
 SYSTEM_FILE = "/etc/ansible/ansible.cfg"
 

@@ -65,7 +65,7 @@ def test_a_file_ansible_cannot_parse_is_left_to_ansible_playbook_to_report(place
     ("available_kb", "nofile", "forks"),
     [
         (23_000_000, 1024, 50),  # a controller with room: the default
-        (1_048_576, 1024, 20),  # 1 GiB available: half of it, 25 MB a fork
+        (1_048_576, 1024, 17),  # 1 GiB available: half of it, 30 MB a fork
         (23_000_000, 64, 8),  # a tight descriptor limit
         (100_000, 1024, 1),  # nearly no memory: still one
     ],
