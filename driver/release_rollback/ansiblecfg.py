@@ -35,7 +35,8 @@ class Config:
     """The file ansible-playbook will read (None: ansible's defaults) and what the driver needs from it."""
 
     path: str | None = None
-    from_cwd: bool = False
+    # Where it was found: $ANSIBLE_CONFIG, the working directory, the home directory or the system.
+    source: str | None = None
     forks: str | None = None
     callbacks: list[str] = field(default_factory=list)
     collections: list[str] = field(default_factory=list)
@@ -43,26 +44,26 @@ class Config:
 
 def find(environ: os._Environ | dict = os.environ, cwd: str | None = None) -> Config:
     """The ansible.cfg ansible-playbook started by the operator in ``cwd`` would read."""
-    candidates: list[tuple[str, bool]] = []
+    here = cwd or os.getcwd()
+    candidates: list[tuple[str, str]] = []
     if environ.get("ANSIBLE_CONFIG"):
-        path = os.path.expanduser(environ["ANSIBLE_CONFIG"])
-        candidates.append((os.path.join(path, "ansible.cfg") if os.path.isdir(path) else path, False))
+        path = os.path.join(here, os.path.expanduser(environ["ANSIBLE_CONFIG"]))
+        candidates.append((os.path.join(path, "ansible.cfg") if os.path.isdir(path) else path, "env"))
     try:
-        here = cwd or os.getcwd()
         if not os.stat(here).st_mode & stat.S_IWOTH:
-            candidates.append((os.path.join(here, "ansible.cfg"), True))
+            candidates.append((os.path.join(here, "ansible.cfg"), "cwd"))
     except OSError:
         pass
     home = environ.get("HOME") or os.path.expanduser("~")
-    candidates += [(os.path.join(home, ".ansible.cfg"), False), (SYSTEM_FILE, False)]
-    for path, from_cwd in candidates:
+    candidates += [(os.path.join(home, ".ansible.cfg"), "home"), (SYSTEM_FILE, "system")]
+    for path, source in candidates:
         if os.path.isfile(path) and os.access(path, os.R_OK):
-            return _read(os.path.abspath(path), from_cwd)
+            return _read(os.path.abspath(path), source)
     return Config()
 
 
-def _read(path: str, from_cwd: bool) -> Config:
-    found = Config(path=path, from_cwd=from_cwd)
+def _read(path: str, source: str) -> Config:
+    found = Config(path=path, source=source)
     parser = configparser.ConfigParser(inline_comment_prefixes=(";",), interpolation=None)
     try:
         parser.read(path, encoding="utf-8")
@@ -106,8 +107,9 @@ def job_env(environ: os._Environ | dict = os.environ, cwd: str | None = None) ->
     file and keep its forks, callbacks and collections besides the driver's own settings."""
     cfg = find(environ, cwd)
     env: dict[str, str] = {}
-    if cfg.from_cwd and not environ.get("ANSIBLE_CONFIG"):
-        env["ANSIBLE_CONFIG"] = cfg.path or ""
+    if cfg.path and cfg.source in ("env", "cwd"):
+        # By its absolute path: the job runs in another directory, where a relative one would not resolve.
+        env["ANSIBLE_CONFIG"] = cfg.path
     if not environ.get("ANSIBLE_FORKS") and not cfg.forks:
         env["ANSIBLE_FORKS"] = str(machine_forks())
     return cfg, env

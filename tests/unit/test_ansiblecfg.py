@@ -33,10 +33,11 @@ def test_ansible_config_wins_over_the_project_file_and_may_name_a_directory(plac
     chosen = tmp_path / "team"
     chosen.mkdir()
     (chosen / "ansible.cfg").write_text("[defaults]\ncallbacks_enabled = ansible.builtin.tree, timer\n")
-    cfg, env = ansiblecfg.job_env({"HOME": str(home), "ANSIBLE_CONFIG": str(chosen)}, cwd=str(here))
+    # Relative to where the operator stands, handed to the job (which runs elsewhere) as an absolute path.
+    cfg, env = ansiblecfg.job_env({"HOME": str(home), "ANSIBLE_CONFIG": "../team"}, cwd=str(here))
     assert cfg.path == str(chosen / "ansible.cfg") and cfg.callbacks == ["ansible.builtin.tree", "timer"]
-    # ansible-playbook already reads $ANSIBLE_CONFIG; the file sets no forks, so the driver's default applies.
-    assert env == {"ANSIBLE_FORKS": str(ansiblecfg.machine_forks())}
+    # The file sets no forks, so the driver's default applies.
+    assert env == {"ANSIBLE_CONFIG": str(chosen / "ansible.cfg"), "ANSIBLE_FORKS": str(ansiblecfg.machine_forks())}
 
 
 def test_the_operators_forks_in_the_environment_are_left_alone(places):
