@@ -341,11 +341,11 @@ def _run_job(
     ``mark`` (``<run id>:<job>``) marks every process of the job, so that the job guard, a cancel and
     ``resume`` find all of them (``jobs.py``). ``check``: ansible-playbook's ``--check --diff`` (a dry run).
     """
+    import ansible_runner  # only the commands that start a job load it
+
     # The private data dir holds the extra vars (which may carry credentials): it lives outside the
     # run directory, in memory where the machine has /dev/shm, readable by this user only, and is
     # removed when the job ends (by the job guard when the driver dies; ``jobs.sweep`` otherwise).
-    import ansible_runner  # only the commands that start a job load it
-
     private = jobs.make_private(prefix)
     mark = mark or f"adhoc:{private.name}"
     _forget_outer_runner()
