@@ -1,7 +1,9 @@
-"""The suite's bytecode cache for zip-imported code (tests/pyboot) runs what the source says."""
+"""The suite's caches in tests/pyboot (bytecode of zip-imported code, the imports ansible-playbook finds in each
+file it packs) run and pack what the sources say."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -37,3 +39,65 @@ def test_a_changed_source_runs_its_new_code_and_tracebacks_name_the_archive_it_c
     edited = _run_from_zip(tmp_path, "d", "def main():\n    print('two')\n", cache)
     assert edited.stdout == "two\n", edited.stderr
     assert len(list(cache.iterdir())) == 3
+
+
+# Packs each named module (or a given source) as ansible-playbook does, and prints, per module, the
+# zip's SHA-256 and the files in it.
+PACK = """
+import datetime, hashlib, io, json, sys, zipfile
+from pathlib import Path
+from ansible.plugins.loader import init_plugin_loader
+init_plugin_loader([sys.argv[1]])
+from ansible._internal._ansiballz import _builder
+from ansible.executor import module_common
+manager = _builder.ExtensionManager.create(task_vars={})
+when = datetime.datetime(1980, 1, 1, tzinfo=datetime.timezone.utc)
+out = {}
+for path in sys.argv[2:]:
+    name = Path(path).stem
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        fqn = f"ansible_collections.release.rollback.plugins.modules.{name}"
+        module_common.recursive_finder(name, fqn, Path(path).read_bytes(), zf, when, manager)
+    out[name] = [hashlib.sha256(buf.getvalue()).hexdigest(), sorted(zipfile.ZipFile(buf).namelist())]
+print(json.dumps(out))
+"""
+COLLECTIONS = PYBOOT.parent.parent / "collections"
+MODULES = sorted((COLLECTIONS / "ansible_collections/release/rollback/plugins/modules").glob("*.py"))
+
+
+def _pack(paths, cache: Path | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RELEASE_ROLLBACK_TEST_ZIP_BYTECODE")}
+    if cache is not None:
+        env.update(PYTHONPATH=str(PYBOOT), RELEASE_ROLLBACK_TEST_ZIP_BYTECODE=str(cache))
+    proc = subprocess.run(
+        [sys.executable, "-c", PACK, str(COLLECTIONS), *map(str, paths)], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_every_module_packs_to_the_same_zip_with_the_import_cache_cold_and_warm(tmp_path):
+    assert len(MODULES) > 10
+    cache = tmp_path / "cache"
+    plain = _pack(MODULES, None)
+    cold = _pack(MODULES, cache)
+    entries = set((cache / "module-deps").iterdir())
+    warm = _pack(MODULES, cache)
+    assert cold == plain and warm == plain
+    # The cache was used: the cold run stored each parsed file's imports, the warm run found them all.
+    assert len(entries) > len(MODULES)
+    assert set((cache / "module-deps").iterdir()) == entries
+    assert any("ansible/module_utils/basic.py" in files for _, files in plain.values())
+
+
+def test_an_edited_module_is_parsed_again_and_packs_what_it_now_imports(tmp_path):
+    cache = tmp_path / "cache"
+    module = tmp_path / "probe.py"
+    module.write_text("from ansible.module_utils.basic import AnsibleModule\n")
+    first = _pack([module], cache)["probe"][1]
+    module.write_text(module.read_text() + "from ansible.module_utils.urls import open_url\n")
+    edited = _pack([module], cache)["probe"][1]
+    assert "ansible/module_utils/urls.py" not in first
+    assert "ansible/module_utils/urls.py" in edited
+    assert edited == _pack([module], None)["probe"][1]
