@@ -113,10 +113,9 @@ if _CACHE:
 
             def parse():
                 finder_init(self, module_fqn, tree.tree(), is_pkg_init, *args, **kwargs)
-                return set(self.submodules), set(self.optional_imports)
+                return self.submodules, self.optional_imports
 
-            submodules, optional = _cached(os.path.join(_DEPS, key), parse)
-            self.submodules, self.optional_imports = set(submodules), set(optional)
+            self.submodules, self.optional_imports = _cached(os.path.join(_DEPS, key), parse)
             self.module_fqn, self.is_pkg_init = module_fqn, is_pkg_init
 
         module_common._compile_module_ast = _Source
@@ -128,7 +127,8 @@ if _CACHE:
         module_common._get_module_metadata = metadata
 
     class _OnImport:
-        """A finder that lets ``ansible.executor.module_common`` load as usual, then calls ``_cache_deps``."""
+        """A finder that lets ``ansible.executor.module_common`` load as usual, then calls ``_cache_deps``;
+        it leaves ``sys.meta_path`` once it has found it, so later imports do not pass through it."""
 
         NAME = "ansible.executor.module_common"
 
@@ -147,6 +147,8 @@ if _CACHE:
                         _cache_deps(module)
 
                     spec.loader.exec_module = exec_module
+                    # The import system stops at the spec returned, so leaving the list here skips no finder.
+                    sys.meta_path.remove(self)
                     return spec
             return None
 

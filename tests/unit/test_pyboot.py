@@ -41,27 +41,7 @@ def test_a_changed_source_runs_its_new_code_and_tracebacks_name_the_archive_it_c
     assert len(list(cache.iterdir())) == 3
 
 
-# Packs each named module (or a given source) as ansible-playbook does, and prints, per module, the
-# zip's SHA-256 and the files in it.
-PACK = """
-import datetime, hashlib, io, json, sys, zipfile
-from pathlib import Path
-from ansible.plugins.loader import init_plugin_loader
-init_plugin_loader([sys.argv[1]])
-from ansible._internal._ansiballz import _builder
-from ansible.executor import module_common
-manager = _builder.ExtensionManager.create(task_vars={})
-when = datetime.datetime(1980, 1, 1, tzinfo=datetime.timezone.utc)
-out = {}
-for path in sys.argv[2:]:
-    name = Path(path).stem
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        fqn = f"ansible_collections.release.rollback.plugins.modules.{name}"
-        module_common.recursive_finder(name, fqn, Path(path).read_bytes(), zf, when, manager)
-    out[name] = [hashlib.sha256(buf.getvalue()).hexdigest(), sorted(zipfile.ZipFile(buf).namelist())]
-print(json.dumps(out))
-"""
+PACK = PYBOOT.parent / "pack_modules.py"
 COLLECTIONS = PYBOOT.parent.parent / "collections"
 MODULES = sorted((COLLECTIONS / "ansible_collections/release/rollback/plugins/modules").glob("*.py"))
 
@@ -71,7 +51,7 @@ def _pack(paths, cache: Path | None) -> dict:
     if cache is not None:
         env.update(PYTHONPATH=str(PYBOOT), RELEASE_ROLLBACK_TEST_ZIP_BYTECODE=str(cache))
     proc = subprocess.run(
-        [sys.executable, "-c", PACK, str(COLLECTIONS), *map(str, paths)], env=env, capture_output=True, text=True
+        [sys.executable, str(PACK), str(COLLECTIONS), *map(str, paths)], env=env, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
