@@ -8,6 +8,7 @@ a small load balancer on the bad release's upstreams. Tests build their fleets w
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,10 +70,51 @@ class Fleet:
             demo_service.main(["lb-stop", str(self.lb)])
 
 
+# How long a port handed out by ``free_port`` is kept from every other caller on this machine.
+PORT_HOLD_SECONDS = 30 * 60
+
+
+def _port_registry() -> Path:
+    return Path(tempfile.gettempdir()) / f"release-rollback-ports-{os.getuid()}"
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback TCP port that nothing listens on and that no other caller on this machine was
+    given in the last ``PORT_HOLD_SECONDS``.
+
+    A fleet chooses its ports when it is laid out and listens on them later, and again after every
+    restart. The kernel hands a port that nobody holds to the next caller, so without a record two
+    fleets built side by side (two test workers, a demo next to a test run) could be given the same
+    port, and one of the two services would fail to listen. The record is a file under the temporary
+    directory, one ``port time`` line per port, rewritten under an exclusive lock."""
+    fd = os.open(_port_registry(), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "r+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        now = time.time()
+        held: dict[int, float] = {}
+        for line in fh:
+            port, _, when = line.partition(" ")
+            try:
+                if now - float(when) < PORT_HOLD_SECONDS:
+                    held[int(port)] = float(when)
+            except ValueError:
+                continue  # a line cut short by a crash: its port is simply not held
+        for _ in range(10_000):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            if port not in held:
+                break
+        else:
+            raise RuntimeError(
+                f"no loopback port is free that {_port_registry()} does not hold: "
+                f"stop the demo fleets left running, or remove that file"
+            )
+        held[port] = now
+        fh.seek(0)
+        fh.truncate()
+        fh.write("".join(f"{p} {t}\n" for p, t in held.items()))
+    return port
 
 
 def _release(app: Path, version: str, broken: bool, with_b2: bool) -> Path:

@@ -64,14 +64,41 @@ def _stop_pid(pidfile: Path, timeout: float = 5.0) -> None:
     pidfile.unlink(missing_ok=True)
 
 
+def _listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds the socket listening on TCP ``port``: a listener of some other
+    process on that port (ours then fails to bind and exits) does not count."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 10.0) -> bool:
+    """Whether ``proc`` listens on ``port`` within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
         with socket.socket() as sock:
             sock.settimeout(0.2)
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
+            if sock.connect_ex(("127.0.0.1", port)) == 0 and _listens(proc.pid, port):
                 return True
         time.sleep(0.05)
     return False
@@ -177,7 +204,12 @@ def lb_start(lb_dir: Path) -> int:
     )
     log.close()
     (lb_dir / "lb.pid").write_text(str(proc.pid))
-    return 0 if _wait_port(int((lb_dir / "port").read_text()), proc) else 1
+    port = int((lb_dir / "port").read_text())
+    if not _wait_port(port, proc):
+        tail = (lb_dir / "lb.log").read_text(errors="replace").strip().splitlines()[-1:]
+        print(f"the load balancer did not start on port {port}: {' | '.join(tail) or 'no output'}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def lb_reload(lb_dir: Path) -> int:

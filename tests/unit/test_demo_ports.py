@@ -1,0 +1,73 @@
+"""The demo fleet's ports: two fleets built side by side never share one, and a service that could not
+listen on its port is reported as not started even when another process listens there."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from release_rollback import demo_service
+from release_rollback.demo import free_port
+
+SERVICE = [sys.executable, "-m", "release_rollback.demo_service"]
+
+
+def test_free_port_never_gives_two_processes_on_the_machine_the_same_port(tmp_path):
+    # Two builders at once, as two test workers or a demo beside a test run are. The kernel alone
+    # hands a just-closed port to the next caller: 1200 draws from its ~14000 would repeat about fifty.
+    script = "from release_rollback.demo import free_port\nprint(*(free_port() for _ in range(600)))"
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    outs = [proc.communicate(timeout=120)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0]
+    ports = [int(p) for out in outs for p in out.split()]
+    assert len(ports) == 1200
+    assert len(set(ports)) == 1200, f"{1200 - len(set(ports))} ports were given twice"
+    registry = tmp_path / f"release-rollback-ports-{os.getuid()}"
+    assert oct(registry.stat().st_mode & 0o777) == "0o600"
+    assert {int(line.split()[0]) for line in registry.read_text().splitlines()} == set(ports)
+
+
+def _lb_dir(root: Path, port: int) -> Path:
+    lb = root / "lb"
+    lb.mkdir()
+    (lb / "upstreams.conf").write_text(
+        textwrap.dedent("""\
+        # release 20261120093000Z
+        upstream app {
+            server 127.0.0.1:9;
+        }
+        """)
+    )
+    (lb / "port").write_text(str(port))
+    return lb
+
+
+def test_a_load_balancer_that_cannot_listen_is_not_started_though_another_process_answers_on_its_port(tmp_path):
+    port = free_port()
+    lb = _lb_dir(tmp_path, port)
+    with socket.socket() as other:  # another fleet's service, on the port this one was given
+        other.bind(("127.0.0.1", port))
+        other.listen()
+        started = subprocess.run([*SERVICE, "lb-start", str(lb)], capture_output=True, text=True, timeout=60)
+    assert started.returncode == 1, started.stdout + started.stderr
+    assert f"the load balancer did not start on port {port}" in started.stderr
+    assert "Address already in use" in started.stderr
+    assert demo_service.main(["lb-reload", str(lb)]) == 1  # and nothing of it is left running
+
+
+def test_a_load_balancer_on_a_free_port_starts_reloads_and_stops(tmp_path):
+    lb = _lb_dir(tmp_path, free_port())
+    started = subprocess.run([*SERVICE, "lb-start", str(lb)], capture_output=True, text=True, timeout=60)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert demo_service.main(["lb-reload", str(lb)]) == 0
+    finally:
+        assert demo_service.main(["lb-stop", str(lb)]) == 0
+    assert not (lb / "lb.pid").exists()
