@@ -167,8 +167,12 @@ class MigrationTool:
 
     # -- helpers for tools that run the application's own command
     def app_env(self, extra=None):
-        """The application's environment: the URL in ``DATABASE_URL`` and in ``url_env``."""
-        env = {"DATABASE_URL": self.p["url"]}
+        """The application's environment: the URL in ``DATABASE_URL`` and in ``url_env``.
+
+        ``PYTHONDONTWRITEBYTECODE``: a Python tool (Alembic, Django) reads the release's own scripts,
+        and must not leave ``__pycache__`` directories in a release directory the deploy owns (a dry
+        run would otherwise change the host)."""
+        env = {"DATABASE_URL": self.p["url"], "PYTHONDONTWRITEBYTECODE": "1"}
         if self.p.get("url_env"):
             env[self.p["url_env"]] = self.p["url"]
         env.update(extra or {})
