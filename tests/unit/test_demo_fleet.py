@@ -1,17 +1,20 @@
-"""The demo fleet's ports: two fleets built side by side never share one, and a service that could not
-listen on its port is reported as not started even when another process listens there."""
+"""The demo fleet builder: two fleets built side by side never share a port; a service that could not
+listen on its port is reported as not started even when another process listens there; and a fleet's
+database copied from the builder's cache is the one Alembic builds, for the scripts the release has."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-from release_rollback import demo_service
-from release_rollback.demo import free_port
+from release_rollback import demo, demo_service
+from release_rollback.demo import build_fleet, free_port
 
 SERVICE = [sys.executable, "-m", "release_rollback.demo_service"]
 
@@ -71,3 +74,32 @@ def test_a_load_balancer_on_a_free_port_starts_reloads_and_stops(tmp_path):
     finally:
         assert demo_service.main(["lb-stop", str(lb)]) == 0
     assert not (lb / "lb.pid").exists()
+
+
+def _dump(db: Path) -> list[str]:
+    with sqlite3.connect(db) as conn:
+        return list(conn.iterdump())
+
+
+def test_a_fleet_database_is_built_by_alembic_once_and_copied_for_the_same_scripts_only(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # a cache of this test's own
+    runs = []
+    real_run = demo.subprocess.run
+    monkeypatch.setattr(demo.subprocess, "run", lambda cmd, **kw: runs.append(cmd) or real_run(cmd, **kw))
+    first = build_fleet(tmp_path / "a", 1, start=False)
+    assert [cmd[1:3] for cmd in runs] == [["-m", "alembic"]]
+    second = build_fleet(tmp_path / "b", 1, start=False)
+    assert len(runs) == 1  # copied, not migrated again
+    assert first.db_revision() == second.db_revision() == "b2"
+    assert _dump(second.db) == _dump(first.db)
+    assert "orders" in " ".join(_dump(second.db))
+    # A release whose script differs (the same file, now revision b3) is migrated by Alembic, not given
+    # the cached b2.
+    release = tmp_path / "c" / "release"
+    shutil.copytree(first.app_root("web1") / "releases" / demo.BAD, release)
+    b2 = release / "migrations" / "versions" / "b2_orders_index.py"
+    b2.write_text(b2.read_text().replace('revision = "b2"', 'revision = "b3"'))
+    demo._migrate(release, tmp_path / "c" / "app.db")
+    assert len(runs) == 2
+    with sqlite3.connect(tmp_path / "c" / "app.db") as conn:
+        assert conn.execute("select version_num from alembic_version").fetchone() == ("b3",)
