@@ -148,17 +148,18 @@ def _upstreams(version: str, ports: list[int]) -> str:
 def _migrate(release: Path, db: Path) -> None:
     """Create ``db`` at the head of ``release``'s Alembic scripts.
 
-    Alembic builds it once per set of scripts (and Alembic and SQLAlchemy versions) on this machine,
-    into a per-user directory under the temporary directory; later fleets copy that file, which saves
+    Alembic builds it once per set of scripts (and Alembic and SQLAlchemy versions) into the user's
+    cache (``$XDG_CACHE_HOME/release-rollback/demo-db``); later fleets copy that file, which saves
     each fleet a Python start and Alembic's import (about a second). Without a usable cache directory
     every fleet runs Alembic."""
     scripts = [release / "alembic.ini", *sorted((release / "migrations").rglob("*.py"))]
     key = hashlib.sha256(" ".join(importlib.metadata.version(dist) for dist in ("alembic", "sqlalchemy")).encode())
     for script in scripts:
         key.update(b"\0" + script.relative_to(release).as_posix().encode() + b"\0" + script.read_bytes())
-    cache = Path(tempfile.gettempdir()) / f"release-rollback-demo-db-{os.getuid()}"
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    cache = Path(xdg) / "release-rollback" / "demo-db"
     try:
-        cache.mkdir(mode=0o700, exist_ok=True)
+        cache.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = cache.lstat()
         usable = stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o022
     except OSError:

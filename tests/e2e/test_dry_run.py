@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -56,6 +57,10 @@ def assert_dry_run_report(dry: Path) -> dict:
 def test_rollback_yml_check_diff_shows_every_layer_writes_a_dry_run_report_and_changes_nothing(fleet, tmp_path):
     run_dir = tmp_path / "run"
     record = tmp_path / "releases.jsonl"
+    # Releases as a deploy leaves them, without bytecode (the fleet builder's Alembic may have written
+    # some): reading the migration scripts must not add any.
+    for cache in fleet.root.glob("hosts/*/app/releases/*/migrations/**/__pycache__"):
+        shutil.rmtree(cache)
     before, state, revision = tree_state(fleet.root), fleet_state(fleet), fleet.db_revision()
 
     proc = subprocess.run(

@@ -82,7 +82,7 @@ def _dump(db: Path) -> list[str]:
 
 
 def test_a_fleet_database_is_built_by_alembic_once_and_copied_for_the_same_scripts_only(tmp_path, monkeypatch):
-    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # a cache of this test's own
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # a cache of this test's own
     runs = []
     real_run = demo.subprocess.run
     monkeypatch.setattr(demo.subprocess, "run", lambda cmd, **kw: runs.append(cmd) or real_run(cmd, **kw))
@@ -90,6 +90,7 @@ def test_a_fleet_database_is_built_by_alembic_once_and_copied_for_the_same_scrip
     assert [cmd[1:3] for cmd in runs] == [["-m", "alembic"]]
     second = build_fleet(tmp_path / "b", 1, start=False)
     assert len(runs) == 1  # copied, not migrated again
+    assert len(list((tmp_path / "cache" / "release-rollback" / "demo-db").glob("*.sqlite3"))) == 1
     assert first.db_revision() == second.db_revision() == "b2"
     assert _dump(second.db) == _dump(first.db)
     assert "orders" in " ".join(_dump(second.db))
