@@ -15,7 +15,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -90,18 +89,18 @@ def _listens(pid: int, port: int) -> bool:
     return False
 
 
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 10.0) -> bool:
-    """Whether ``proc`` listens on ``port`` within ``timeout`` seconds."""
+def _started(proc: subprocess.Popen, port: int, log: Path, what: str, timeout: float = 10.0) -> int:
+    """0 once ``proc`` holds the socket listening on ``port``; 1, saying so with the last lines of its
+    ``log``, if it exits or ``timeout`` seconds pass first. Another process answering on the port
+    does not count: ``proc`` then fails to bind and exits."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        with socket.socket() as sock:
-            sock.settimeout(0.2)
-            if sock.connect_ex(("127.0.0.1", port)) == 0 and _listens(proc.pid, port):
-                return True
+    while time.monotonic() < deadline and proc.poll() is None:
+        if _listens(proc.pid, port):
+            return 0
         time.sleep(0.05)
-    return False
+    tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+    print(f"{what} did not start on port {port}: {' | '.join(tail) or 'no output'}", file=sys.stderr)
+    return 1
 
 
 def start(host_dir: Path) -> int:
@@ -120,14 +119,7 @@ def start(host_dir: Path) -> int:
     )
     log.close()
     (run / "app.pid").write_text(str(proc.pid))
-    if not _wait_port(port, proc):
-        tail = (run / "app.log").read_text(errors="replace").strip().splitlines()[-3:]
-        print(
-            f"the application did not start on port {port}: {' | '.join(tail) or 'no output'}",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return _started(proc, port, run / "app.log", "the application")
 
 
 def restart(host_dir: Path) -> int:
@@ -204,12 +196,7 @@ def lb_start(lb_dir: Path) -> int:
     )
     log.close()
     (lb_dir / "lb.pid").write_text(str(proc.pid))
-    port = int((lb_dir / "port").read_text())
-    if not _wait_port(port, proc):
-        tail = (lb_dir / "lb.log").read_text(errors="replace").strip().splitlines()[-1:]
-        print(f"the load balancer did not start on port {port}: {' | '.join(tail) or 'no output'}", file=sys.stderr)
-        return 1
-    return 0
+    return _started(proc, int((lb_dir / "port").read_text()), lb_dir / "lb.log", "the load balancer")
 
 
 def lb_reload(lb_dir: Path) -> int:
