@@ -6,7 +6,9 @@
     python -m release_rollback.demo_service lb-serve LB_DIR      run the load balancer (reloads on SIGHUP)
     python -m release_rollback.demo_service lb-reload LB_DIR     send it SIGHUP
 
-A host directory holds ``app/`` (the deploy_to), ``run/app.pid``, ``run/app.log`` and ``port``.
+A host directory holds ``app/`` (the deploy_to), ``run/app.pid``, ``run/app.log`` and ``port``. A pid
+file holds the process's pid and start time; one that names no running process, or a process started
+at another time (the pid reused), is stale: stop removes it and signals nothing.
 """
 
 from __future__ import annotations
@@ -24,27 +26,49 @@ from pathlib import Path
 _SERVER_LINE = re.compile(r"^\s*server\s+(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5});\s*$")
 
 
-def _pid(pidfile: Path) -> int | None:
+def _stat(pid: int) -> list[str]:
+    """``/proc/<pid>/stat`` after the command name (the state is first); empty when there is no such process."""
     try:
-        pid = int(pidfile.read_text().strip())
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _start_time(pid: int) -> str | None:
+    """When ``pid`` started (field 22, clock ticks since boot): with the pid, it names one process, which
+    a reused pid does not."""
+    fields = _stat(pid)
+    return fields[19] if len(fields) > 19 else None
+
+
+def _write_pid(pidfile: Path, pid: int) -> None:
+    pidfile.write_text(f"{pid} {_start_time(pid)}\n")
+
+
+def _pid(pidfile: Path) -> int | None:
+    """The process the pid file names, if it still runs: the same pid *and* the same start time. Pids
+    wrap (a busy machine reuses one within minutes), and a kept fleet's file may name another
+    process of this user by now, which must never be signalled."""
+    try:
+        pid, started = pidfile.read_text().split()
+        pid = int(pid)
         os.kill(pid, 0)
-        return pid
     except (OSError, ValueError):
         return None
+    return pid if _start_time(pid) == started else None
 
 
 def _running(pid: int) -> bool:
     """Alive and not a zombie (a stopped app whose parent has not reaped it yet counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+    fields = _stat(pid)
+    return bool(fields) and fields[0] != "Z"
 
 
 def _stop_pid(pidfile: Path, timeout: float = 5.0) -> None:
     pid = _pid(pidfile)
     if pid is None:
+        pidfile.unlink(missing_ok=True)
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -118,7 +142,7 @@ def start(host_dir: Path) -> int:
         start_new_session=True,
     )
     log.close()
-    (run / "app.pid").write_text(str(proc.pid))
+    _write_pid(run / "app.pid", proc.pid)
     return _started(proc, port, run / "app.log", "the application")
 
 
@@ -195,7 +219,7 @@ def lb_start(lb_dir: Path) -> int:
         env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)),
     )
     log.close()
-    (lb_dir / "lb.pid").write_text(str(proc.pid))
+    _write_pid(lb_dir / "lb.pid", proc.pid)
     return _started(proc, int((lb_dir / "port").read_text()), lb_dir / "lb.log", "the load balancer")
 
 

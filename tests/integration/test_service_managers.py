@@ -71,8 +71,9 @@ def version(fleet) -> str:
         return json.loads(resp.read())["version"]
 
 
-def pid(fleet) -> int:
-    return int((fleet.hosts["web1"] / "run" / "app.pid").read_text())
+def pid(fleet) -> str:
+    """The app's pid file: its pid and start time, which name one process."""
+    return (fleet.hosts["web1"] / "run" / "app.pid").read_text()
 
 
 def demo(verb: str, fleet) -> list[str]:

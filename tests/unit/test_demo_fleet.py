@@ -76,6 +76,35 @@ def test_a_load_balancer_on_a_free_port_starts_reloads_and_stops(tmp_path):
     assert not (lb / "lb.pid").exists()
 
 
+def test_a_pid_file_whose_pid_now_names_another_process_is_stale_and_nothing_is_signalled(tmp_path):
+    """A kept fleet's pid files outlive its processes; once the pid is reused, the file names a process of
+    this user that the fleet never started. Stop and reload must leave that process alone."""
+    host, lb = tmp_path / "web1", tmp_path / "lb"
+    (host / "run").mkdir(parents=True)
+    lb.mkdir()
+    other = subprocess.Popen(["sleep", "60"])  # holds the pid the files name
+    try:
+        started = demo_service._start_time(other.pid)
+        assert started is not None
+        # Written when the pid belonged to a process that started earlier.
+        for pidfile in (host / "run" / "app.pid", lb / "lb.pid"):
+            pidfile.write_text(f"{other.pid} {int(started) - 1}\n")
+        reload = subprocess.run([*SERVICE, "lb-reload", str(lb)], capture_output=True, text=True, timeout=60)
+        assert reload.returncode == 1 and f"the load balancer in {lb} is not running" in reload.stderr
+        stop = subprocess.run([*SERVICE, "stop", str(host)], capture_output=True, text=True, timeout=60)
+        assert stop.returncode == 0, stop.stderr
+        assert other.poll() is None, "a process the fleet never started was signalled"
+        assert not (host / "run" / "app.pid").exists()  # the stale file is gone
+        # The same process, named with its own start time, is the one the file means: stop ends it.
+        demo_service._write_pid(host / "run" / "app.pid", other.pid)
+        stop = subprocess.run([*SERVICE, "stop", str(host)], capture_output=True, text=True, timeout=60)
+        assert stop.returncode == 0, stop.stderr
+        assert other.wait(timeout=10) == -15
+    finally:
+        other.kill()
+        other.wait()
+
+
 def _dump(db: Path) -> list[str]:
     with sqlite3.connect(db) as conn:
         return list(conn.iterdump())
