@@ -13,6 +13,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import shlex
 import shutil
 import socket
 import sqlite3
@@ -67,10 +68,7 @@ class Fleet:
         return text.splitlines()[0].split()[-1] if text.startswith("# release") else None
 
     def stop(self) -> None:
-        for host_dir in self.hosts.values():
-            demo_service.main(["stop", str(host_dir)])
-        if (self.lb / "lb.pid").exists():
-            demo_service.main(["lb-stop", str(self.lb)])
+        demo_service.fleet_stop(self.root)
 
 
 # How long a port handed out by ``free_port`` is kept from every other caller on this machine.
@@ -389,7 +387,7 @@ def run_demo(
         if keep:
             say(
                 f"Demo fleet kept in {root} with its services running (--keep); stop them with: "
-                f"{sys.executable} -m release_rollback.demo_service stop {root}/hosts/HOST"
+                f"{shlex.join([sys.executable, '-m', 'release_rollback.demo_service', 'fleet-stop', str(root)])}"
             )
         else:
             fleet.stop()

@@ -2,6 +2,7 @@
 
     python -m release_rollback.demo_service restart HOST_DIR     stop the app, start it from current/
     python -m release_rollback.demo_service stop HOST_DIR
+    python -m release_rollback.demo_service fleet-stop FLEET_DIR stop every app and the load balancer of a fleet
     python -m release_rollback.demo_service lb-check FILE        validate an upstreams file
     python -m release_rollback.demo_service lb-serve LB_DIR      run the load balancer (reloads on SIGHUP)
     python -m release_rollback.demo_service lb-reload LB_DIR     send it SIGHUP
@@ -232,6 +233,20 @@ def lb_reload(lb_dir: Path) -> int:
     return 0
 
 
+def fleet_stop(root: Path) -> int:
+    """Stop what a demo fleet runs: every host's application and the load balancer."""
+    if not (root / "hosts").is_dir():
+        print(
+            f"{root} is not a demo fleet (it has no hosts/ directory): give the directory the demo named",
+            file=sys.stderr,
+        )
+        return 2
+    for host_dir in sorted((root / "hosts").iterdir()):
+        _stop_pid(host_dir / "run" / "app.pid")
+    _stop_pid(root / "lb" / "lb.pid")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) != 2:
@@ -242,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         "restart": restart,
         "start": start,
         "stop": lambda p: _stop_pid(p / "run" / "app.pid") or 0,
+        "fleet-stop": fleet_stop,
         "lb-check": lb_check,
         "lb-serve": lb_serve,
         "lb-start": lb_start,

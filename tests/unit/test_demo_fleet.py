@@ -133,3 +133,14 @@ def test_a_fleet_database_is_built_by_alembic_once_and_copied_for_the_same_scrip
     assert len(runs) == 2
     with sqlite3.connect(tmp_path / "c" / "app.db") as conn:
         assert conn.execute("select version_num from alembic_version").fetchone() == ("b3",)
+
+
+def test_fleet_stop_of_a_directory_that_is_no_demo_fleet_says_so_and_touches_nothing(tmp_path):
+    (tmp_path / "lb").mkdir()
+    (tmp_path / "lb" / "lb.pid").write_text("1 0\n")
+    proc = subprocess.run([*SERVICE, "fleet-stop", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"{tmp_path} is not a demo fleet (it has no hosts/ directory): give the directory the demo named"
+    )
+    assert (tmp_path / "lb" / "lb.pid").read_text() == "1 0\n"
