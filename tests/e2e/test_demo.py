@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import urllib.request
 
 import pytest
 from conftest import CLI
+from release_rollback.demo import BAD, GOOD
 
 pytestmark = pytest.mark.e2e
 
@@ -41,9 +43,10 @@ def test_the_demo_names_its_fleet_and_removes_it(tmp_path):
     assert json.loads((run_dir / "report.json").read_text())["exit_state"] == "completed"
 
 
-def test_the_demo_keeps_its_fleet_running_with_keep(tmp_path):
+def test_the_demo_keeps_its_fleet_running_with_keep_and_names_the_command_that_stops_it(tmp_path):
     workdir = tmp_path / "fleet"
     proc = _demo(tmp_path, "--keep", "--workdir", str(workdir), "--json")
+    pidfiles = [workdir / "hosts" / host / "run" / "app.pid" for host in ("web1", "web2")] + [workdir / "lb" / "lb.pid"]
     try:
         assert proc.returncode == 0, proc.stdout + proc.stderr
         summary = json.loads(proc.stdout)
@@ -52,13 +55,40 @@ def test_the_demo_keeps_its_fleet_running_with_keep(tmp_path):
         port = (workdir / "hosts" / "web1" / "port").read_text().strip()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=5) as resp:
             assert json.loads(resp.read())["version"] == summary["hosts"]["web1"].split("/")[-1]
+        # Planning again on the rolled-back fleet: nothing to roll back, said first, and no advice to go further back.
+        inventory, manifest = str(workdir / "inventory" / "hosts.yml"), str(workdir / "manifest.yml")
+        again = subprocess.run(
+            [CLI, "--runs-dir", str(tmp_path / "runs"), "plan", "-i", inventory, "-m", manifest],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
+        assert again.returncode == 3, again.stdout + again.stderr
+        assert (
+            f"blocked: the plan is blocked: no host runs the manifest's release {BAD} (they run {GOOD}): "
+            "there is nothing to roll back"
+        ) in again.stderr
+        assert "--target" not in again.stdout + again.stderr
+        pids = [int(p.read_text().split()[0]) for p in pidfiles]
+        # The operator pastes the command the demo printed, as it is: the apps and the load balancer stop.
+        command = proc.stderr.strip().splitlines()[-1].split("stop them with: ", 1)[1]
+        stopped = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=120)
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert not [pid for pid in pids if os.path.exists(f"/proc/{pid}") and _state(pid) != "Z"]
+        assert not [p for p in pidfiles if p.exists()]
     finally:
         from release_rollback import demo_service
 
-        for host in ("web1", "web2"):
-            demo_service.main(["stop", str(workdir / "hosts" / host)])
-        if (workdir / "lb" / "lb.pid").exists():
-            demo_service.main(["lb-stop", str(workdir / "lb")])
+        demo_service.fleet_stop(workdir)
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
 
 
 def test_the_container_demo_rolls_containers_back_by_digest_and_leaves_nothing_behind(tmp_path):

@@ -44,6 +44,26 @@ def test_no_previous_release_blocks_with_the_remediation(mu):
     assert "last known-good release" in plan["blockers"][0]
 
 
+def test_a_fleet_off_the_bad_release_is_blocked_as_nothing_to_roll_back_without_target_advice(mu):
+    # Rolled back already: both hosts run 1.9.0, the oldest release they have.
+    done = facts(live="1.9.0", previous=None, releases=("1.9.0", "2.0.0"))
+    plan = build(mu, host_facts={"web1": done, "web2": done})
+    assert plan["blockers"][0] == (
+        "no host runs the manifest's release 2.0.0 (they run 1.9.0): there is nothing to roll back; "
+        "if the release they run now is bad, plan with its manifest"
+    )
+    assert not [b for b in plan["blockers"] if "--target" in b], plan["blockers"]
+    assert any(b.startswith("host web2 runs release 1.9.0, not the manifest's release 2.0.0") for b in plan["blockers"])
+    # A fix went out since: the hosts run a newer release than the bad one, and nothing goes back.
+    fixed = facts(live="2.0.1", previous="2.0.0", releases=("1.9.0", "2.0.0", "2.0.1"))
+    plan = build(mu, host_facts={"web1": fixed, "web2": fixed})
+    assert plan["blockers"][0].startswith("no host runs the manifest's release 2.0.0 (they run 2.0.1)")
+    # One host on the bad release: it is no case of nothing to roll back, and the other host is named.
+    plan = build(mu, host_facts={"web1": facts(), "web2": done})
+    assert not [b for b in plan["blockers"] if b.startswith("no host runs")]
+    assert any("rollback_accept_disagreement" in b and b.startswith("host web2 runs") for b in plan["blockers"])
+
+
 def test_an_approval_binds_to_the_plan_content(mu):
     plan = build(mu)
     approval = mu.plan.approval_record(plan, "alice", "incident 42")

@@ -154,6 +154,7 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
             hosts[host] = {"live": None, "target": None, "error": why}
             continue
         live = facts.get("live")
+        off_bad = bool(bad and live and live != bad and not accept_mixed)
         target = _previous_not_known_bad(facts, known_bad, host, risks)
         if facts.get("lock_problem"):
             blockers.append("host %s: %s%s" % (host, facts["lock_problem"], _holder_hint(facts.get("lock"), options)))
@@ -180,13 +181,19 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
                 )
         elif accept_mixed and bad and live and live != bad and _older(live, bad):
             target = live  # this host never got the bad release: leave it where it is
-        elif target is None:
+        elif target is None and not off_bad:
             blockers.append(
                 "host %s has no previous release before %s: find the last known-good release in the release "
                 "history or tags and pass it with --target, or start from the emergency plan template" % (host, live)
             )
-        if bad and live and live != bad and not accept_mixed:
-            blockers.append("host %s runs release %s, not the manifest's release %s" % (host, live, bad))
+        if off_bad:
+            # Not on the bad release: going back from what it runs would take a release back that the manifest
+            # does not name as bad, so no --target advice here.
+            blockers.append(
+                "host %s runs release %s, not the manifest's release %s: it is not on the bad release (if only "
+                "some hosts got it, set rollback_accept_disagreement to leave the others where they are)"
+                % (host, live, bad)
+            )
         hosts[host] = {
             "live": live,
             "target": target,
@@ -214,6 +221,13 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
                 no_record.append(host)
         lives.add(live)
         targets.add(target)
+    if bad and hosts and not accept_mixed and all(h.get("live") and h["live"] != bad for h in hosts.values()):
+        now = ", ".join(sorted({h["live"] for h in hosts.values()}))
+        blockers.insert(
+            0,
+            "no host runs the manifest's release %s (they run %s): there is nothing to roll back; if the release "
+            "they run now is bad, plan with its manifest" % (bad, now),
+        )
     if not host_facts and not options.get("inventory_problems"):
         blockers.append("no application hosts were found: put them in the inventory group 'app'")
     if no_restart:
