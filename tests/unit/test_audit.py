@@ -116,3 +116,29 @@ def test_a_trail_stripped_of_its_macs_or_cut_short_fails(mu, tmp_path):
     anchor = tmp_path / "b" / "home" / "audit-anchors" / "20261204T031500-0001.json"
     anchor.unlink()
     assert "its anchor" in mu.audit.verify(path)["problem"]
+
+
+def _append_many(mu, path, who, n):
+    for i in range(n):
+        mu.audit.append(path, "step", who=who, index=i)
+
+
+def test_two_processes_appending_at_once_keep_one_chain_and_every_entry(mu, tmp_path):
+    """A trigger's duplicate lands in a run's trail while that run asks for approval: two processes append
+    to one keyed trail at the same time, and the chain, its anchor and every entry survive."""
+    import multiprocessing
+
+    path = keyed_trail(mu, tmp_path)
+    fork = multiprocessing.get_context("fork")
+    procs = [fork.Process(target=_append_many, args=(mu, path, who, 150)) for who in ("a", "b")]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=120)
+    assert [proc.exitcode for proc in procs] == [0, 0]
+    result = mu.audit.verify(path)
+    assert result["ok"] and result["anchored"], result
+    assert result["entries"] == 5 + 2 * 150
+    entries = [json.loads(line) for line in lines(path)]
+    assert [e["seq"] for e in entries] == list(range(1, 306))
+    assert sorted((e.get("who"), e["index"]) for e in entries[5:]) == [(w, i) for w in "ab" for i in range(150)]

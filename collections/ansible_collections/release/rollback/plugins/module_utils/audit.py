@@ -15,6 +15,7 @@ trail rewritten with recomputed hashes, cut short, or stripped of its MACs fails
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
@@ -122,23 +123,29 @@ def head(path):
 
 
 def append(path, event, **fields):
-    """Append one entry; returns it. ``fields`` must not hold secrets."""
-    prev, count = head(path)
-    entry = {
-        "seq": count + 1,
-        "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "event": event,
-    }
-    entry.update(fields)
-    entry["prev"] = prev
-    entry.pop("mac", None)
-    entry["hash"] = entry_hash(entry)
-    key = read_key(path)
-    if key:
-        entry["mac"] = mac(key, entry["hash"])
-    line = (json.dumps(entry, sort_keys=True, separators=(",", ":"), default=str) + "\n").encode("utf-8")
+    """Append one entry; returns it. ``fields`` must not hold secrets.
+
+    Several processes may append to one trail at once (a trigger's duplicate lands while the run that
+    trigger found asks for approval): the head is read, the line written and the anchor replaced under
+    an exclusive lock on the trail, so each entry chains to the one before it and none is lost.
+    """
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        prev, count = head(path)
+        entry = {
+            "seq": count + 1,
+            "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "event": event,
+        }
+        entry.update(fields)
+        entry["prev"] = prev
+        entry.pop("mac", None)
+        entry["hash"] = entry_hash(entry)
+        key = read_key(path)
+        if key:
+            entry["mac"] = mac(key, entry["hash"])
+        line = (json.dumps(entry, sort_keys=True, separators=(",", ":"), default=str) + "\n").encode("utf-8")
         size = os.fstat(fd).st_size
         try:
             written = os.write(fd, line)
@@ -153,7 +160,7 @@ def append(path, event, **fields):
             os.ftruncate(fd, size)
             raise
     finally:
-        os.close(fd)
+        os.close(fd)  # and the lock with it
     return entry
 
 
