@@ -54,10 +54,9 @@ def _pid(pidfile: Path) -> int | None:
     try:
         pid, started = pidfile.read_text().split()
         pid = int(pid)
-        os.kill(pid, 0)
     except (OSError, ValueError):
         return None
-    return pid if _start_time(pid) == started else None
+    return pid if _start_time(pid) == started else None  # no such process: no start time
 
 
 def _running(pid: int) -> bool:

@@ -140,6 +140,7 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
     accept_mixed = bool(options.get("accept_disagreement"))
     records, no_record = {}, []
     passed_over = []
+    off_bad_hosts = []  # assessed hosts that run another release than the manifest's
     blockers.extend(options.get("inventory_problems") or [])
     settings = options.get("host_settings") or {}
     no_restart, no_http = [], []
@@ -187,6 +188,7 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
                 "history or tags and pass it with --target, or start from the emergency plan template" % (host, live)
             )
         if off_bad:
+            off_bad_hosts.append(host)
             # Not on the bad release: going back from what it runs would take a release back that the manifest
             # does not name as bad, so no --target advice here.
             blockers.append(
@@ -221,8 +223,8 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
                 no_record.append(host)
         lives.add(live)
         targets.add(target)
-    if bad and hosts and not accept_mixed and all(h.get("live") and h["live"] != bad for h in hosts.values()):
-        now = ", ".join(sorted({h["live"] for h in hosts.values()}))
+    if off_bad_hosts and len(off_bad_hosts) == len(hosts):
+        now = ", ".join(sorted({hosts[h]["live"] for h in off_bad_hosts}))
         blockers.insert(
             0,
             "no host runs the manifest's release %s (they run %s): there is nothing to roll back; if the release "
