@@ -207,6 +207,16 @@ def test_resume_limit_after_a_halted_batch_finishes_every_host_and_then_the_data
     assert "web3: pending - not switched, still on 20261126081500Z" in status.stdout
     assert f"next: release-rollback resume {run_dir}" in status.stdout
     assert "code_config     ok" not in status.stdout
+    # A second plan for the same fleet names the halted run first, and offers nothing that would start a
+    # rollback beside it (accepting the disagreement its own work caused, or breaking its lock).
+    again = cli("plan", "-i", str(fleet.inventory), "-m", str(fleet.manifest))
+    assert again.returncode == 3, again.stdout + again.stderr
+    assert (
+        f"the plan is blocked: run {run_dir.name} is paused and still holds web2: it is rolling this application "
+        f"back already; finish that rollback with `release-rollback resume {run_dir}`, or end it with "
+        f"`release-rollback abort {run_dir} --reason 'why it is abandoned'`, instead of starting another rollback"
+    ) in again.stderr
+    assert "rollback_accept_disagreement" not in again.stderr and "--break-lock" not in again.stderr
     # The operator fixes web2 and retries just it: web3, which was never attempted, is owed too.
     (fleet.app_root("web2") / "releases" / fleet.good / "server.py").write_text(good_code)
     resumed = cli("resume", str(run_dir), "--limit", "web2")

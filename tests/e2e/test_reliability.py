@@ -121,8 +121,26 @@ def test_abort_ends_a_partial_run_and_resume_is_refused_afterwards(cli, fleet):
     proc = cli("run", "-i", str(fleet.inventory), "-m", str(fleet.manifest), "--approver", "alice", "--yes")
     assert proc.returncode == 5
     (run_dir,) = cli.run_dirs()
-    aborted = cli("abort", str(run_dir), "--reason", "superseded by hotfix 1.4.3")
+    # web1 failed and keeps its lock; the abort cannot give it back (the file is immutable meanwhile).
+    lock = fleet.app_root("web1") / ".rollback.lock"
+    subprocess.run(["chattr", "+i", str(lock)], check=True)
+    try:
+        aborted = cli("abort", str(run_dir), "--reason", "superseded by hotfix 1.4.3")
+    finally:
+        subprocess.run(["chattr", "-i", str(lock)], check=True)
     assert aborted.returncode == 4, aborted.stderr
+    assert lock.exists()
+    # A new plan names the leftover lock and the way on that works: a final run is never aborted again.
+    planned = cli("plan", "-i", str(fleet.inventory), "-m", str(fleet.manifest))
+    assert planned.returncode == 3, planned.stdout + planned.stderr
+    assert (
+        f"locked by run {run_dir.name}" in planned.stderr
+        and "that run is aborted, so its lock is left over: plan again with --break-lock" in planned.stderr
+    ), planned.stderr
+    assert f"release-rollback abort {run_dir}" not in planned.stderr
+    taken = cli("plan", "-i", str(fleet.inventory), "-m", str(fleet.manifest), "--break-lock")
+    assert "locked by run" not in taken.stderr, taken.stderr
+    assert not lock.exists()
     rep = report(run_dir)
     assert rep["exit_state"] == "aborted"
     assert "superseded by hotfix 1.4.3" in rep["known_limitations"][0]

@@ -64,6 +64,37 @@ def test_a_fleet_off_the_bad_release_is_blocked_as_nothing_to_roll_back_without_
     assert any("rollback_accept_disagreement" in b and b.startswith("host web2 runs") for b in plan["blockers"])
 
 
+def test_a_run_still_holding_hosts_comes_first_and_no_advice_starts_a_second_rollback(mu, tmp_path):
+    # Run r0 halted: it rolled web1 back, web2 failed and keeps its lock, web3 was never switched.
+    run_dir = tmp_path / "runs" / "r0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "state.json").write_text('{"lifecycle": {"state": "paused", "why": "halted"}}')
+    lock = {"run_id": "r0", "operator": "bob"}
+    held = dict(facts(live="1.9.0"), lock=lock, lock_problem="/srv/shop/.rollback.lock is locked by run r0")
+    fleet = {"web1": facts(live="1.9.0"), "web2": held, "web3": facts()}
+    plan = build(mu, host_facts=fleet, runs_root=str(tmp_path / "runs"))
+    first = plan["blockers"][0]
+    assert first.startswith("run r0 is paused and still holds web2: it is rolling this application back already; ")
+    assert first.endswith(", instead of starting another rollback")
+    assert f"finish that rollback with `release-rollback resume {run_dir}`" in first
+    assert f"or end it with `release-rollback abort {run_dir} --reason" in first
+    # Accepting the disagreement would start a second rollback beside r0: it is not offered.
+    assert not [b for b in plan["blockers"] if "rollback_accept_disagreement" in b], plan["blockers"]
+    assert any(b.startswith("host web1 runs release 1.9.0, not the manifest's release 2.0.0") for b in plan["blockers"])
+    assert any(b.startswith("hosts disagree on the live release (1.9.0, 2.0.0)") for b in plan["blockers"])
+    # Once r0 has ended, its lock is a leftover and the plan reads as before.
+    (run_dir / "state.json").write_text('{"lifecycle": {"state": "aborted"}}')
+    plan = build(mu, host_facts=fleet, runs_root=str(tmp_path / "runs"))
+    assert not plan["blockers"][0].startswith("run r0")
+    assert any("rollback_accept_disagreement" in b for b in plan["blockers"])
+    # ... and the way on is a new plan that takes the leftover lock back: a final run is never aborted again.
+    held_by = next(b for b in plan["blockers"] if b.startswith("host web2: /srv/shop/.rollback.lock"))
+    assert held_by.endswith(
+        "that run is aborted, so its lock is left over: plan again with --break-lock, which takes it back (audited)"
+    )
+    assert "release-rollback abort" not in held_by
+
+
 def test_an_approval_binds_to_the_plan_content(mu):
     plan = build(mu)
     approval = mu.plan.approval_record(plan, "alice", "incident 42")

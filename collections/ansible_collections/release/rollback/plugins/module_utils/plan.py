@@ -144,6 +144,9 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
     blockers.extend(options.get("inventory_problems") or [])
     settings = options.get("host_settings") or {}
     no_restart, no_http = [], []
+    # Runs of this controller that have not ended and hold a host's lock: they are rolling this application
+    # back already, and the hosts they moved are why some hosts run another release than the manifest's.
+    unfinished = _unfinished_holders(host_facts, options)
     for host in sorted(host_facts or {}):
         facts = host_facts[host] or {}
         if facts.get("failed") or facts.get("unreachable"):
@@ -192,9 +195,16 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
             # Not on the bad release: going back from what it runs would take a release back that the manifest
             # does not name as bad, so no --target advice here.
             blockers.append(
-                "host %s runs release %s, not the manifest's release %s: it is not on the bad release (if only "
-                "some hosts got it, set rollback_accept_disagreement to leave the others where they are)"
-                % (host, live, bad)
+                "host %s runs release %s, not the manifest's release %s: it is not on the bad release%s"
+                % (
+                    host,
+                    live,
+                    bad,
+                    ""
+                    if unfinished
+                    else " (if only some hosts got it, set rollback_accept_disagreement to leave the others where "
+                    "they are)",
+                )
             )
         hosts[host] = {
             "live": live,
@@ -223,13 +233,15 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
                 no_record.append(host)
         lives.add(live)
         targets.add(target)
-    if off_bad_hosts and len(off_bad_hosts) == len(hosts):
+    if off_bad_hosts and len(off_bad_hosts) == len(hosts) and not unfinished:
         now = ", ".join(sorted({hosts[h]["live"] for h in off_bad_hosts}))
         blockers.insert(
             0,
             "no host runs the manifest's release %s (they run %s): there is nothing to roll back; if the release "
             "they run now is bad, plan with its manifest" % (bad, now),
         )
+    for run_dir in sorted(unfinished, reverse=True):
+        blockers.insert(0, _unfinished_blocker(run_dir, *unfinished[run_dir]))
     if not host_facts and not options.get("inventory_problems"):
         blockers.append("no application hosts were found: put them in the inventory group 'app'")
     if no_restart:
@@ -283,9 +295,15 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
         else:
             if len(lives) > 1:
                 blockers.append(
-                    "hosts disagree on the live release (%s): %s; to go ahead host by host, plan again with "
-                    "rollback_accept_disagreement: true and approve the plan that spells it out"
-                    % (", ".join(sorted(lives, key=_version_key)), spelled)
+                    "hosts disagree on the live release (%s): %s%s"
+                    % (
+                        ", ".join(sorted(lives, key=_version_key)),
+                        spelled,
+                        ""
+                        if unfinished
+                        else "; to go ahead host by host, plan again with rollback_accept_disagreement: true and "
+                        "approve the plan that spells it out",
+                    )
                 )
             if len(targets) > 1:
                 blockers.append(
@@ -625,32 +643,68 @@ def _fact_changes(before, after):
     return "; ".join(changes[:5]) or "its facts differ"
 
 
-def _holder_hint(lock, options):
-    """How to move on the run that holds a host's lock, when it is a run of this controller."""
+def _holder_run(lock, options):
+    """``(run directory, lifecycle state)`` of the run of this controller that holds a host's lock, or None."""
     run_id = (lock or {}).get("run_id")
     root = options.get("runs_root")
     if not run_id or not root or "/" in str(run_id) or run_id == options.get("run_id"):
-        return ""
+        return None
     run_dir = "%s/%s" % (str(root).rstrip("/"), run_id)
     try:
         with open(run_dir + "/state.json", encoding="utf-8") as fh:
-            state = (json.load(fh).get("lifecycle") or {}).get("state")
-    except (OSError, ValueError):
+            return run_dir, (json.load(fh).get("lifecycle") or {}).get("state")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _unfinished_holders(host_facts, options):
+    """``{run directory: (state, [hosts])}``: the runs of this controller that hold a host's lock and have
+    not ended."""
+    found = {}
+    for host in sorted(host_facts or {}):
+        facts = host_facts[host] or {}
+        holder = _holder_run(facts.get("lock"), options) if facts.get("lock_problem") else None
+        if holder and holder[1] not in _lifecycle.FINAL:
+            found.setdefault(holder[0], (holder[1], []))[1].append(host)
+    return found
+
+
+def _holder_commands(state, run_dir):
+    """The commands that move a holder's run on: resume and abort for a paused or partial run, else none."""
+    return _lifecycle.next_commands(state, run_dir) if state in (_lifecycle.PAUSED, _lifecycle.PARTIAL) else []
+
+
+def _unfinished_blocker(run_dir, state, hosts):
+    """The first blocker when another run of this application has not ended: finish or end that run."""
+    commands = _holder_commands(state, run_dir)
+    if commands:
+        what = "finish that rollback with `%s`, or end it with `%s`" % (commands[0], commands[-1])
+    else:
+        what = "see `release-rollback status %s`" % run_dir
+    return (
+        "run %s is %s and still holds %s: it is rolling this application back already; %s, instead of "
+        "starting another rollback" % (run_dir.rsplit("/", 1)[-1], state, ", ".join(hosts), what)
+    )
+
+
+def _holder_hint(lock, options):
+    """How to move on the run that holds a host's lock, when it is a run of this controller."""
+    holder = _holder_run(lock, options)
+    if holder is None:
         return ""
+    run_dir, state = holder
     if state in _lifecycle.FINAL:
+        # A final run is never aborted again: --break-lock replaces a final run's host locks at once (audited).
         return (
-            (
-                "; that run is %s, so its lock is left over: `release-rollback abort %s --reason cleanup` gives it "
-                "back" % (state, run_dir)
-            )
-            if state != _lifecycle.COMPLETED
-            else ""
+            "; that run is %s, so its lock is left over: plan again with --break-lock, which takes it back "
+            "(audited)" % state
         )
-    commands = _lifecycle.next_commands(state, run_dir) if state in (_lifecycle.PAUSED, _lifecycle.PARTIAL) else []
+    commands = _holder_commands(state, run_dir)
     gone = "; or, if its driver is gone, plan again with --break-lock (audited)"
     if not commands:
         return "; that run is %s: see `release-rollback status %s`%s" % (state, run_dir, gone)
-    return "; that run is %s: finish it with `%s`, or end it with `%s`%s" % (state, commands[0], commands[-1], gone)
+    # A paused run's driver has ended: breaking its locks would start a second rollback beside it.
+    return "; that run is %s: finish it with `%s`, or end it with `%s`" % (state, commands[0], commands[-1])
 
 
 def _with_mechanism(entry, facts, host, target, blockers):
