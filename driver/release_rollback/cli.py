@@ -983,6 +983,11 @@ def abort(run_dir, reason):
     engine = Engine(RunDir.find(run_dir), make_view(False))
     exit_state = engine.abort(reason)
     click.echo(f"Run {engine.rundir.run_id} aborted: {reason}")
+    if engine.locks_kept:
+        click.echo(
+            f"The host lock on {', '.join(engine.locks_kept)} could not be given back (events/unlock.jsonl says why): "
+            "a new plan takes it back with --break-lock (audited)."
+        )
     click.echo(f"Report: {engine.rundir.path / 'report.md'}")
     sys.exit(stages.EXIT_CODES[exit_state])
 

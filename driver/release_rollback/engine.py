@@ -503,20 +503,23 @@ class Engine:
         results = stage_results(state)
         state.update(exit_state=stages.ABORTED, aborted=reason, aborted_by_command=True)
         self.rundir.audit("run.aborted", reason=reason, by=operator_name())
-        self.release_host_locks(plan, state, why="the run was aborted")
+        self.locks_kept = self.release_host_locks(plan, state, why="the run was aborted")
         self._move(state, lifecycle.ABORTED)
         self._write_report(plan, self.rundir.read_approval(), results, aborted=reason)
         self.rundir.audit("run.end", exit_state=stages.ABORTED)
         self.rundir.write_state(state)
         return stages.ABORTED
 
-    def release_host_locks(self, plan: dict[str, Any], state: dict[str, Any], why: str) -> None:
-        """Give back the host locks this run may hold (taken at assess, or kept by hosts that failed)."""
+    def release_host_locks(self, plan: dict[str, Any], state: dict[str, Any], why: str) -> list[str]:
+        """Give back the host locks this run may hold (taken at assess, or kept by hosts that failed).
+
+        Returns the hosts whose lock may still be held: those where giving it back failed or that could not
+        be reached (every host of the plan when the job itself failed)."""
         assessing = "assess" in ((state.get("lifecycle") or {}).get("stage") or "") and not plan
         if not assessing and (
             not plan.get("hosts") or not (plan.get("locked") or "code_config" in state.get("stages", {}))
         ):
-            return
+            return []
         extravars: dict[str, Any] = {"rollback_plan": plan or {"run_id": self.rundir.run_id, "hosts": {}}}
         if assessing:
             # Killed while it assessed: there is no plan, so every application host is asked.
@@ -530,7 +533,13 @@ class Engine:
             playbook=content.playbook("unlock"),
             mark=f"{self.job_mark}unlock",
         )
-        self.rundir.audit("host_locks.released", reason=why, runner_status=run.status, hosts=sorted(run.hosts))
+        kept = sorted(h for h, t in run.hosts.items() if t.failed or t.unreachable)
+        if run.status != "successful" and not kept:
+            kept = sorted(plan.get("hosts") or run.hosts)
+        self.rundir.audit(
+            "host_locks.released", reason=why, runner_status=run.status, hosts=sorted(run.hosts), kept=kept
+        )
+        return kept
 
     def load_plan(self) -> dict[str, Any]:
         try:
@@ -1097,6 +1106,7 @@ class Engine:
     diffs: list[str] = field(default_factory=list)  # what --diff printed, in memory only (a dry run's)
     _unfinished: str | None = None  # the stage the last job began and never published
     _locks_given_back: bool = False  # a job's code stage gave back the host locks taken at assess
+    locks_kept: list[str] = field(default_factory=list)  # hosts whose lock `abort` could not give back
     _record_error: OSError | None = None  # a run file could not be written during the job (a full disk)
     _locks_recorded: set[str] = field(default_factory=set)  # hosts whose lock this run recorded taking
 

@@ -592,4 +592,5 @@ def test_kill_9_while_assessing_then_abort_gives_every_host_lock_back(cli, fleet
     aborted = cli("abort", str(run_dir), "--reason", "driver killed while assessing")
     assert aborted.returncode == 4, aborted.stdout + aborted.stderr
     assert not [p for p in locks if p.exists()]
+    assert "could not be given back" not in aborted.stdout
     assert plan(cli, fleet).returncode == 0

@@ -130,6 +130,12 @@ def test_abort_ends_a_partial_run_and_resume_is_refused_afterwards(cli, fleet):
         subprocess.run(["chattr", "-i", str(lock)], check=True)
     assert aborted.returncode == 4, aborted.stderr
     assert lock.exists()
+    assert (
+        "The host lock on web1 could not be given back (events/unlock.jsonl says why): a new plan takes it back "
+        "with --break-lock (audited)."
+    ) in aborted.stdout
+    released = next(e for e in audit_events(run_dir) if e["event"] == "host_locks.released")
+    assert released["kept"] == ["web1"]
     # A new plan names the leftover lock and the way on that works: a final run is never aborted again.
     planned = cli("plan", "-i", str(fleet.inventory), "-m", str(fleet.manifest))
     assert planned.returncode == 3, planned.stdout + planned.stderr
