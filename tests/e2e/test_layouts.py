@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -215,6 +216,30 @@ def test_disagreement_approved_host_by_host_rolls_each_host_to_its_own_target(cl
     assert version_of(fleet, "web1") == GOOD and version_of(fleet, "web2") == GOOD
     assert not (fleet.app_root("web2") / "releases" / GOOD / "ROLLED_BACK").exists()
     assert not (fleet.app_root("web2") / "releases" / OLD / "ROLLED_BACK").exists()
+
+
+def test_an_accepted_disagreement_leaves_a_host_with_a_fix_where_it_is_never_on_the_bad_release(cli, make_fleet):
+    fix = "20261204090000Z"
+    fleet = make_fleet([GOOD, BAD], hosts=2)
+    code_only(fleet, BAD)
+    # A fix went out to web2 after the bad release (its previous release is the bad one); web1 still runs the
+    # bad release.
+    app = fleet.app_root("web2")
+    shutil.copytree(app / "releases" / GOOD, app / "releases" / fix)
+    (app / "releases" / fix / "REVISION").write_text(fix + "\n")
+    shutil.copytree(app / "snapshots" / GOOD, app / "snapshots" / fix)
+    os.unlink(app / "current")
+    os.symlink(f"./releases/{fix}", app / "current")
+    subprocess.run(
+        [sys.executable, "-m", "release_rollback.demo_service", "restart", str(fleet.hosts["web2"])], check=True
+    )
+    set_host_vars(fleet, rollback_accept_disagreement=True)
+    proc = run(cli, fleet)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    plan = yaml.safe_load((cli.run_dirs()[-1] / "plan.yml").read_text())
+    assert plan["disagreement"] == {"web1": f"{BAD} -> {GOOD}", "web2": f"{fix} -> {fix}"}
+    assert links(fleet) == {"web1": f"./releases/{GOOD}", "web2": f"./releases/{fix}"}
+    assert version_of(fleet, "web1") == GOOD and version_of(fleet, "web2") == fix
 
 
 def test_a_second_concurrent_rollback_is_refused_by_the_lock_of_the_first(cli, make_fleet, tmp_path):

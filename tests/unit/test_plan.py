@@ -146,6 +146,24 @@ def test_disagreement_approved_host_by_host_is_spelled_out_in_the_plan(mu):
     assert plan["hash"] != blocked["hash"]
 
 
+def test_an_accepted_disagreement_never_rolls_a_host_onto_the_bad_release(mu):
+    # A fix (2.0.1) went out to web2 after the bad 2.0.0; 2.0.0 is web2's previous release.
+    fixed = facts(live="2.0.1", previous="2.0.0", releases=("1.9.0", "2.0.0", "2.0.1"))
+    plan = build(mu, host_facts={"web1": facts(), "web2": fixed}, accept_disagreement=True)
+    assert plan["blockers"] == []
+    assert plan["hosts"]["web2"]["target"] == "2.0.1"  # left where it is, as the setting promises
+    assert plan["disagreement"] == {"web1": "2.0.0 -> 1.9.0", "web2": "2.0.1 -> 2.0.1"}
+    assert not [r for r in plan["risks"] if "-> 2.0.0" in r], plan["risks"]
+
+
+def test_a_target_that_is_the_bad_release_blocks(mu):
+    plan = build(mu, target="2.0.0")
+    assert plan["blockers"] == [
+        "target release 2.0.0 is the release the manifest names as bad: pass the last known-good release with "
+        "--target, or leave --target out to roll back to each host's previous release"
+    ]
+
+
 def test_a_host_locked_by_another_run_blocks_with_the_holder(mu):
     locked = dict(facts(), lock_problem="/srv/shop/.rollback.lock is locked by run r0 by bob since T")
     plan = build(mu, host_facts={"web1": facts(), "web2": locked})

@@ -46,10 +46,6 @@ def _version_key(name):
     return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts if p != ""]
 
 
-def _older(a, b):
-    return _version_key(a) < _version_key(b)
-
-
 def _scope(manifest, requested):
     available = ["feature_flags", "code_config", "database", "infrastructure", "validate"]
     if not manifest.get("flags"):
@@ -163,7 +159,14 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
         if facts.get("lock_problem"):
             blockers.append("host %s: %s%s" % (host, facts["lock_problem"], _holder_hint(facts.get("lock"), options)))
         service = _service_preflight(host, settings.get(host), blockers, no_restart, no_http)
-        if wanted_target and wanted_target in known_bad:
+        if wanted_target and wanted_target == bad:
+            why = (
+                "target release %s is the release the manifest names as bad: pass the last known-good release with "
+                "--target, or leave --target out to roll back to each host's previous release" % wanted_target
+            )
+            if why not in blockers:
+                blockers.append(why)
+        elif wanted_target and wanted_target in known_bad:
             why = (
                 "target release %s is recorded as rolled back (known-bad) by run %s: pick another release, or "
                 "clear it in the release record if it was fixed" % (wanted_target, known_bad[wanted_target])
@@ -183,8 +186,10 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
                     "target release %s is not on host %s (it has: %s)"
                     % (wanted_target, host, ", ".join(facts.get("releases") or []) or "none")
                 )
-        elif accept_mixed and bad and live and live != bad and _older(live, bad):
-            target = live  # this host never got the bad release: leave it where it is
+        elif accept_mixed and bad and live and live != bad:
+            # Not on the bad release: it never got it, or a fix went out to it since. It stays where it is; going
+            # back from a newer release could land on the bad one.
+            target = live
         elif target is None and not off_bad:
             blockers.append(
                 "host %s has no previous release before %s: find the last known-good release in the release "
