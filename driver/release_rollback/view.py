@@ -224,7 +224,7 @@ def print_summary(rep: dict[str, Any], stream=None) -> None:
                     read = ", ".join(
                         x for x in (f"health {health}" if health else "", f"version {version}" if version else "") if x
                     )
-                    line = f"{start} -> {now} (target {target}){'; ' + read if read else ''}"
+                    line = _host_line(start, target, now) + (f"; {read}" if read else "")
                     table.add_row(
                         Text(f"  {host}"), Text(mark(status), style=_STYLE.get(mark(status), "")), "", Text(line)
                     )
@@ -244,7 +244,7 @@ def print_summary(rep: dict[str, Any], stream=None) -> None:
                     x for x in (f", health {health}" if health else "", f", version {version}" if version else "")
                 )
                 console.print(
-                    f"  host {host:<10} {mark(status):<12} {start} -> {now} (target {target}){read}",
+                    f"  host {host:<10} {mark(status):<12} {_host_line(start, target, now)}{read}",
                     markup=False,
                     highlight=False,
                     soft_wrap=True,
@@ -270,3 +270,11 @@ def print_summary(rep: dict[str, Any], stream=None) -> None:
         console.print(
             f"  next: {command}" if command else f"  note: {item}", markup=False, highlight=False, soft_wrap=True
         )
+
+
+def _host_line(start: str, target: str, now: str) -> str:
+    """A host's row: where it started, where it is and its target; a host left out of the plan has only what
+    the report says of it."""
+    if not start and not target:
+        return now
+    return f"{start} -> {now} (target {target})"

@@ -486,6 +486,8 @@ def test_an_unreachable_host_is_named_with_its_ssh_error_and_can_be_excluded(cli
     approve(cli, run_dir)
     done = cli("run", str(run_dir / "plan.yml"))
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "  host web4       left out     left out of this rollback (excluded with --exclude)\n" in done.stdout
+    assert "(target )" not in done.stdout
     assert_rolled_back(fleet)
     (web4,) = [row for row in (run_dir / "report.md").read_text().splitlines() if row.startswith("| web4 |")]
     assert web4.startswith("| web4 | left out |") and "| left out of this rollback (excluded with --exclude) |" in web4
