@@ -295,6 +295,14 @@ def test_the_plan_lists_the_down_steps_in_order_with_their_risks():
     assert any("b2 -> a1 is destructive (drops column orders.coupon)" in r for r in plan["risks"])
     assert plan["database"]["url"] == "postgresql://u:***@h/db"
     assert "pw" not in str(plan["database"]) and "pw" not in str(plan["steps"])
+    assert not [r for r in plan["risks"] if "hosts left out of this rollback (" in r]
+    # A host left out keeps the release it runs while the schema goes back under it: the approver is told.
+    options = {"scope": ["database"], "excluded": {"web2": "excluded with --exclude"}}
+    plan = planlib.build_plan(manifest, facts, {"current": "c3", "steps": STEPS}, options)
+    assert (
+        "the database goes back to revision a1 while the hosts left out of this rollback (web2) keep the release "
+        "they run: check that it works with the older schema, or plan without leaving them out"
+    ) in plan["risks"]
 
 
 SQLALCHEMY_REFUSED = """Traceback (most recent call last):

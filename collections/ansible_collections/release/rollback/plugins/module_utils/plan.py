@@ -397,6 +397,12 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
         if needs:
             steps[-1]["approval"] = "needs `approve --destructive` for %s" % ", ".join(needs)
         risks.extend(_db_target_risks(db, current, scope, hosts, host_facts, record, wanted_target, from_version))
+        if excluded and down:
+            risks.append(
+                "the database goes back to revision %s while the hosts left out of this rollback (%s) keep the release "
+                "they run: check that it works with the older schema, or plan without leaving them out"
+                % (db["target_revision"], ", ".join(sorted(excluded)))
+            )
         validation_points.append("database revision == %s" % db["target_revision"])
     infra_state = options.get("infra_state") or {}
     if "infrastructure" in scope:
