@@ -909,7 +909,7 @@ def status(ctx, run_dir, team, limit, json_mode):
                 click.echo(f"    {host}: {hres.get('status')} - {hres.get('msg') or 'no detail'}")
     extras = reportlib.read_extras(str(rundir.path))
     if state.get("exit_state") and run_state != lifecycle.BLOCKED:
-        click.echo(f"  sign-off:   {reportlib.signoff_status(extras['signoff'])}")
+        click.echo(f"  sign-off:   {reportlib.signoff_status(extras['signoff'], state['exit_state'])}")
         click.echo(f"  RCA:        {reportlib.rca_line(extras['rca'])}")
     for command in commands:
         click.echo(f"  next: {command}")
@@ -1043,7 +1043,8 @@ def signoff(run_dir, by, role, note, accept_gaps):
     engine = Engine(rundir, make_view(True))
     run_state, why = engine.run_state(state)
     if not lifecycle.allowed("signoff", run_state):
-        raise BadInput(
+        # Like every command the run's state does not allow: exit 3, nothing changed.
+        raise Blocked(
             lifecycle.refusal(
                 "signoff",
                 run_state,

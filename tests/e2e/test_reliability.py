@@ -153,6 +153,15 @@ def test_abort_ends_a_partial_run_and_resume_is_refused_afterwards(cli, fleet):
     assert any(e["event"] == "run.aborted" for e in audit_events(run_dir))
     refused = cli("resume", str(run_dir))
     assert refused.returncode == 3 and "aborted" in refused.stderr
+    # An aborted run is never signed off: neither its status nor its report awaits a sign-off, and signoff is
+    # refused.
+    status = cli("status", str(run_dir))
+    assert "  sign-off:   none: a run that ended aborted is not signed off\n" in status.stdout, status.stdout
+    assert "- **Sign-off:** none: a run that ended aborted is not signed off" in (run_dir / "report.md").read_text()
+    assert "awaiting sign-off" not in (run_dir / "report.html").read_text()
+    unsigned = cli("signoff", str(run_dir), "--by", "rm-carol")
+    assert unsigned.returncode == 3 and "`signoff` is not possible while run" in unsigned.stderr, unsigned.stderr
+    assert not (run_dir / "signoff.json").exists()
 
 
 def test_a_second_rollback_of_the_same_environment_is_refused_with_the_holder(cli, fleet):

@@ -167,7 +167,7 @@ def build(
         "trigger": trigger or None,
         "from_webhook": from_webhook(trigger, [r for r in rows if not r.get("manual")]),
         "signoff": signoff or None,
-        "signoff_status": signoff_status(signoff),
+        "signoff_status": signoff_status(signoff, state),
         "rca": rca or {"status": "not configured"},
         "notifications": list(notifications or []),
     }
@@ -189,7 +189,7 @@ def refresh(rep, signoff=None):
     """``rep`` with a new sign-off record, its words and sections made again from the same facts."""
     rep = dict(rep)
     rep["signoff"] = signoff or None
-    rep["signoff_status"] = signoff_status(signoff)
+    rep["signoff_status"] = signoff_status(signoff, rep.get("exit_state"))
     if "time_to_restore" not in rep:  # a report written before the figure existed
         rep["time_to_restore"] = time_to_restore(rep.get("approval"), rep.get("timeline"))
     rep["sections"] = sections(rep)
@@ -536,11 +536,15 @@ def time_to_restore_line(ttr):
     return "Time to restore from the approval at %s: %s." % (ttr["approved"], ", ".join(parts))
 
 
-def signoff_status(signoff):
-    """One line: who signed the rollback off and when, or that it awaits sign-off."""
-    if not signoff:
+def signoff_status(signoff, exit_state=None):
+    """One line: who signed the rollback off and when, that it awaits sign-off, or that a run which ended
+    ``exit_state`` (aborted, blocked) is never signed off (``signoff`` is for completed and partially completed
+    rollbacks)."""
+    if signoff:
+        return "signed off by %s at %s" % (signoff.get("by"), signoff.get("time"))
+    if exit_state in (None, _stages.COMPLETED, _stages.PARTIAL):
         return "awaiting sign-off"
-    return "signed off by %s at %s" % (signoff.get("by"), signoff.get("time"))
+    return "none: a run that ended %s is not signed off" % exit_state
 
 
 def rca_line(rca):
@@ -1041,7 +1045,7 @@ def _summary_section(rep):
     facts.append(
         fact(
             "Sign-off",
-            rep.get("signoff_status") or "awaiting sign-off",
+            rep.get("signoff_status") or signoff_status(None, rep.get("exit_state")),
             status="signed" if rep.get("signoff") else "awaiting",
         )
     )
