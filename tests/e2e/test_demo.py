@@ -68,7 +68,9 @@ def test_the_demo_keeps_its_fleet_running_with_keep_and_names_the_command_that_s
         assert again.returncode == 3, again.stdout + again.stderr
         assert (
             f"blocked: the plan is blocked: no host runs the manifest's release {BAD} (they run {GOOD}): "
-            "there is nothing to roll back"
+            "there is no code to roll back; if the release they run now is bad, plan with its manifest; if the flags, "
+            f"database, infrastructure changes of {BAD} are still in place, plan them alone: --scope feature_flags "
+            "--scope database --scope infrastructure --scope validate"
         ) in again.stderr
         assert "--target" not in again.stdout + again.stderr
         pids = [int(p.read_text().split()[0]) for p in pidfiles]

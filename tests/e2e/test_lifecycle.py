@@ -141,6 +141,31 @@ def test_abort_of_a_completed_run_is_refused_and_it_can_still_be_signed_off(cli,
     assert signed.returncode == 0, signed.stdout + signed.stderr
 
 
+def test_a_release_whose_code_is_rolled_back_already_has_the_rest_rolled_back_by_the_scope_the_plan_names(cli, fleet):
+    # The code alone went back (a code-only run, or a run overtaken by a fix on some hosts): the release's flag,
+    # schema and load balancer config are still the bad release's.
+    code = cli("run", "-i", str(fleet.inventory), "-m", str(fleet.manifest), "--approver", "alice", "--yes",
+               "--scope", "code_config")  # fmt: skip
+    assert code.returncode == 0, code.stdout + code.stderr
+    assert fleet.db_revision() == "b2" and fleet.lb_release() == fleet.bad
+    assert fleet.flag()["defaultVariant"] != "off"
+    # A new plan finds no code to roll back and names the scope that rolls the rest back; nothing changes.
+    before = fleet_state(fleet)
+    blocked = plan(cli, fleet)
+    assert blocked.returncode == 3, blocked.stdout + blocked.stderr
+    said = blocked.stderr.split("plan them alone: ", 1)[1].split(";", 1)[0]
+    assert said == "--scope feature_flags --scope database --scope infrastructure --scope validate"
+    assert "rollback_accept_disagreement" not in blocked.stderr  # no host got the bad release to leave others for
+    assert fleet_state(fleet) == before
+    # The operator pastes it: every host stays on the release it runs, and the rest of the release goes back.
+    rest = cli("run", "-i", str(fleet.inventory), "-m", str(fleet.manifest), "--approver", "alice", "--yes",
+               *said.split())  # fmt: skip
+    assert rest.returncode == 0, rest.stdout + rest.stderr
+    assert_rolled_back(fleet)
+    done = statuses(cli.run_dirs()[-1])
+    assert done.pop("code_config") == "skipped" and set(done.values()) == {"ok"}, done
+
+
 # ------------------------------------------------------------------- the approval binds inputs
 def test_a_manifest_edited_after_approval_is_refused_and_changes_nothing(cli, fleet):
     run_dir = planned(cli, fleet)

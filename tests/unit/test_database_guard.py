@@ -305,6 +305,35 @@ def test_the_plan_lists_the_down_steps_in_order_with_their_risks():
     ) in plan["risks"]
 
 
+def test_a_plan_without_the_code_leaves_every_host_where_it_is_and_names_one_newer_than_the_bad_release():
+    # The code went back on web1; a fix (3) went out to web2 since: the schema is still the bad release's.
+    manifest = content.module_utils("manifest").parse_manifest(
+        {
+            "version": "2",
+            "database": {"config": "/srv/a/alembic.ini", "url": "sqlite:////srv/a.db", "target_revision": "a1"},
+        }
+    )
+    facts = {
+        "web1": {"live": "1", "previous": None, "releases": ["1", "2"]},
+        "web2": {"live": "3", "previous": "2", "releases": ["1", "2", "3"]},
+    }
+    status = {"current": "c3", "steps": STEPS}
+    blocked = planlib.build_plan(manifest, facts, status, {})
+    assert blocked["blockers"][0].startswith("no host runs the manifest's release 2 (they run 1, 3)")
+    assert "plan them alone: --scope database --scope validate" in blocked["blockers"][0]
+    plan = planlib.build_plan(manifest, facts, status, {"scope": ["database", "validate"]})
+    assert plan["blockers"] == []
+    assert {h: v["target"] for h, v in plan["hosts"].items()} == {"web1": "1", "web2": "3"}
+    assert (
+        "hosts run different releases and the code is not in this plan's scope: each host stays on the release it "
+        "runs, and validation checks it there: web1: 1 -> 1; web2: 3 -> 3"
+    ) in plan["risks"]
+    assert (
+        "the database goes back to revision a1 while hosts run a release newer than the bad 2 (web2): check that it "
+        "works with the older schema"
+    ) in plan["risks"]
+
+
 SQLALCHEMY_REFUSED = """Traceback (most recent call last):
   File "/srv/app/.venv/lib/python3.11/site-packages/psycopg/connection.py", line 130, in connect
     raise last_ex.with_traceback(None)

@@ -49,7 +49,7 @@ def test_a_fleet_off_the_bad_release_is_blocked_as_nothing_to_roll_back_without_
     done = facts(live="1.9.0", previous=None, releases=("1.9.0", "2.0.0"))
     plan = build(mu, host_facts={"web1": done, "web2": done})
     assert plan["blockers"][0] == (
-        "no host runs the manifest's release 2.0.0 (they run 1.9.0): there is nothing to roll back; "
+        "no host runs the manifest's release 2.0.0 (they run 1.9.0): there is no code to roll back; "
         "if the release they run now is bad, plan with its manifest"
     )
     assert not [b for b in plan["blockers"] if "--target" in b], plan["blockers"]

@@ -46,6 +46,10 @@ def _version_key(name):
     return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts if p != ""]
 
 
+# The stages that act on the whole release rather than a host's code, with the manifest section each needs.
+_RELEASE_WIDE = (("feature_flags", "flags"), ("database", "database"), ("infrastructure", "infrastructure"))
+
+
 def _scope(manifest, requested):
     available = ["feature_flags", "code_config", "database", "infrastructure", "validate"]
     if not manifest.get("flags"):
@@ -134,9 +138,15 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
     known_bad = dict(options.get("known_bad") or {})
     bad = manifest.get("version")
     accept_mixed = bool(options.get("accept_disagreement"))
+    # A plan whose scope leaves the code out changes no host's release: a host off the bad release stays where
+    # it is, as under an accepted disagreement (the database or infrastructure of a release whose code is gone
+    # already can still be rolled back).
+    code_untouched = bool(options.get("scope")) and "code_config" not in options["scope"]
+    stay = accept_mixed or code_untouched
     records, no_record = {}, []
     passed_over = []
     off_bad_hosts = []  # assessed hosts that run another release than the manifest's
+    off_bad_at = []  # where their blockers are
     blockers.extend(options.get("inventory_problems") or [])
     settings = options.get("host_settings") or {}
     no_restart, no_http = [], []
@@ -154,7 +164,7 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
             hosts[host] = {"live": None, "target": None, "error": why}
             continue
         live = facts.get("live")
-        off_bad = bool(bad and live and live != bad and not accept_mixed)
+        off_bad = bool(bad and live and live != bad and not stay)
         target = _previous_not_known_bad(facts, known_bad, host, risks)
         if facts.get("lock_problem"):
             blockers.append("host %s: %s%s" % (host, facts["lock_problem"], _holder_hint(facts.get("lock"), options)))
@@ -186,7 +196,7 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
                     "target release %s is not on host %s (it has: %s)"
                     % (wanted_target, host, ", ".join(facts.get("releases") or []) or "none")
                 )
-        elif accept_mixed and bad and live and live != bad:
+        elif stay and bad and live and live != bad:
             # Not on the bad release: it never got it, or a fix went out to it since. It stays where it is; going
             # back from a newer release could land on the bad one.
             target = live
@@ -199,17 +209,10 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
             off_bad_hosts.append(host)
             # Not on the bad release: going back from what it runs would take a release back that the manifest
             # does not name as bad, so no --target advice here.
+            off_bad_at.append(len(blockers))
             blockers.append(
-                "host %s runs release %s, not the manifest's release %s: it is not on the bad release%s"
-                % (
-                    host,
-                    live,
-                    bad,
-                    ""
-                    if unfinished
-                    else " (if only some hosts got it, set rollback_accept_disagreement to leave the others where "
-                    "they are)",
-                )
+                "host %s runs release %s, not the manifest's release %s: it is not on the bad release"
+                % (host, live, bad)
             )
         hosts[host] = {
             "live": live,
@@ -238,12 +241,34 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
                 no_record.append(host)
         lives.add(live)
         targets.add(target)
+    if off_bad_hosts and len(off_bad_hosts) < len(hosts) and not unfinished:
+        # Only some hosts got the bad release: leaving the others where they are is the way on. (Not when none
+        # did, nor when another run is moving them.)
+        for at in off_bad_at:
+            blockers[at] += (
+                " (if only some hosts got it, set rollback_accept_disagreement to leave the others where they are)"
+            )
     if off_bad_hosts and len(off_bad_hosts) == len(hosts) and not unfinished:
         now = ", ".join(sorted({hosts[h]["live"] for h in off_bad_hosts}))
+        # The release's other changes (flags, schema, infrastructure) may still be in place when its code is gone
+        # (a run overtaken by a fix on some hosts): a plan that leaves the code out rolls them back.
+        rest = [(stage, word) for stage, word in _RELEASE_WIDE if manifest.get(word)]
         blockers.insert(
             0,
-            "no host runs the manifest's release %s (they run %s): there is nothing to roll back; if the release "
-            "they run now is bad, plan with its manifest" % (bad, now),
+            "no host runs the manifest's release %s (they run %s): there is no code to roll back; if the release "
+            "they run now is bad, plan with its manifest%s"
+            % (
+                bad,
+                now,
+                "; if the %s changes of %s are still in place, plan them alone: %s"
+                % (
+                    ", ".join(word for _stage, word in rest),
+                    bad,
+                    " ".join("--scope %s" % stage for stage, _word in rest + [("validate", "")]),
+                )
+                if rest
+                else "",
+            ),
         )
     for run_dir in sorted(unfinished, reverse=True):
         blockers.insert(0, _unfinished_blocker(run_dir, *unfinished[run_dir]))
@@ -295,7 +320,12 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
     if len(lives) > 1 or len(targets) > 1:
         disagreement = {h: "%s -> %s" % (v["live"], v["target"]) for h, v in hosts.items()}
         spelled = "; ".join("%s: %s" % hv for hv in sorted(disagreement.items()))
-        if accept_mixed:
+        if code_untouched:
+            risks.append(
+                "hosts run different releases and the code is not in this plan's scope: each host stays on the release "
+                "it runs, and validation checks it there: %s" % spelled
+            )
+        elif accept_mixed:
             risks.append("hosts disagree and each host is rolled back to its own target, as approved: %s" % spelled)
         else:
             if len(lives) > 1:
@@ -397,6 +427,14 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
         if needs:
             steps[-1]["approval"] = "needs `approve --destructive` for %s" % ", ".join(needs)
         risks.extend(_db_target_risks(db, current, scope, hosts, host_facts, record, wanted_target, from_version))
+        newer = sorted(
+            h for h, v in hosts.items() if bad and v.get("live") and _version_key(v["live"]) > _version_key(bad)
+        )
+        if newer and down:
+            risks.append(
+                "the database goes back to revision %s while hosts run a release newer than the bad %s (%s): check "
+                "that it works with the older schema" % (db["target_revision"], bad, ", ".join(newer))
+            )
         if excluded and down:
             risks.append(
                 "the database goes back to revision %s while the hosts left out of this rollback (%s) keep the release "
