@@ -126,6 +126,11 @@ def test_a_redeploy_between_approval_and_run_leaves_every_host_as_it_is(cli, fle
         assert "now runs 20261204090000Z, the plan expected 20261126081500Z: make a new plan" in msg
     # The database stage never started: the code stage did not end ok.
     assert fleet.db_revision() == "b2"
+    # Resuming would find the same hosts changed: the run says to end it and make a new plan.
+    assert (
+        "note: Stage code_config: the hosts named above no longer run what the plan expected: end this run with "
+        "abort and make a new plan (resume goes on only once they run it again)."
+    ) in proc.stdout
 
 
 def test_abort_of_a_completed_run_is_refused_and_it_can_still_be_signed_off(cli, fleet):

@@ -154,7 +154,7 @@ def build(
                 "previous_known_good": plan.get("to_version"),
             },
             # The environment the manifest names (the release record is kept per application and environment).
-            **({"environment": plan["environment"]} if plan.get("environment") else {})
+            **({"environment": plan["environment"]} if plan.get("environment") else {}),
         ),
         "timeline": rows,
         # The plan's label (plan, runbook plan, emergency plan), each layer's approach and the manual steps.
@@ -748,7 +748,14 @@ def _next_steps(state, results, commands=None, plan_file=None):
     for name in _stages.EXECUTION_STAGES:
         res = results.get(name)
         if res is None or res.get("status") not in (_stages.OK, _stages.SKIPPED):
-            out.append("Stage %s: fix the cause above, then resume the run." % name)
+            if res is not None and res.get("status") == _stages.STALE:
+                # Resuming finds the same hosts changed again: the plan no longer describes them.
+                out.append(
+                    "Stage %s: the hosts named above no longer run what the plan expected: end this run with abort "
+                    "and make a new plan (resume goes on only once they run it again)." % name
+                )
+            else:
+                out.append("Stage %s: fix the cause above, then resume the run." % name)
             break
     return (out or ["Re-run validation by resuming the run after mitigation."]) + commands
 
