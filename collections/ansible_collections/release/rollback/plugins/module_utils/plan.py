@@ -150,9 +150,14 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
     blockers.extend(options.get("inventory_problems") or [])
     settings = options.get("host_settings") or {}
     no_restart, no_http = [], []
-    # Runs of this controller that have not ended and hold a host's lock: they are rolling this application
-    # back already, and the hosts they moved are why some hosts run another release than the manifest's.
-    unfinished = _unfinished_holders(host_facts, options)
+    # The run of this controller that holds each locked host, read once. Those that have not ended are rolling
+    # this application back already, and the hosts they moved are why some hosts run another release.
+    holders = {
+        h: _holder_run((f or {}).get("lock"), options)
+        for h, f in (host_facts or {}).items()
+        if (f or {}).get("lock_problem")
+    }
+    unfinished = _unfinished_holders(holders)
     for host in sorted(host_facts or {}):
         facts = host_facts[host] or {}
         if facts.get("failed") or facts.get("unreachable"):
@@ -167,7 +172,7 @@ def build_plan(manifest, host_facts, db_status=None, options=None):
         off_bad = bool(bad and live and live != bad and not stay)
         target = _previous_not_known_bad(facts, known_bad, host, risks)
         if facts.get("lock_problem"):
-            blockers.append("host %s: %s%s" % (host, facts["lock_problem"], _holder_hint(facts.get("lock"), options)))
+            blockers.append("host %s: %s%s" % (host, facts["lock_problem"], _holder_hint(holders.get(host))))
         service = _service_preflight(host, settings.get(host), blockers, no_restart, no_http)
         if wanted_target and wanted_target == bad:
             why = (
@@ -706,13 +711,12 @@ def _holder_run(lock, options):
         return None
 
 
-def _unfinished_holders(host_facts, options):
-    """``{run directory: (state, [hosts])}``: the runs of this controller that hold a host's lock and have
-    not ended."""
+def _unfinished_holders(holders):
+    """``{run directory: (state, [hosts])}`` of ``holders`` (host -> ``_holder_run``): the runs that hold a
+    host's lock and have not ended."""
     found = {}
-    for host in sorted(host_facts or {}):
-        facts = host_facts[host] or {}
-        holder = _holder_run(facts.get("lock"), options) if facts.get("lock_problem") else None
+    for host in sorted(holders):
+        holder = holders[host]
         if holder and holder[1] not in _lifecycle.FINAL:
             found.setdefault(holder[0], (holder[1], []))[1].append(host)
     return found
@@ -736,9 +740,8 @@ def _unfinished_blocker(run_dir, state, hosts):
     )
 
 
-def _holder_hint(lock, options):
-    """How to move on the run that holds a host's lock, when it is a run of this controller."""
-    holder = _holder_run(lock, options)
+def _holder_hint(holder):
+    """How to move on the run that holds a host's lock (``_holder_run``), when it is a run of this controller."""
     if holder is None:
         return ""
     run_dir, state = holder
