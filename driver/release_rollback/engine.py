@@ -1083,8 +1083,11 @@ class Engine:
             if tally.locked and host not in self._locks_recorded:
                 self._locks_recorded.add(host)
                 self.rundir.note_host_lock(host, tally.locked, broke=tally.lock_broken)
-                if tally.lock_broken:
-                    self.rundir.audit("host_lock.broken", host=host, app_root=tally.locked, holder=tally.lock_broken)
+            # A plan made for later takes no lock, but --break-lock still replaces a gone or final run's: audited
+            # either way.
+            if tally.lock_broken and host not in self._locks_broken:
+                self._locks_broken.add(host)
+                self.rundir.audit("host_lock.broken", host=host, app_root=tally.locked, holder=tally.lock_broken)
 
     def breakable_runs(self) -> list[str]:
         """The runs under this runs root that cannot be working any more (their driver is gone on this
@@ -1109,6 +1112,7 @@ class Engine:
     locks_kept: list[str] = field(default_factory=list)  # hosts whose lock `abort` could not give back
     _record_error: OSError | None = None  # a run file could not be written during the job (a full disk)
     _locks_recorded: set[str] = field(default_factory=set)  # hosts whose lock this run recorded taking
+    _locks_broken: set[str] = field(default_factory=set)  # hosts where this run audited replacing another's lock
 
     def _release_record_file(self, plan: dict[str, Any]) -> str:
         """The release record file the report writes: the plan's, or the one beside this runs directory.

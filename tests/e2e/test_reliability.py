@@ -147,6 +147,9 @@ def test_abort_ends_a_partial_run_and_resume_is_refused_afterwards(cli, fleet):
     taken = cli("plan", "-i", str(fleet.inventory), "-m", str(fleet.manifest), "--break-lock")
     assert "locked by run" not in taken.stderr, taken.stderr
     assert not lock.exists()
+    # The lock it replaced is in its audit trail, with its holder.
+    broken = [e for e in audit_events(cli.run_dirs()[-1]) if e["event"] == "host_lock.broken"]
+    assert [(e["host"], e["holder"]["run_id"]) for e in broken] == [("web1", run_dir.name)], broken
     rep = report(run_dir)
     assert rep["exit_state"] == "aborted"
     assert "superseded by hotfix 1.4.3" in rep["known_limitations"][0]
