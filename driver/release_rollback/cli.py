@@ -981,11 +981,11 @@ def history(ctx, app, json_mode):
 def abort(run_dir, reason):
     """End a paused, blocked or partially completed run as aborted."""
     engine = Engine(RunDir.find(run_dir), make_view(False))
-    exit_state = engine.abort(reason)
+    exit_state, kept = engine.abort(reason)
     click.echo(f"Run {engine.rundir.run_id} aborted: {reason}")
-    if engine.locks_kept:
+    if kept:
         click.echo(
-            f"The host lock on {', '.join(engine.locks_kept)} could not be given back (events/unlock.jsonl says why): "
+            f"The host lock on {', '.join(kept)} could not be given back (events/unlock.jsonl says why): "
             "a new plan takes it back with --break-lock (audited)."
         )
     click.echo(f"Report: {engine.rundir.path / 'report.md'}")

@@ -494,8 +494,9 @@ class Engine:
         return record
 
     # ----------------------------------------------------------------------------------- abort
-    def abort(self, reason: str) -> str:
-        """End an unfinished run (planned, approved, paused or partially completed) as aborted."""
+    def abort(self, reason: str) -> tuple[str, list[str]]:
+        """End an unfinished run (planned, approved, paused or partially completed) as aborted. Returns the exit
+        state and the hosts whose lock could not be given back."""
         state = self.rundir.read_state()
         self._allow("abort", state)
         self._no_live_jobs("abort")
@@ -503,12 +504,12 @@ class Engine:
         results = stage_results(state)
         state.update(exit_state=stages.ABORTED, aborted=reason, aborted_by_command=True)
         self.rundir.audit("run.aborted", reason=reason, by=operator_name())
-        self.locks_kept = self.release_host_locks(plan, state, why="the run was aborted")
+        kept = self.release_host_locks(plan, state, why="the run was aborted")
         self._move(state, lifecycle.ABORTED)
         self._write_report(plan, self.rundir.read_approval(), results, aborted=reason)
         self.rundir.audit("run.end", exit_state=stages.ABORTED)
         self.rundir.write_state(state)
-        return stages.ABORTED
+        return stages.ABORTED, kept
 
     def release_host_locks(self, plan: dict[str, Any], state: dict[str, Any], why: str) -> list[str]:
         """Give back the host locks this run may hold (taken at assess, or kept by hosts that failed).
@@ -1109,7 +1110,6 @@ class Engine:
     diffs: list[str] = field(default_factory=list)  # what --diff printed, in memory only (a dry run's)
     _unfinished: str | None = None  # the stage the last job began and never published
     _locks_given_back: bool = False  # a job's code stage gave back the host locks taken at assess
-    locks_kept: list[str] = field(default_factory=list)  # hosts whose lock `abort` could not give back
     _record_error: OSError | None = None  # a run file could not be written during the job (a full disk)
     _locks_recorded: set[str] = field(default_factory=set)  # hosts whose lock this run recorded taking
     _locks_broken: set[str] = field(default_factory=set)  # hosts where this run audited replacing another's lock

@@ -155,6 +155,24 @@ def links(fleet) -> dict:
     return {h: fleet.live(h) for h in fleet.hosts}
 
 
+def make_live(fleet, host: str, release: str) -> None:
+    """Switch ``host`` to ``release`` and restart its application, as a deploy would."""
+    app = fleet.app_root(host)
+    os.unlink(app / "current")
+    os.symlink(f"./releases/{release}", app / "current")
+    subprocess.run(
+        [sys.executable, "-m", "release_rollback.demo_service", "restart", str(fleet.hosts[host])], check=True
+    )
+
+
+def run_accepting_disagreement(cli, fleet) -> dict:
+    """Run with rollback_accept_disagreement set; it completes. Returns its plan."""
+    set_host_vars(fleet, rollback_accept_disagreement=True)
+    proc = run(cli, fleet)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return yaml.safe_load((cli.run_dirs()[-1] / "plan.yml").read_text())
+
+
 def test_a_target_missing_on_one_host_blocks_before_any_host_changes(cli, make_fleet):
     fleet = make_fleet([OLD, GOOD, BAD], hosts=3)
     code_only(fleet, BAD)
@@ -200,16 +218,8 @@ def test_disagreement_approved_host_by_host_rolls_each_host_to_its_own_target(cl
     fleet = make_fleet([OLD, GOOD, BAD], hosts=2)
     code_only(fleet, BAD)
     # web2 never got the bad release: it still runs GOOD.
-    app = fleet.app_root("web2")
-    os.unlink(app / "current")
-    os.symlink(f"./releases/{GOOD}", app / "current")
-    subprocess.run(
-        [sys.executable, "-m", "release_rollback.demo_service", "restart", str(fleet.hosts["web2"])], check=True
-    )
-    set_host_vars(fleet, rollback_accept_disagreement=True)
-    proc = run(cli, fleet)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    plan = yaml.safe_load((cli.run_dirs()[-1] / "plan.yml").read_text())
+    make_live(fleet, "web2", GOOD)
+    plan = run_accepting_disagreement(cli, fleet)
     assert plan["disagreement"] == {"web1": f"{BAD} -> {GOOD}", "web2": f"{GOOD} -> {GOOD}"}
     assert any("each host is rolled back to its own target, as approved" in r for r in plan["risks"])
     assert links(fleet) == {"web1": f"./releases/{GOOD}", "web2": f"./releases/{GOOD}"}
@@ -228,15 +238,8 @@ def test_an_accepted_disagreement_leaves_a_host_with_a_fix_where_it_is_never_on_
     shutil.copytree(app / "releases" / GOOD, app / "releases" / fix)
     (app / "releases" / fix / "REVISION").write_text(fix + "\n")
     shutil.copytree(app / "snapshots" / GOOD, app / "snapshots" / fix)
-    os.unlink(app / "current")
-    os.symlink(f"./releases/{fix}", app / "current")
-    subprocess.run(
-        [sys.executable, "-m", "release_rollback.demo_service", "restart", str(fleet.hosts["web2"])], check=True
-    )
-    set_host_vars(fleet, rollback_accept_disagreement=True)
-    proc = run(cli, fleet)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    plan = yaml.safe_load((cli.run_dirs()[-1] / "plan.yml").read_text())
+    make_live(fleet, "web2", fix)
+    plan = run_accepting_disagreement(cli, fleet)
     assert plan["disagreement"] == {"web1": f"{BAD} -> {GOOD}", "web2": f"{fix} -> {fix}"}
     assert links(fleet) == {"web1": f"./releases/{GOOD}", "web2": f"./releases/{fix}"}
     assert version_of(fleet, "web1") == GOOD and version_of(fleet, "web2") == fix

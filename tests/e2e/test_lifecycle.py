@@ -218,6 +218,18 @@ def test_an_edited_plan_is_refused_and_changes_nothing(cli, fleet):
     assert fleet_state(fleet) == before
 
 
+def test_a_target_that_is_the_bad_release_is_refused_and_changes_nothing(cli, fleet):
+    before = fleet_state(fleet)
+    proc = cli("run", "-i", str(fleet.inventory), "-m", str(fleet.manifest), "--approver", "alice", "--yes",
+               "--target", fleet.bad)  # fmt: skip
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert (
+        f"target release {fleet.bad} is the release the manifest names as bad: pass the last known-good release "
+        "with --target, or leave --target out"
+    ) in proc.stderr
+    assert fleet_state(fleet) == before
+
+
 # ------------------------------------------------------------------- resume finishes the plan
 def test_resume_limit_after_a_halted_batch_finishes_every_host_and_then_the_database(cli, fleet):
     edit_inventory(fleet, lambda d: d["all"]["vars"].update(rollback_serial=1))
